@@ -1,0 +1,596 @@
+/**
+ * The file-system model: FUSE-shaped operations (paths in, stats and errnos
+ * out) over an {@link ObjectClient}, with Mountpoint's semantics. Every
+ * refusal comes from the errno table (errno.ts); the FUSE adapter only
+ * translates. Names and hidden keys: names.ts. Remote metadata:
+ * metadata-cache.ts. Local state lives here: folders made with mkdir that
+ * hold no object yet, and files being written.
+ */
+import { constants as fsConstants } from 'node:fs';
+import type { ObjectClient, ObjectInfo } from '../s3/object-client.js';
+import { MemoryBudget } from '../s3/memory-budget.js';
+import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../s3/prefetcher.js';
+import { PartLimitError, Uploader } from '../s3/uploader.js';
+import { S3RequestError } from '../s3/errors.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import { FsError, refuse, toFsError } from './errno.js';
+import { MetadataCache, systemClock, type Clock, type RemoteEntry } from './metadata-cache.js';
+import {
+  MAX_KEY_BYTES, baseName, dirPrefix, fileKey, isInside, isValidName, joinPath, parentPath,
+} from './names.js';
+
+export interface FsConfig {
+  prefix: string;
+  readOnly: boolean;
+  allowDelete: boolean;
+  allowOverwrite: boolean;
+  uid: number;
+  gid: number;
+  fileMode: number;
+  dirMode: number;
+  metadataTtlMs: number;
+  negativeMetadataTtlMs: number;
+  readPartSizeBytes: number;
+  writePartSizeBytes: number;
+  /** Parts of one upload in flight at once. */
+  maxPartsInFlight: number;
+  /** Bytes of read-ahead all open files of the mount may hold together. */
+  prefetchBudgetBytes: number;
+  prefetch?: Partial<PrefetchConfig>;
+}
+
+export interface Stat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  mtime: Date;
+  atime: Date;
+  ctime: Date;
+  blocks: number;
+  blksize: number;
+}
+
+export interface StatFs {
+  bsize: number; frsize: number; blocks: number; bfree: number; bavail: number;
+  files: number; ffree: number; favail: number; namemax: number;
+}
+
+interface WriteHandle {
+  kind: 'write';
+  path: string;
+  uploader: Uploader;
+  /** Set once flush/fsync completed the object: later writes get EIO. */
+  completed: boolean;
+  openedAtMs: number;
+}
+
+interface ReadHandle {
+  kind: 'read';
+  path: string;
+  prefetcher: Prefetcher;
+}
+
+type Handle = WriteHandle | ReadHandle;
+
+type Node =
+  | { kind: 'dir'; local: boolean }
+  | { kind: 'file'; info: ObjectInfo }
+  | { kind: 'writing'; handle: WriteHandle };
+
+const { O_WRONLY, O_RDWR, O_TRUNC, O_EXCL, O_SYNC } = fsConstants;
+const O_DSYNC = fsConstants.O_DSYNC ?? 0;
+/** Not in Node's constants; the same on Linux and macOS. */
+const O_ACCMODE = 3;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+
+/** Events the worker reports to the CLI or the tray (uploads in progress). */
+export interface FsEvents {
+  onUploadsChanged?(inProgress: number): void;
+  onUploadFailed?(path: string, err: Error): void;
+}
+
+export class S3FileSystem {
+  private readonly client: ObjectClient;
+  private readonly config: FsConfig;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly cache: MetadataCache;
+  private readonly budget: MemoryBudget;
+  private readonly prefetchConfig: PrefetchConfig;
+  private readonly mountedAt: Date;
+  private readonly localDirs = new Set<string>();
+  private readonly writing = new Map<string, WriteHandle>();
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+  private readonly lookups = new Map<string, Promise<RemoteEntry>>();
+  private readonly events: FsEvents;
+
+  constructor(client: ObjectClient, config: FsConfig, options: { log?: Logger; clock?: Clock; events?: FsEvents } = {}) {
+    this.client = client;
+    this.config = config;
+    this.log = options.log ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
+    this.events = options.events ?? {};
+    this.cache = new MetadataCache(config.metadataTtlMs, config.negativeMetadataTtlMs, this.clock);
+    this.budget = new MemoryBudget(config.prefetchBudgetBytes);
+    this.prefetchConfig = { ...DEFAULT_PREFETCH_CONFIG, partSizeBytes: config.readPartSizeBytes, ...config.prefetch };
+    this.mountedAt = new Date(this.clock.now());
+  }
+
+  /** Files open for writing whose object is not complete yet. */
+  get uploadsInProgress(): number {
+    let n = 0;
+    for (const h of this.writing.values()) if (!h.completed) n++;
+    return n;
+  }
+
+  get prefetchedBytes(): number {
+    return this.budget.used;
+  }
+
+  // ---- metadata ----
+
+  private dirStat(): Stat {
+    return this.stat(S_IFDIR | this.config.dirMode, 0, this.mountedAt, 2);
+  }
+
+  private fileStat(size: number, mtime: Date): Stat {
+    return this.stat(S_IFREG | this.config.fileMode, size, mtime, 1);
+  }
+
+  private stat(mode: number, size: number, mtime: Date, nlink: number): Stat {
+    return {
+      mode, size, nlink, mtime, atime: mtime, ctime: mtime,
+      uid: this.config.uid, gid: this.config.gid,
+      blocks: Math.ceil(size / 512), blksize: 4096,
+    };
+  }
+
+  private statOf(node: Node): Stat {
+    switch (node.kind) {
+      case 'dir': return this.dirStat();
+      case 'file': return this.fileStat(node.info.sizeBytes, node.info.lastModified);
+      case 'writing': return this.fileStat(node.handle.uploader.sizeBytes, new Date(node.handle.openedAtMs));
+    }
+  }
+
+  /**
+   * What is at a path: a remote folder first, then local state, then a
+   * remote file (DESIGN.md, "a folder hides a file of the same name").
+   */
+  private async resolve(path: string): Promise<Node | undefined> {
+    if (path === '/') return { kind: 'dir', local: false };
+    // Local state answers without a request; only a cached remote folder overrides it.
+    const local = this.localDirs.has(path) || this.writing.has(path);
+    const remote = local ? (this.cache.get(path) ?? { kind: 'missing' as const }) : await this.lookupRemote(path);
+    if (remote.kind === 'dir') return { kind: 'dir', local: false };
+    if (this.localDirs.has(path)) return { kind: 'dir', local: true };
+    const w = this.writing.get(path);
+    if (w) return { kind: 'writing', handle: w };
+    if (remote.kind === 'file') return { kind: 'file', info: remote.info };
+    return undefined;
+  }
+
+  private lookupRemote(path: string): Promise<RemoteEntry> {
+    const cached = this.cache.get(path);
+    if (cached) return Promise.resolve(cached);
+    const name = baseName(path);
+    if (!isValidName(name)) return Promise.resolve({ kind: 'missing' });
+    let pending = this.lookups.get(path);
+    if (!pending) {
+      pending = this.fetchRemote(path).finally(() => this.lookups.delete(path));
+      this.lookups.set(path, pending);
+    }
+    return pending;
+  }
+
+  /** HeadObject(key) and a one-key listing of key/ at once, as Mountpoint does. */
+  private async fetchRemote(path: string): Promise<RemoteEntry> {
+    const key = fileKey(this.config.prefix, path);
+    const started = this.clock.now();
+    const [head, list] = await Promise.all([
+      this.client.headObject(key),
+      this.client.listObjects({ prefix: key + '/', delimiter: '/', maxKeys: 1 }),
+    ]);
+    let entry: RemoteEntry;
+    if (list.objects.length > 0 || list.commonPrefixes.length > 0) entry = { kind: 'dir' };
+    else if (head) entry = { kind: 'file', info: head };
+    else entry = { kind: 'missing' };
+    this.cache.set(path, entry, started);
+    this.log.debug('lookup', { op: 'lookup', key, result: entry.kind, durationMs: this.clock.now() - started });
+    return entry;
+  }
+
+  async getattr(path: string): Promise<Stat> {
+    try {
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      return this.statOf(node);
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  /** Lists a folder; fills the metadata cache so `ls -l` needs no request per file. */
+  async readdir(path: string): Promise<{ names: string[]; stats: Stat[] }> {
+    try {
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (node.kind !== 'dir') throw refuse('notADirectory', path);
+      const prefix = dirPrefix(this.config.prefix, path);
+      const dirs = new Set<string>();
+      const files = new Map<string, ObjectInfo>();
+      let token: string | undefined;
+      const started = this.clock.now();
+      let pages = 0;
+      do {
+        const page = await this.client.listObjects({ prefix, delimiter: '/', ...(token ? { continuationToken: token } : {}) });
+        pages++;
+        for (const p of page.commonPrefixes) {
+          const name = p.slice(prefix.length, -1);
+          if (isValidName(name)) dirs.add(name);
+        }
+        for (const o of page.objects) {
+          const name = o.key.slice(prefix.length);
+          if (isValidName(name)) files.set(name, o);
+        }
+        token = page.nextContinuationToken;
+      } while (token);
+      const listedAt = this.clock.now();
+      this.cache.sweep();
+      const names: string[] = ['.', '..'];
+      const stats: Stat[] = [this.dirStat(), this.dirStat()];
+      for (const name of dirs) {
+        const child = joinPath(path, name);
+        this.cache.set(child, { kind: 'dir' }, listedAt);
+        names.push(name);
+        stats.push(this.dirStat());
+      }
+      for (const [name, info] of files) {
+        if (dirs.has(name)) continue;
+        const child = joinPath(path, name);
+        if (this.localDirs.has(child)) continue;
+        this.cache.set(child, { kind: 'file', info }, listedAt);
+        const w = this.writing.get(child);
+        names.push(name);
+        stats.push(w ? this.statOf({ kind: 'writing', handle: w }) : this.fileStat(info.sizeBytes, info.lastModified));
+      }
+      const shown = new Set(names);
+      for (const d of this.localDirs) {
+        if (parentPath(d) === path && !shown.has(baseName(d))) {
+          names.push(baseName(d));
+          stats.push(this.dirStat());
+          shown.add(baseName(d));
+        }
+      }
+      for (const [p, w] of this.writing) {
+        if (parentPath(p) === path && !shown.has(baseName(p))) {
+          names.push(baseName(p));
+          stats.push(this.statOf({ kind: 'writing', handle: w }));
+          shown.add(baseName(p));
+        }
+      }
+      this.log.debug('readdir', { op: 'readdir', key: prefix, entries: names.length - 2, pages, durationMs: listedAt - started });
+      return { names, stats };
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  statfs(): StatFs {
+    // Object storage has no fixed size; report plenty of room so file
+    // managers do not refuse a copy before trying it.
+    const blocks = 2 ** 40;
+    return {
+      bsize: 4096, frsize: 4096, blocks, bfree: blocks, bavail: blocks,
+      files: 2 ** 32, ffree: 2 ** 32, favail: 2 ** 32, namemax: 255,
+    };
+  }
+
+  // ---- open, read, write ----
+
+  private checkWritable(path: string): void {
+    if (this.config.readOnly) throw refuse('readOnly', path);
+  }
+
+  private checkNewName(path: string): void {
+    if (!isValidName(baseName(path))) {
+      throw Buffer.byteLength(baseName(path)) > 255 ? refuse('nameTooLong', path) : refuse('invalidName', path);
+    }
+    if (Buffer.byteLength(fileKey(this.config.prefix, path)) > MAX_KEY_BYTES) throw refuse('nameTooLong', path);
+  }
+
+  private addHandle(h: Handle): number {
+    const fd = this.nextHandle++;
+    this.handles.set(fd, h);
+    return fd;
+  }
+
+  private handle(fd: number, path: string): Handle {
+    const h = this.handles.get(fd);
+    if (!h) throw refuse('badHandle', path);
+    return h;
+  }
+
+  private startWrite(path: string): number {
+    const h: WriteHandle = {
+      kind: 'write',
+      path,
+      uploader: new Uploader(this.client, fileKey(this.config.prefix, path), {
+        partSizeBytes: this.config.writePartSizeBytes,
+        maxPartsInFlight: this.config.maxPartsInFlight,
+      }),
+      completed: false,
+      openedAtMs: this.clock.now(),
+    };
+    this.writing.set(path, h);
+    this.events.onUploadsChanged?.(this.uploadsInProgress);
+    return this.addHandle(h);
+  }
+
+  async open(path: string, flags: number): Promise<number> {
+    try {
+      const accmode = flags & O_ACCMODE;
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (accmode === O_WRONLY || accmode === O_RDWR) {
+        this.checkWritable(path);
+        if (node.kind === 'dir') throw refuse('isADirectory', path);
+        if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
+        if (node.kind === 'writing') throw refuse('concurrentWriter', path);
+        if (!this.config.allowOverwrite) throw refuse('overwriteNotAllowed', path);
+        if ((flags & O_TRUNC) === 0) throw refuse('overwriteWithoutTruncate', path);
+        return this.startWrite(path);
+      }
+      if (node.kind === 'writing') throw refuse('concurrentWriter', path);
+      if (node.kind === 'dir') return this.addHandle({ kind: 'read', path, prefetcher: this.emptyPrefetcher(path) });
+      const info = node.info;
+      return this.addHandle({
+        kind: 'read',
+        path,
+        prefetcher: new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig),
+      });
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  private emptyPrefetcher(path: string): Prefetcher {
+    return new Prefetcher(this.client, fileKey(this.config.prefix, path), 0, undefined, this.budget, this.prefetchConfig);
+  }
+
+  async create(path: string, flags: number): Promise<number> {
+    try {
+      this.checkWritable(path);
+      this.checkNewName(path);
+      const parent = await this.resolve(parentPath(path));
+      if (!parent) throw refuse('notFound', path);
+      if (parent.kind !== 'dir') throw refuse('notADirectory', path);
+      const node = await this.resolve(path);
+      if (node) {
+        if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
+        if (node.kind === 'dir') throw refuse('isADirectory', path);
+        if (node.kind === 'writing') throw refuse('concurrentWriter', path);
+        if (!this.config.allowOverwrite) throw refuse('overwriteNotAllowed', path);
+        if ((flags & O_TRUNC) === 0) throw refuse('overwriteWithoutTruncate', path);
+      }
+      if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
+      return this.startWrite(path);
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  async read(path: string, fd: number, target: Buffer, length: number, offset: number): Promise<number> {
+    const h = this.handle(fd, path);
+    if (h.kind !== 'read') throw refuse('concurrentWriter', path);
+    try {
+      return await h.prefetcher.read(offset, length, target);
+    } catch (err) {
+      const e = toFsError(err, path);
+      this.log.warn('read failed', { op: 'read', path, errno: e.errno, error: e.message, ...requestIdOf(err) });
+      throw e;
+    }
+  }
+
+  async write(path: string, fd: number, data: Buffer, offset: number): Promise<number> {
+    const h = this.handle(fd, path);
+    if (h.kind !== 'write') throw refuse('badHandle', path);
+    if (h.completed) throw refuse('writeAfterFsync', path);
+    if (offset !== h.uploader.sizeBytes) throw refuse('writeOutOfOrder', path);
+    try {
+      await h.uploader.append(data);
+      return data.length;
+    } catch (err) {
+      if (err instanceof PartLimitError) throw new FsError('EFBIG', err.message, { rule: 'fileTooLarge', cause: err });
+      const e = toFsError(err, path);
+      this.log.error('upload failed', { op: 'write', path, error: e.message, ...requestIdOf(err) });
+      throw e;
+    }
+  }
+
+  /** flush (every close) and fsync: complete the object; close() returns only when it is in the bucket. */
+  async flush(path: string, fd: number): Promise<void> {
+    const h = this.handles.get(fd);
+    if (!h || h.kind !== 'write') return;
+    await this.completeWrite(h);
+  }
+
+  private async completeWrite(h: WriteHandle): Promise<void> {
+    if (h.completed) {
+      // A second flush (dup'ed fd) reports the first one's outcome.
+      if (h.uploader.state === 'completed') return;
+      throw new FsError('EIO', `${h.path}: upload failed earlier`, { rule: 'ioError', cause: h.uploader.error });
+    }
+    h.completed = true;
+    const started = this.clock.now();
+    try {
+      const { etag, sizeBytes } = await h.uploader.complete();
+      const info: ObjectInfo = { key: h.uploader.key, sizeBytes, etag, lastModified: new Date(this.clock.now()) };
+      this.cache.set(h.path, { kind: 'file', info });
+      // The folders above now exist in the bucket.
+      for (let p = parentPath(h.path); p !== '/'; p = parentPath(p)) {
+        this.localDirs.delete(p);
+        this.cache.set(p, { kind: 'dir' });
+      }
+      this.log.info('upload complete', { op: 'upload', key: h.uploader.key, sizeBytes, durationMs: this.clock.now() - started });
+    } catch (err) {
+      const e = err instanceof PartLimitError
+        ? new FsError('ENOSPC', err.message, { rule: 'fsyncTooLarge', cause: err })
+        : new FsError('EIO', `${h.path}: upload failed, the object was not written: ${err instanceof Error ? err.message : String(err)}`, { rule: 'ioError', cause: err });
+      this.log.error('upload failed', { op: 'upload', key: h.uploader.key, error: e.message, ...requestIdOf(err) });
+      this.events.onUploadFailed?.(h.path, e);
+      throw e;
+    } finally {
+      if (this.writing.get(h.path) === h) this.writing.delete(h.path);
+      this.events.onUploadsChanged?.(this.uploadsInProgress);
+    }
+  }
+
+  async release(path: string, fd: number): Promise<void> {
+    const h = this.handles.get(fd);
+    if (!h) return;
+    this.handles.delete(fd);
+    if (h.kind === 'read') {
+      h.prefetcher.close();
+      this.log.debug('closed', { op: 'release', path, requests: h.prefetcher.stats.requests, resets: h.prefetcher.stats.resets });
+      return;
+    }
+    if (!h.completed) {
+      try {
+        await this.completeWrite(h);
+      } catch {
+        // Already logged and reported; release has no caller to tell.
+      }
+    }
+  }
+
+  // ---- namespace changes ----
+
+  async unlink(path: string): Promise<void> {
+    try {
+      this.checkWritable(path);
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (node.kind === 'dir') throw refuse('isADirectory', path);
+      if (node.kind === 'writing') throw refuse('unlinkWhileWriting', path);
+      if (!this.config.allowDelete) throw refuse('unlinkNotAllowed', path);
+      await this.client.deleteObject(node.info.key);
+      this.cache.set(path, { kind: 'missing' });
+      this.log.info('deleted', { op: 'unlink', key: node.info.key });
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  async mkdir(path: string): Promise<void> {
+    try {
+      this.checkWritable(path);
+      this.checkNewName(path);
+      const parent = await this.resolve(parentPath(path));
+      if (!parent) throw refuse('notFound', path);
+      if (parent.kind !== 'dir') throw refuse('notADirectory', path);
+      if (await this.resolve(path)) throw refuse('mkdirExists', path);
+      this.localDirs.add(path);
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  async rmdir(path: string): Promise<void> {
+    try {
+      this.checkWritable(path);
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (node.kind !== 'dir') throw refuse('notADirectory', path);
+      if (!node.local) throw refuse('rmdirRemote', path);
+      for (const d of this.localDirs) if (isInside(d, path)) throw refuse('rmdirNotEmpty', path);
+      for (const w of this.writing.keys()) if (isInside(w, path)) throw refuse('rmdirNotEmpty', path);
+      this.localDirs.delete(path);
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  async rename(from: string): Promise<void> {
+    try {
+      this.checkWritable(from);
+      const node = await this.resolve(from);
+      if (!node) throw refuse('notFound', from);
+      throw node.kind === 'dir' ? refuse('renameDirectory', from) : refuse('renameFile', from);
+    } catch (err) {
+      throw toFsError(err, from);
+    }
+  }
+
+  async link(path: string): Promise<void> {
+    this.checkWritable(path);
+    throw refuse('hardLink', path);
+  }
+
+  async symlink(path: string): Promise<void> {
+    this.checkWritable(path);
+    throw refuse('symlink', path);
+  }
+
+  async mknod(path: string): Promise<void> {
+    this.checkWritable(path);
+    throw refuse('specialFile', path);
+  }
+
+  /**
+   * chmod, chown, utimens: refused on stored files; a no-op on a file being
+   * written, so `touch new` and copies that set times while writing work.
+   */
+  async setattr(path: string): Promise<void> {
+    try {
+      this.checkWritable(path);
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (node.kind === 'writing') return;
+      throw refuse('setAttributes', path);
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    try {
+      this.checkWritable(path);
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (node.kind === 'writing' && !node.handle.completed && node.handle.uploader.sizeBytes === size) return;
+      throw refuse('truncate', path);
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  /** Ends every handle: completes writes (for a clean unmount) and stops reads. */
+  async drain(): Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (const [fd, h] of this.handles) pending.push(this.release(h.path, fd));
+    await Promise.allSettled(pending);
+  }
+
+  /** Aborts uploads without completing them (the worker is going away uncleanly). */
+  async abortAll(): Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (const h of this.writing.values()) pending.push(h.uploader.abort());
+    for (const h of this.handles.values()) if (h.kind === 'read') h.prefetcher.close();
+    await Promise.allSettled(pending);
+  }
+}
+
+function requestIdOf(err: unknown): { requestId?: string } {
+  let e: unknown = err;
+  while (e instanceof Error) {
+    if (e instanceof S3RequestError) return e.requestId ? { requestId: e.requestId } : {};
+    e = e.cause;
+  }
+  return {};
+}

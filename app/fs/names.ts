@@ -1,0 +1,58 @@
+/**
+ * The key-to-tree mapping rules (DESIGN.md, "Names"): which S3 keys become
+ * which file names, and which are hidden because no file name can stand for
+ * them. One module, so the listing, the lookups and the reference tests agree.
+ */
+
+/** Linux NAME_MAX. */
+export const MAX_NAME_BYTES = 255;
+/** S3's key length limit. */
+export const MAX_KEY_BYTES = 1024;
+
+/**
+ * A name the file system can show: not empty, not `.` or `..`, no `/` or
+ * NUL, at most 255 bytes. Keys with such segments (`a//b`, `a/./b`, a name
+ * of 300 bytes) are hidden, never a crash.
+ */
+export function isValidName(name: string): boolean {
+  if (name === '' || name === '.' || name === '..') return false;
+  if (name.includes('/') || name.includes('\0')) return false;
+  return Buffer.byteLength(name, 'utf8') <= MAX_NAME_BYTES;
+}
+
+/** Splits a FUSE path ("/a/b") into its names; the root is []. */
+export function pathNames(fusePath: string): string[] {
+  return fusePath.split('/').filter((s) => s !== '');
+}
+
+export function parentPath(fusePath: string): string {
+  const names = pathNames(fusePath);
+  names.pop();
+  return '/' + names.join('/');
+}
+
+export function baseName(fusePath: string): string {
+  const names = pathNames(fusePath);
+  return names[names.length - 1] ?? '';
+}
+
+export function joinPath(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+/** The object key of a file at `fusePath` under the mount's prefix. */
+export function fileKey(prefix: string, fusePath: string): string {
+  return prefix + pathNames(fusePath).join('/');
+}
+
+/** The key prefix that lists the folder at `fusePath` ('' or ending in '/'). */
+export function dirPrefix(prefix: string, fusePath: string): string {
+  const names = pathNames(fusePath);
+  return names.length === 0 ? prefix : `${prefix}${names.join('/')}/`;
+}
+
+/** Whether `fusePath` lies inside folder `dir` (at any depth). */
+export function isInside(fusePath: string, dir: string): boolean {
+  if (dir === '/') return fusePath !== '/';
+  return fusePath.startsWith(dir + '/');
+}

@@ -1,0 +1,220 @@
+/**
+ * One mount's lifecycle: check (mount point, credentials, bucket), mount,
+ * watch for an external `umount`, drain and unmount. The worker runs it for
+ * the CLI and the tray alike; `sosmount --foreground` runs it in-process.
+ */
+import os from 'node:os';
+import type { MountOptions } from './options.js';
+import { metadataTtlMs } from './options.js';
+import type { Logger } from './log.js';
+import { createS3Client, credentialProvider, SdkObjectClient, type StaticCredentials } from './s3/sdk-client.js';
+import { S3RequestError, toS3Error } from './s3/errors.js';
+import type { ObjectClient } from './s3/object-client.js';
+import { S3FileSystem, type FsEvents } from './fs/filesystem.js';
+import { createFuse, type TunedFuse } from './fs/fuse-adapter.js';
+import { checkMountPoint, forceUnmount, isMountPoint } from './mount-point.js';
+import type { MountErrorCode, MountState, WorkerError } from './worker-protocol.js';
+
+export class MountError extends Error {
+  override readonly name = 'MountError';
+  readonly code: MountErrorCode;
+  readonly requestId: string | undefined;
+
+  constructor(code: MountErrorCode, message: string, options: { requestId?: string | undefined; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.requestId = options.requestId;
+  }
+
+  toWorkerError(): WorkerError {
+    return { code: this.code, message: this.message, requestId: this.requestId };
+  }
+}
+
+/** Bytes of read-ahead all open files of one mount may hold (issue 4: RSS bounded). */
+const PREFETCH_BUDGET_BYTES = 256 * 1024 * 1024;
+/** Parts of one upload in flight: memory per writer is (this + 1) x write part size. */
+const MAX_PARTS_IN_FLIGHT = 4;
+/** How often we look for an external `umount` of our mount point. */
+const UNMOUNT_POLL_MS = 500;
+
+function endpointName(options: MountOptions): string {
+  return options.endpointUrl ?? 'the default AWS S3 endpoint';
+}
+
+/** The message a user reads when the bucket check fails, by cause. */
+export function bucketCheckError(err: S3RequestError, options: MountOptions): MountError {
+  const rid = err.requestId ? ` (request id ${err.requestId})` : '';
+  switch (err.kind) {
+    case 'NoSuchBucket':
+      return new MountError('bucket-not-found', `bucket ${options.bucket} does not exist at ${endpointName(options)}`, { requestId: err.requestId, cause: err });
+    case 'AccessDenied':
+      return new MountError('access-denied', `access denied to bucket ${options.bucket}${rid}`, { requestId: err.requestId, cause: err });
+    case 'InvalidCredentials':
+      return new MountError('invalid-credentials', `the credentials were rejected by ${endpointName(options)}${err.code ? ` (${err.code})` : ''}${rid}`, { requestId: err.requestId, cause: err });
+    case 'ClockSkew':
+      return new MountError('clock-skew', `this computer's clock differs too much from the server's; fix the system time${rid}`, { requestId: err.requestId, cause: err });
+    case 'Network':
+      return new MountError('endpoint-unreachable', `cannot reach ${endpointName(options)}: ${(err.cause as Error | undefined)?.message ?? err.message}`, { cause: err });
+    default:
+      return new MountError('internal', `checking bucket ${options.bucket} failed: ${err.message}`, { requestId: err.requestId, cause: err });
+  }
+}
+
+export interface MountHooks {
+  onState?(state: MountState, error?: WorkerError): void;
+  events?: FsEvents;
+}
+
+export class BucketMount {
+  readonly options: MountOptions;
+  readonly fs: S3FileSystem;
+  private readonly fuse: TunedFuse;
+  private readonly log: Logger;
+  private readonly hooks: MountHooks;
+  private watch: NodeJS.Timeout | undefined;
+  private stateValue: MountState = 'mounting';
+  private unmounting: Promise<void> | undefined;
+  private readonly ended: Promise<void>;
+  private resolveEnded!: () => void;
+
+  private constructor(options: MountOptions, fs: S3FileSystem, fuse: TunedFuse, log: Logger, hooks: MountHooks) {
+    this.options = options;
+    this.fs = fs;
+    this.fuse = fuse;
+    this.log = log;
+    this.hooks = hooks;
+    this.ended = new Promise((resolve) => { this.resolveEnded = resolve; });
+  }
+
+  get state(): MountState {
+    return this.stateValue;
+  }
+
+  /** Resolves when the mount is gone, by our unmount or an external one. */
+  whenEnded(): Promise<void> {
+    return this.ended;
+  }
+
+  private setState(state: MountState, error?: WorkerError): void {
+    this.stateValue = state;
+    this.hooks.onState?.(state, error);
+  }
+
+  /** Runs the checks, then mounts. Throws {@link MountError} with a one-line reason. */
+  static async mount(options: MountOptions, credentials: StaticCredentials | undefined, log: Logger, hooks: MountHooks = {}): Promise<BucketMount> {
+    const problem = await checkMountPoint(options.mountPoint);
+    if (problem) throw new MountError(problem.code, problem.message);
+
+    const connection = {
+      bucket: options.bucket,
+      endpointUrl: options.endpointUrl,
+      region: options.region,
+      forcePathStyle: options.forcePathStyle,
+      profile: options.profile,
+      credentials,
+      uploadChecksums: options.uploadChecksums,
+      storageClass: options.storageClass,
+    };
+    try {
+      await credentialProvider(connection)();
+    } catch (err) {
+      const which = options.profile ? `profile ${options.profile}` : 'the environment, ~/.aws/credentials or ~/.aws/config';
+      throw new MountError('credentials-missing', `no credentials found in ${which}: ${(err as Error).message}`, { cause: err });
+    }
+
+    // A quick, single-attempt check: an unreachable endpoint fails in seconds, not after retries.
+    const probe = new SdkObjectClient(createS3Client({ ...connection, maxConnections: 2, maxAttempts: 1, connectTimeoutMs: 5_000, requestTimeoutMs: 15_000 }), options.bucket);
+    try {
+      await probe.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 });
+    } catch (err) {
+      throw bucketCheckError(err instanceof S3RequestError ? err : toS3Error(err, { operation: 'ListObjectsV2', bucket: options.bucket }), options);
+    }
+
+    const s3 = createS3Client({ ...connection, maxConnections: options.maxThreads, maxAttempts: 4, requestTimeoutMs: 20_000 });
+    const client: ObjectClient = new SdkObjectClient(s3, options.bucket, options.storageClass);
+    return BucketMount.mountWith(client, options, log, hooks);
+  }
+
+  /** Mounts over a given client (tests use this with a fault-injecting one). */
+  static async mountWith(client: ObjectClient, options: MountOptions, log: Logger, hooks: MountHooks = {}): Promise<BucketMount> {
+    const ttlMs = metadataTtlMs(options.metadataTtl);
+    const fs = new S3FileSystem(client, {
+      prefix: options.prefix,
+      readOnly: options.readOnly,
+      allowDelete: options.allowDelete,
+      allowOverwrite: options.allowOverwrite,
+      uid: options.uid,
+      gid: options.gid,
+      fileMode: options.fileMode,
+      dirMode: options.dirMode,
+      metadataTtlMs: ttlMs,
+      negativeMetadataTtlMs: options.negativeMetadataTtl ? metadataTtlMs(options.negativeMetadataTtl) : ttlMs,
+      readPartSizeBytes: options.readPartSizeBytes,
+      writePartSizeBytes: options.writePartSizeBytes,
+      maxPartsInFlight: MAX_PARTS_IN_FLIGHT,
+      prefetchBudgetBytes: PREFETCH_BUDGET_BYTES,
+    }, { log, ...(hooks.events ? { events: hooks.events } : {}) });
+    const fuse = createFuse(options.mountPoint, fs, {
+      allowOther: options.allowOther,
+      allowRoot: options.allowRoot,
+      autoUnmount: options.autoUnmount,
+      debug: options.debug && process.env['SOSMOUNT_FUSE_DEBUG'] === '1',
+      // The kernel caches entries for the metadata TTL, capped so a long TTL
+      // does not hide our own local changes' effects from other processes for long.
+      kernelCacheSeconds: Math.min(ttlMs, 60_000) / 1000,
+      fsName: `sosmount:${options.bucket}${options.prefix ? '/' + options.prefix : ''}`,
+    }, log);
+    const m = new BucketMount(options, fs, fuse, log, hooks);
+    m.setState('mounting');
+    try {
+      await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      throw new MountError('fuse-unavailable', `cannot mount at ${options.mountPoint}: ${(err as Error).message}`, { cause: err });
+    }
+    m.setState('mounted');
+    log.info('mounted', { bucket: options.bucket, mountPoint: options.mountPoint, prefix: options.prefix, endpoint: options.endpointUrl, pid: process.pid, host: os.hostname() });
+    m.watchForExternalUnmount();
+    return m;
+  }
+
+  private watchForExternalUnmount(): void {
+    this.watch = setInterval(() => {
+      void isMountPoint(this.options.mountPoint).then((mounted) => {
+        if (!mounted && this.stateValue === 'mounted') {
+          this.log.info('unmounted from outside', { mountPoint: this.options.mountPoint });
+          void this.finish();
+        }
+      }, () => { /* the check itself failed; try again next tick */ });
+    }, UNMOUNT_POLL_MS);
+    this.watch.unref();
+  }
+
+  /** Completes open uploads, then unmounts. Safe to call more than once. */
+  unmount(): Promise<void> {
+    if (!this.unmounting) {
+      this.unmounting = (async () => {
+        this.setState('unmounting');
+        this.log.info('unmounting', { mountPoint: this.options.mountPoint, uploadsInProgress: this.fs.uploadsInProgress });
+        await this.fs.drain();
+        await new Promise<void>((resolve) => this.fuse.unmount((err) => {
+          if (err) this.log.warn('unmount failed, detaching', { error: err.message });
+          resolve();
+        }));
+        if (await isMountPoint(this.options.mountPoint).catch(() => false)) await forceUnmount(this.options.mountPoint);
+        await this.finish();
+      })();
+    }
+    return this.unmounting;
+  }
+
+  private async finish(): Promise<void> {
+    if (this.watch) clearInterval(this.watch);
+    this.watch = undefined;
+    if (this.stateValue === 'unmounted') return;
+    await this.fs.drain();
+    this.setState('unmounted');
+    this.log.info('unmounted', { mountPoint: this.options.mountPoint });
+    this.resolveEnded();
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * An in-memory bucket implementing {@link ObjectClient}, for fast unit tests
+ * of the fs model. Listing follows S3's documented ListObjectsV2 semantics.
+ * Every feature is also tested against a real server (test/helpers).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { S3RequestError } from './errors.js';
+import type {
+  ByteRange, CompletedPart, ListPage, ListRequest, ObjectClient, ObjectInfo,
+} from './object-client.js';
+
+interface StoredObject {
+  body: Buffer;
+  lastModified: Date;
+  etag: string;
+}
+
+export class MemoryObjectClient implements ObjectClient {
+  readonly bucket: string;
+  readonly objects = new Map<string, StoredObject>();
+  readonly uploads = new Map<string, { key: string; parts: Map<number, Buffer> }>();
+  /** Counts requests per operation, so tests can assert "no request per file". */
+  readonly requestCounts = new Map<string, number>();
+
+  constructor(bucket = 'test-bucket') {
+    this.bucket = bucket;
+  }
+
+  private count(op: string): void {
+    this.requestCounts.set(op, (this.requestCounts.get(op) ?? 0) + 1);
+  }
+
+  private notFound(op: string, key: string): S3RequestError {
+    return new S3RequestError('NoSuchKey', { operation: op, bucket: this.bucket, key, status: 404, code: 'NoSuchKey' }, `${op} ${key}: no such key`);
+  }
+
+  put(key: string, body: string | Uint8Array, lastModified = new Date()): void {
+    const buf = Buffer.from(body);
+    this.objects.set(key, { body: buf, lastModified, etag: `"${createHash('md5').update(buf).digest('hex')}"` });
+  }
+
+  async headBucket(): Promise<void> {
+    this.count('HeadBucket');
+  }
+
+  async headObject(key: string): Promise<ObjectInfo | undefined> {
+    this.count('HeadObject');
+    const o = this.objects.get(key);
+    return o ? { key, sizeBytes: o.body.length, lastModified: o.lastModified, etag: o.etag } : undefined;
+  }
+
+  async listObjects(req: ListRequest): Promise<ListPage> {
+    this.count('ListObjectsV2');
+    const maxKeys = Math.min(req.maxKeys ?? 1000, 1000);
+    const keys = [...this.objects.keys()].filter((k) => k.startsWith(req.prefix)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    const after = req.continuationToken;
+    const objects: ObjectInfo[] = [];
+    const commonPrefixes: string[] = [];
+    let last: string | undefined;
+    for (const key of keys) {
+      const rest = key.slice(req.prefix.length);
+      const cut = req.delimiter ? rest.indexOf(req.delimiter) : -1;
+      const entry = cut >= 0 ? req.prefix + rest.slice(0, cut + (req.delimiter?.length ?? 0)) : key;
+      if (after !== undefined && entry <= after) continue;
+      if (entry === last) continue;
+      if (objects.length + commonPrefixes.length >= maxKeys) {
+        return { objects, commonPrefixes, nextContinuationToken: last };
+      }
+      if (cut >= 0) {
+        commonPrefixes.push(entry);
+      } else {
+        const o = this.objects.get(key)!;
+        objects.push({ key, sizeBytes: o.body.length, lastModified: o.lastModified, etag: o.etag });
+      }
+      last = entry;
+    }
+    return { objects, commonPrefixes, nextContinuationToken: undefined };
+  }
+
+  async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<AsyncIterable<Uint8Array>> {
+    this.count('GetObject');
+    const o = this.objects.get(key);
+    if (!o) throw this.notFound('GetObject', key);
+    if (opts.ifMatch && opts.ifMatch !== o.etag) {
+      throw new S3RequestError('PreconditionFailed', { operation: 'GetObject', bucket: this.bucket, key, status: 412 }, 'precondition failed');
+    }
+    const slice = o.body.subarray(range.start, Math.min(range.end, o.body.length));
+    return (async function* () {
+      yield slice;
+    })();
+  }
+
+  async putObject(key: string, body: Uint8Array): Promise<{ etag: string }> {
+    this.count('PutObject');
+    this.put(key, body);
+    return { etag: this.objects.get(key)!.etag };
+  }
+
+  async createMultipartUpload(key: string): Promise<string> {
+    this.count('CreateMultipartUpload');
+    const id = randomUUID();
+    this.uploads.set(id, { key, parts: new Map() });
+    return id;
+  }
+
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string> {
+    this.count('UploadPart');
+    const u = this.uploads.get(uploadId);
+    if (!u || u.key !== key) throw new S3RequestError('NoSuchUpload', { operation: 'UploadPart', bucket: this.bucket, key, status: 404 }, 'no such upload');
+    u.parts.set(partNumber, Buffer.from(body));
+    return `"${createHash('md5').update(body).digest('hex')}"`;
+  }
+
+  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[]): Promise<{ etag: string }> {
+    this.count('CompleteMultipartUpload');
+    const u = this.uploads.get(uploadId);
+    if (!u) throw new S3RequestError('NoSuchUpload', { operation: 'CompleteMultipartUpload', bucket: this.bucket, key, status: 404 }, 'no such upload');
+    const body = Buffer.concat(parts.map((p) => {
+      const b = u.parts.get(p.partNumber);
+      if (!b) throw new S3RequestError('Other', { operation: 'CompleteMultipartUpload', bucket: this.bucket, key, status: 400, code: 'InvalidPart' }, 'invalid part');
+      return b;
+    }));
+    this.uploads.delete(uploadId);
+    this.put(key, body);
+    return { etag: this.objects.get(key)!.etag };
+  }
+
+  async abortMultipartUpload(_key: string, uploadId: string): Promise<void> {
+    this.count('AbortMultipartUpload');
+    this.uploads.delete(uploadId);
+  }
+
+  async deleteObject(key: string): Promise<void> {
+    this.count('DeleteObject');
+    this.objects.delete(key);
+  }
+}

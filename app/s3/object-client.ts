@@ -1,0 +1,58 @@
+/**
+ * The narrow interface through which the file system reaches S3. The real
+ * client (sdk-client.ts) and the in-memory one (memory-client.ts) implement
+ * it; every method throws {@link S3RequestError} on failure.
+ */
+export interface ObjectInfo {
+  key: string;
+  sizeBytes: number;
+  lastModified: Date;
+  etag: string;
+}
+
+export interface ListRequest {
+  prefix: string;
+  delimiter?: string;
+  maxKeys?: number;
+  continuationToken?: string;
+}
+
+export interface ListPage {
+  objects: ObjectInfo[];
+  commonPrefixes: string[];
+  nextContinuationToken: string | undefined;
+}
+
+export interface ByteRange {
+  start: number;
+  /** Exclusive. */
+  end: number;
+}
+
+export interface CompletedPart {
+  partNumber: number;
+  etag: string;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+}
+
+export interface ObjectClient {
+  readonly bucket: string;
+  headBucket(opts?: RequestOptions): Promise<void>;
+  /** Resolves undefined when the key does not exist. */
+  headObject(key: string, opts?: RequestOptions): Promise<ObjectInfo | undefined>;
+  listObjects(req: ListRequest, opts?: RequestOptions): Promise<ListPage>;
+  /**
+   * Streams a byte range. With `ifMatch`, a changed object fails with
+   * kind PreconditionFailed instead of returning mixed versions.
+   */
+  getObject(key: string, range: ByteRange, opts?: RequestOptions & { ifMatch?: string }): Promise<AsyncIterable<Uint8Array>>;
+  putObject(key: string, body: Uint8Array, opts?: RequestOptions): Promise<{ etag: string }>;
+  createMultipartUpload(key: string, opts?: RequestOptions): Promise<string>;
+  uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, opts?: RequestOptions): Promise<string>;
+  completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts?: RequestOptions): Promise<{ etag: string }>;
+  abortMultipartUpload(key: string, uploadId: string, opts?: RequestOptions): Promise<void>;
+  deleteObject(key: string, opts?: RequestOptions): Promise<void>;
+}

@@ -1,0 +1,292 @@
+/**
+ * Read-ahead for one open file, after Mountpoint's prefetch.rs.
+ *
+ * A reader's requests are served from a window of ranged GETs kept in
+ * flight ahead of it. The window starts small, so `head`, `file` or a
+ * thumbnailer reading the start of a big object costs one small request
+ * (Mountpoint: 1 MiB + 128 KiB). Each time the reader catches up with the
+ * newest request the window doubles, up to `maxWindowBytes`, and is cut into
+ * parts of `partSizeBytes` fetched in parallel. Reads that land inside the
+ * window (forward anywhere in it; backward up to `backwardSeekBytes`, which
+ * covers the kernel's out-of-order readahead) keep the window; any other
+ * seek resets it and fetches only a small aligned block, so random small
+ * reads cost little. Bytes are kept as the chunks the socket delivered and
+ * copied once, into the kernel's buffer; the window's bytes are drawn from
+ * a per-mount {@link MemoryBudget}.
+ */
+import type { ObjectClient } from './object-client.js';
+import { S3RequestError, isRetryable, toS3Error } from './errors.js';
+import type { MemoryBudget } from './memory-budget.js';
+
+export interface PrefetchConfig {
+  /** First request of a stream that starts at offset 0. Mountpoint's value: 1 MiB + 128 KiB. */
+  initialRequestBytes: number;
+  /** Size of each ranged GET once the window is large (`--read-part-size`). */
+  partSizeBytes: number;
+  /** Largest window per open file. */
+  maxWindowBytes: number;
+  /** After a reset, the block fetched around a random read. */
+  randomReadBlockBytes: number;
+  /** Data kept behind the furthest read, for the kernel's out-of-order reads (Mountpoint: 1 MiB). */
+  backwardSeekBytes: number;
+  /** Attempts for one part when its body breaks mid-stream (the SDK retries only until headers). */
+  maxBodyAttempts: number;
+}
+
+export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
+  initialRequestBytes: 1024 * 1024 + 128 * 1024,
+  partSizeBytes: 8 * 1024 * 1024,
+  maxWindowBytes: 64 * 1024 * 1024,
+  randomReadBlockBytes: 64 * 1024,
+  backwardSeekBytes: 1024 * 1024,
+  maxBodyAttempts: 3,
+};
+
+class Segment {
+  readonly start: number;
+  readonly end: number;
+  readonly chunks: Buffer[] = [];
+  received = 0;
+  done = false;
+  error: Error | undefined;
+  readonly controller = new AbortController();
+  private waiters: Array<() => void> = [];
+
+  constructor(start: number, end: number) {
+    this.start = start;
+    this.end = end;
+  }
+
+  get size(): number {
+    return this.end - this.start;
+  }
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.received += chunk.length;
+    this.wake();
+  }
+
+  finish(error?: Error): void {
+    this.done = true;
+    this.error = error;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const fn of w) fn();
+  }
+
+  /** Resolves once bytes up to `absEnd` have arrived, or the segment ended. */
+  async waitFor(absEnd: number): Promise<void> {
+    while (!this.done && this.start + this.received < absEnd) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.error && this.start + this.received < absEnd) throw this.error;
+  }
+
+  /** Copies [from, to) (absolute offsets, already received) into target at targetOffset. */
+  copyTo(from: number, to: number, target: Buffer, targetOffset: number): number {
+    let pos = this.start;
+    let written = 0;
+    for (const chunk of this.chunks) {
+      const chunkEnd = pos + chunk.length;
+      if (chunkEnd > from && pos < to) {
+        const s = Math.max(from, pos) - pos;
+        const e = Math.min(to, chunkEnd) - pos;
+        written += chunk.copy(target, targetOffset + written, s, e);
+      }
+      if (chunkEnd >= to) break;
+      pos = chunkEnd;
+    }
+    return written;
+  }
+}
+
+export interface PrefetcherStats {
+  requests: number;
+  resets: number;
+}
+
+export class Prefetcher {
+  private readonly client: ObjectClient;
+  private readonly key: string;
+  private readonly sizeBytes: number;
+  private readonly etag: string | undefined;
+  private readonly config: PrefetchConfig;
+  private readonly budget: MemoryBudget;
+  private segments: Segment[] = [];
+  /** End of the bytes requested so far (exclusive). */
+  private requestedEnd = 0;
+  private windowBytes = 0;
+  /** Furthest byte a reader has asked for. */
+  private highWater = 0;
+  private closed = false;
+  readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
+
+  constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget, config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG) {
+    this.client = client;
+    this.key = key;
+    this.sizeBytes = sizeBytes;
+    this.etag = etag && etag !== '' ? etag : undefined;
+    this.config = config;
+    this.budget = budget;
+  }
+
+  /** Reads up to `length` bytes at `offset` into `target`; returns the count (0 at EOF). */
+  async read(offset: number, length: number, target: Buffer): Promise<number> {
+    if (this.closed) throw new Error('prefetcher closed');
+    if (offset >= this.sizeBytes || length <= 0) return 0;
+    const end = Math.min(offset + length, this.sizeBytes);
+    if (!this.covers(offset)) this.reset(offset);
+    this.highWater = Math.max(this.highWater, end);
+    this.ensureRequested(end);
+    this.grow(offset);
+    this.refill();
+
+    let written = 0;
+    let pos = offset;
+    for (const seg of [...this.segments]) {
+      if (seg.end <= pos) continue;
+      if (seg.start > pos) break;
+      const upTo = Math.min(end, seg.end);
+      try {
+        await seg.waitFor(upTo);
+      } catch (err) {
+        // Drop the failed part so the next read starts a fresh request.
+        this.dropFrom(seg);
+        throw err;
+      }
+      written += seg.copyTo(pos, upTo, target, written);
+      pos = upTo;
+      if (pos >= end) break;
+    }
+    this.trimBehind();
+    return written;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const seg of this.segments) this.discard(seg);
+    this.segments = [];
+  }
+
+  private covers(offset: number): boolean {
+    const first = this.segments[0];
+    if (!first) return false;
+    if (offset < first.start || offset < this.highWater - this.config.backwardSeekBytes) return false;
+    // Reading exactly where the window ends is still sequential.
+    return offset <= this.requestedEnd;
+  }
+
+  private reset(offset: number): void {
+    if (this.segments.length > 0 || this.requestedEnd > 0) this.stats.resets++;
+    for (const seg of this.segments) this.discard(seg);
+    this.segments = [];
+    const block = this.config.randomReadBlockBytes;
+    if (offset === 0) {
+      this.requestedEnd = 0;
+      this.windowBytes = this.config.initialRequestBytes;
+    } else {
+      this.requestedEnd = Math.floor(offset / block) * block;
+      this.windowBytes = block;
+    }
+    this.highWater = offset;
+  }
+
+  /** The window doubles each time the reader reaches the newest request. */
+  private grow(offset: number): void {
+    const newest = this.segments[this.segments.length - 1];
+    if (newest && offset >= newest.start && this.windowBytes < this.config.maxWindowBytes) {
+      this.windowBytes = Math.min(this.config.maxWindowBytes, Math.max(this.windowBytes * 2, this.config.initialRequestBytes));
+    }
+  }
+
+  private ensureRequested(end: number): void {
+    while (this.requestedEnd < end) {
+      const size = Math.min(this.config.partSizeBytes, Math.max(end - this.requestedEnd, this.windowBytes), this.sizeBytes - this.requestedEnd);
+      this.budget.forceReserve(size);
+      this.issue(this.requestedEnd, this.requestedEnd + size);
+    }
+  }
+
+  private refill(): void {
+    // Whole requests of min(window, part size): topping the window up by
+    // each 128 KiB the kernel reads would cost a request per read.
+    const target = Math.min(this.sizeBytes, this.highWater + this.windowBytes);
+    const requestBytes = Math.min(this.config.partSizeBytes, this.windowBytes);
+    while (this.requestedEnd < target) {
+      const size = Math.min(requestBytes, this.sizeBytes - this.requestedEnd);
+      if (!this.budget.tryReserve(size)) break;
+      this.issue(this.requestedEnd, this.requestedEnd + size);
+    }
+  }
+
+  private issue(start: number, end: number): void {
+    const seg = new Segment(start, end);
+    this.segments.push(seg);
+    this.requestedEnd = end;
+    void this.fetch(seg);
+  }
+
+  private async fetch(seg: Segment): Promise<void> {
+    let attempt = 0;
+    for (;;) {
+      attempt++;
+      this.stats.requests++;
+      try {
+        const from = seg.start + seg.received;
+        const body = await this.client.getObject(this.key, { start: from, end: seg.end }, {
+          signal: seg.controller.signal,
+          ...(this.etag ? { ifMatch: this.etag } : {}),
+        });
+        for await (const chunk of body) {
+          if (seg.controller.signal.aborted) return;
+          const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          const room = seg.end - (seg.start + seg.received);
+          seg.push(buf.length > room ? buf.subarray(0, room) : buf);
+          if (room <= buf.length) break;
+        }
+        if (seg.start + seg.received < seg.end) {
+          throw toS3Error(Object.assign(new Error('response body ended early'), { code: 'ECONNRESET' }), { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
+        }
+        seg.finish();
+        return;
+      } catch (err) {
+        if (seg.controller.signal.aborted) {
+          seg.finish(new Error('read aborted'));
+          return;
+        }
+        const e = toS3Error(err, { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
+        if (attempt < this.config.maxBodyAttempts && isRetryable(e)) {
+          await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+          continue;
+        }
+        seg.finish(e instanceof S3RequestError ? e : new Error(String(e)));
+        return;
+      }
+    }
+  }
+
+  private discard(seg: Segment): void {
+    if (!seg.done) seg.controller.abort();
+    this.budget.release(seg.size);
+  }
+
+  private dropFrom(failed: Segment): void {
+    const i = this.segments.indexOf(failed);
+    if (i < 0) return;
+    for (const seg of this.segments.slice(i)) this.discard(seg);
+    this.segments = this.segments.slice(0, i);
+    this.requestedEnd = failed.start;
+  }
+
+  private trimBehind(): void {
+    const keepFrom = this.highWater - this.config.backwardSeekBytes;
+    while (this.segments.length > 1 && this.segments[0]!.end <= keepFrom) {
+      this.discard(this.segments.shift()!);
+    }
+  }
+}

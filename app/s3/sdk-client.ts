@@ -1,0 +1,227 @@
+/**
+ * The production {@link ObjectClient}: @aws-sdk/client-s3 over a keep-alive
+ * agent sized for the mount's parallelism, with the SDK's standard retries
+ * (backoff for 5xx, SlowDown, resets and timeouts) and a per-request
+ * inactivity timeout so a stalled request is retried instead of hanging
+ * until FUSE gives up.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
+import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { S3RequestError, toS3Error } from './errors.js';
+import type {
+  ByteRange, CompletedPart, ListPage, ListRequest, ObjectClient, ObjectInfo, RequestOptions,
+} from './object-client.js';
+
+export interface StaticCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string | undefined;
+}
+
+export interface S3ConnectionConfig {
+  bucket: string;
+  endpointUrl: string | undefined;
+  region: string | undefined;
+  forcePathStyle: boolean;
+  /** Used with the standard AWS chain when no explicit credentials are given. */
+  profile: string | undefined;
+  credentials?: StaticCredentials | undefined;
+  /** Upper bound of concurrent requests; sizes the socket pool. */
+  maxConnections: number;
+  uploadChecksums: 'crc32c' | 'off';
+  storageClass?: string | undefined;
+  /** Socket inactivity timeout; the SDK retries a request that times out. */
+  requestTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  maxAttempts?: number;
+}
+
+/** Why: mount-s3 also falls back to us-east-1; S3-compatible stores mostly ignore the region. */
+const DEFAULT_REGION = 'us-east-1';
+
+export function resolveRegion(config: Pick<S3ConnectionConfig, 'region'>, env: NodeJS.ProcessEnv = process.env): string {
+  return config.region ?? env['AWS_REGION'] ?? env['AWS_DEFAULT_REGION'] ?? DEFAULT_REGION;
+}
+
+export function credentialProvider(config: Pick<S3ConnectionConfig, 'credentials' | 'profile'>): AwsCredentialIdentityProvider {
+  if (config.credentials) {
+    const c: AwsCredentialIdentity = {
+      accessKeyId: config.credentials.accessKeyId,
+      secretAccessKey: config.credentials.secretAccessKey,
+      ...(config.credentials.sessionToken ? { sessionToken: config.credentials.sessionToken } : {}),
+    };
+    return async () => c;
+  }
+  return fromNodeProviderChain(config.profile !== undefined ? { profile: config.profile } : {});
+}
+
+export function createS3Client(config: S3ConnectionConfig): S3Client {
+  const agentOptions = { keepAlive: true, maxSockets: config.maxConnections, keepAliveMsecs: 10_000 };
+  // Non-AWS endpoints (SOS, MinIO, s3rver) reject the SDK's default aws-chunked
+  // checksummed uploads; mount-s3's `--upload-checksums off` exists for the same reason.
+  const checksums = config.uploadChecksums === 'off' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+  return new S3Client({
+    region: resolveRegion(config),
+    ...(config.endpointUrl !== undefined ? { endpoint: config.endpointUrl } : {}),
+    forcePathStyle: config.forcePathStyle,
+    credentials: credentialProvider(config),
+    maxAttempts: config.maxAttempts ?? 5,
+    requestChecksumCalculation: checksums,
+    responseChecksumValidation: checksums,
+    requestHandler: new NodeHttpHandler({
+      httpAgent: new http.Agent(agentOptions),
+      httpsAgent: new https.Agent(agentOptions),
+      connectionTimeout: config.connectTimeoutMs ?? 10_000,
+      requestTimeout: config.requestTimeoutMs ?? 30_000,
+    }),
+  });
+}
+
+function etagOf(raw: string | undefined): string {
+  return raw ?? '';
+}
+
+export class SdkObjectClient implements ObjectClient {
+  readonly bucket: string;
+  private readonly s3: S3Client;
+  private readonly storageClass: string | undefined;
+
+  constructor(s3: S3Client, bucket: string, storageClass?: string) {
+    this.s3 = s3;
+    this.bucket = bucket;
+    this.storageClass = storageClass;
+  }
+
+  private async call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw toS3Error(err, { operation, bucket: this.bucket, key });
+    }
+  }
+
+  async headBucket(opts: RequestOptions = {}): Promise<void> {
+    await this.call('HeadBucket', undefined, () =>
+      this.s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: opts.signal }));
+  }
+
+  async headObject(key: string, opts: RequestOptions = {}): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.call('HeadObject', key, () =>
+        this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: opts.signal }));
+      return {
+        key,
+        sizeBytes: out.ContentLength ?? 0,
+        lastModified: out.LastModified ?? new Date(0),
+        etag: etagOf(out.ETag),
+      };
+    } catch (err) {
+      if (err instanceof S3RequestError && err.kind === 'NoSuchKey') return undefined;
+      throw err;
+    }
+  }
+
+  async listObjects(req: ListRequest, opts: RequestOptions = {}): Promise<ListPage> {
+    const out = await this.call('ListObjectsV2', req.prefix, () =>
+      this.s3.send(new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: req.prefix,
+        Delimiter: req.delimiter,
+        MaxKeys: req.maxKeys,
+        ContinuationToken: req.continuationToken,
+      }), { abortSignal: opts.signal }));
+    return {
+      objects: (out.Contents ?? []).map((o) => ({
+        key: o.Key ?? '',
+        sizeBytes: o.Size ?? 0,
+        lastModified: o.LastModified ?? new Date(0),
+        etag: etagOf(o.ETag),
+      })),
+      commonPrefixes: (out.CommonPrefixes ?? []).map((p) => p.Prefix ?? '').filter((p) => p !== ''),
+      nextContinuationToken: out.IsTruncated ? out.NextContinuationToken : undefined,
+    };
+  }
+
+  async getObject(key: string, range: ByteRange, opts: RequestOptions & { ifMatch?: string } = {}): Promise<AsyncIterable<Uint8Array>> {
+    const out = await this.call('GetObject', key, () =>
+      this.s3.send(new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Range: `bytes=${range.start}-${range.end - 1}`,
+        ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}),
+      }), { abortSignal: opts.signal }));
+    const body = out.Body as unknown as AsyncIterable<Uint8Array> | undefined;
+    if (!body) return (async function* () { /* empty body */ })();
+    const bucket = this.bucket;
+    // Body errors (a reset mid-stream) surface while iterating: classify them too.
+    return (async function* () {
+      try {
+        for await (const chunk of body) yield chunk;
+      } catch (err) {
+        throw toS3Error(err, { operation: 'GetObject', bucket, key });
+      }
+    })();
+  }
+
+  async putObject(key: string, body: Uint8Array, opts: RequestOptions = {}): Promise<{ etag: string }> {
+    const out = await this.call('PutObject', key, () =>
+      this.s3.send(new PutObjectCommand({
+        Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength,
+        ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
+      }), { abortSignal: opts.signal }));
+    return { etag: etagOf(out.ETag) };
+  }
+
+  async createMultipartUpload(key: string, opts: RequestOptions = {}): Promise<string> {
+    const out = await this.call('CreateMultipartUpload', key, () =>
+      this.s3.send(new CreateMultipartUploadCommand({
+        Bucket: this.bucket, Key: key,
+        ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
+      }), { abortSignal: opts.signal }));
+    if (!out.UploadId) throw toS3Error(new Error('no UploadId in response'), { operation: 'CreateMultipartUpload', bucket: this.bucket, key });
+    return out.UploadId;
+  }
+
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, opts: RequestOptions = {}): Promise<string> {
+    const out = await this.call('UploadPart', key, () =>
+      this.s3.send(new UploadPartCommand({
+        Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength,
+      }), { abortSignal: opts.signal }));
+    return etagOf(out.ETag);
+  }
+
+  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: RequestOptions = {}): Promise<{ etag: string }> {
+    const out = await this.call('CompleteMultipartUpload', key, () =>
+      this.s3.send(new CompleteMultipartUploadCommand({
+        Bucket: this.bucket, Key: key, UploadId: uploadId,
+        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+      }), { abortSignal: opts.signal }));
+    return { etag: etagOf(out.ETag) };
+  }
+
+  async abortMultipartUpload(key: string, uploadId: string, opts: RequestOptions = {}): Promise<void> {
+    await this.call('AbortMultipartUpload', key, () =>
+      this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: opts.signal }));
+  }
+
+  async deleteObject(key: string, opts: RequestOptions = {}): Promise<void> {
+    await this.call('DeleteObject', key, () =>
+      this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: opts.signal }));
+  }
+}

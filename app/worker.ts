@@ -1,0 +1,58 @@
+/**
+ * A mount worker: one process per mount, forked by the `sosmount` CLI or
+ * started by the tray's supervisor. It takes one `mount` message (options,
+ * and credentials from the keychain when the tray sends them: never argv or
+ * environment), reports its state, and ends when the bucket is unmounted,
+ * by an `unmount` message, SIGTERM/SIGINT or an external `umount`.
+ */
+import { runMount, workerLogger } from './run-mount.js';
+import { parseToWorker, type FromWorker } from './worker-protocol.js';
+
+function sendToParent(message: FromWorker): void {
+  if (process.connected && process.send) process.send(message);
+}
+
+async function main(): Promise<void> {
+  if (!process.send) {
+    process.stderr.write('app/worker.js is started by sosmount or the SOS Mount app, not by hand\n');
+    process.exit(2);
+  }
+  process.title = 'sosmount-worker';
+  const first = await new Promise<unknown>((resolve) => process.once('message', resolve));
+  let msg;
+  try {
+    msg = parseToWorker(first);
+  } catch (err) {
+    sendToParent({ type: 'state', state: 'error', error: { code: 'internal', message: (err as Error).message } });
+    process.exit(2);
+  }
+  if (msg.type !== 'mount') process.exit(0);
+  const { options, credentials, detach } = msg;
+  const log = workerLogger(options, false);
+  const { mount, ended } = await runMount(options, credentials, log, { send: sendToParent });
+  if (mount) {
+    process.on('message', (raw) => {
+      try {
+        if (parseToWorker(raw).type === 'unmount') void mount.unmount();
+      } catch (err) {
+        log.warn('bad message from parent', { error: (err as Error).message });
+      }
+    });
+    process.on('disconnect', () => {
+      if (!detach) void mount.unmount();
+    });
+  }
+  const code = await ended;
+  // Let the last state message leave before exiting.
+  setTimeout(() => process.exit(code), 50).unref();
+  if (process.connected) process.disconnect();
+  setTimeout(() => process.exit(code), 50);
+}
+
+process.on('uncaughtException', (err) => {
+  sendToParent({ type: 'state', state: 'error', error: { code: 'internal', message: `worker crashed: ${err.message}` } });
+  process.stderr.write(`sosmount worker: ${err.stack ?? err.message}\n`);
+  process.exit(70);
+});
+
+void main();
