@@ -123,6 +123,8 @@ export class Prefetcher {
   private windowBytes = 0;
   /** Furthest byte a reader has asked for. */
   private highWater = 0;
+  /** Set once the reader caught up with a request since the last reset. */
+  private sequential = false;
   private closed = false;
   readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
 
@@ -141,10 +143,17 @@ export class Prefetcher {
     if (offset >= this.sizeBytes || length <= 0) return 0;
     const end = Math.min(offset + length, this.sizeBytes);
     if (!this.covers(offset)) this.reset(offset);
+    // The reader reached the newest request: the access is sequential, so
+    // the window doubles and from now on is kept full ahead of the reader.
+    const newest = this.segments[this.segments.length - 1];
+    const caughtUp = newest !== undefined && offset >= newest.start;
     this.highWater = Math.max(this.highWater, end);
     this.ensureRequested(end);
-    this.grow(offset);
-    this.refill();
+    if (caughtUp) {
+      this.sequential = true;
+      this.windowBytes = Math.min(this.config.maxWindowBytes, Math.max(this.windowBytes * 2, this.config.initialRequestBytes));
+    }
+    if (this.sequential) this.refill();
 
     let written = 0;
     let pos = offset;
@@ -194,14 +203,7 @@ export class Prefetcher {
       this.windowBytes = block;
     }
     this.highWater = offset;
-  }
-
-  /** The window doubles each time the reader reaches the newest request. */
-  private grow(offset: number): void {
-    const newest = this.segments[this.segments.length - 1];
-    if (newest && offset >= newest.start && this.windowBytes < this.config.maxWindowBytes) {
-      this.windowBytes = Math.min(this.config.maxWindowBytes, Math.max(this.windowBytes * 2, this.config.initialRequestBytes));
-    }
+    this.sequential = false;
   }
 
   private ensureRequested(end: number): void {

@@ -72,6 +72,9 @@ export function credentialProvider(config: Pick<S3ConnectionConfig, 'credentials
 }
 
 export function createS3Client(config: S3ConnectionConfig): S3Client {
+  // The SDK warns on every start that future releases need Node 22; a
+  // `sosmount` user cannot act on that, and package.json states our engines.
+  process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
   const agentOptions = { keepAlive: true, maxSockets: config.maxConnections, keepAliveMsecs: 10_000 };
   // Non-AWS endpoints (SOS, MinIO, s3rver) reject the SDK's default aws-chunked
   // checksummed uploads; mount-s3's `--upload-checksums off` exists for the same reason.

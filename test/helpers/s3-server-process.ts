@@ -187,29 +187,65 @@ function endOfRun(keys: readonly string[], from: number, prefix: string): number
 
 interface ObjectSummary { lastModified: string; etag: string; size: number }
 
+/**
+ * The sorted keys of one bucket, plus a cache of what a listing shows per key.
+ *
+ * Cache coherence: every write to a key takes a fresh sequence number when it
+ * starts and when it ends. A summary read from disk is cached only if the
+ * key's number did not move during the read and no write to it is in flight,
+ * so a listing that raced a write never caches what it saw half-written.
+ */
 class BucketIndex {
   readonly keys: string[];
-  /** Listing data per key, filled on first listing, dropped on every write to the key. */
-  readonly summaries = new Map<string, ObjectSummary>();
-  /** Bumped on every write, so a listing that raced a write does not cache what it read. */
-  epoch = 0;
+  private readonly summaries = new Map<string, ObjectSummary>();
+  /** Never pruned: a removed-then-re-added key must not get an old number back. */
+  private readonly versions = new Map<string, number>();
+  private readonly inFlight = new Map<string, number>();
+  private sequence = 0;
 
   constructor(keys: string[]) {
     this.keys = keys.sort(compareKeys);
   }
 
-  add(key: string): void {
-    this.epoch++;
-    this.summaries.delete(key);
-    const i = searchKeys(this.keys, key, false);
-    if (this.keys[i] !== key) this.keys.splice(i, 0, key);
+  version(key: string): number {
+    return this.versions.get(key) ?? 0;
   }
 
-  remove(key: string): void {
-    this.epoch++;
-    this.summaries.delete(key);
+  cached(key: string): ObjectSummary | undefined {
+    return this.summaries.get(key);
+  }
+
+  cache(key: string, version: number, summary: ObjectSummary): void {
+    if (this.version(key) === version && !this.inFlight.get(key)) this.summaries.set(key, summary);
+  }
+
+  beginWrite(key: string): number {
+    this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
+    return this.touch(key);
+  }
+
+  /**
+   * Publishes the outcome of a write. Returns the key's new version when no
+   * other write to it overlapped this one, i.e. when what this writer read
+   * back from disk after its write may be cached under that version.
+   */
+  endWrite(key: string, started: number, exists: boolean): number | undefined {
+    const clean = this.version(key) === started;
+    const left = (this.inFlight.get(key) ?? 1) - 1;
+    if (left > 0) this.inFlight.set(key, left);
+    else this.inFlight.delete(key);
+    const version = this.touch(key);
     const i = searchKeys(this.keys, key, false);
-    if (this.keys[i] === key) this.keys.splice(i, 1);
+    if (exists && this.keys[i] !== key) this.keys.splice(i, 0, key);
+    if (!exists && this.keys[i] === key) this.keys.splice(i, 1);
+    return clean && left === 0 ? version : undefined;
+  }
+
+  private touch(key: string): number {
+    const version = ++this.sequence;
+    this.versions.set(key, version);
+    this.summaries.delete(key);
+    return version;
   }
 }
 
@@ -291,11 +327,37 @@ class ListingIndex {
     this.buckets.clear();
   }
 
-  /** After a failed write, trust the disk for that key. */
-  resync(bucket: string, key: string): void {
+  /**
+   * Runs one write to a key of the store, keeping the index in step: the key
+   * is listed from the moment the write is acknowledged, and on failure the
+   * disk decides whether it exists. `readBack` may return the listing data
+   * the write produced, to spare the first listing a read per key.
+   */
+  async write<T>(
+    bucket: string,
+    key: string,
+    exists: boolean,
+    run: () => Promise<T>,
+    readBack?: (result: T) => ObjectSummary | Promise<ObjectSummary>,
+  ): Promise<T> {
     const index = this.bucket(bucket);
-    if (fs.existsSync(this.store.getResourcePath(bucket, key, 'object'))) index.add(key);
-    else index.remove(key);
+    const started = index.beginWrite(key);
+    let result: T;
+    try {
+      result = await run();
+    } catch (err) {
+      index.endWrite(key, started, fs.existsSync(this.store.getResourcePath(bucket, key, 'object')));
+      throw err;
+    }
+    const version = index.endWrite(key, started, exists);
+    if (version !== undefined && readBack) {
+      // Not awaited: the response need not wait for a cache fill.
+      Promise.resolve(result).then(readBack).then(
+        (summary) => index.cache(key, version, summary),
+        () => undefined,
+      );
+    }
+    return result;
   }
 
   private scan(bucket: string): string[] {
@@ -365,43 +427,31 @@ function installIndex(store: FilesystemStore): ListingIndex {
   };
   // putObjectMultipart stores through this.putObject, so this covers CompleteMultipartUpload too.
   const putObject = store.putObject.bind(store);
-  store.putObject = async (object) => {
-    try {
-      const result = await putObject(object);
-      index.bucket(object.bucket).add(object.key);
-      return result;
-    } catch (err) {
-      index.resync(object.bucket, object.key);
-      throw err;
-    }
-  };
+  store.putObject = (object) => index.write(object.bucket, object.key, true, () => putObject(object), async ({ md5, size }) => {
+    const stat = await fsp.stat(store.getResourcePath(object.bucket, object.key, 'object'));
+    return { lastModified: wholeSeconds(stat.mtime), etag: JSON.stringify(md5), size };
+  });
   const copyObject = store.copyObject.bind(store);
-  store.copyObject = async (srcBucket, srcKey, destBucket, destKey, replacementMetadata) => {
-    try {
-      if (srcBucket === destBucket && srcKey === destKey) {
-        // A copy onto itself only rewrites metadata in s3rver; on S3 it is a new object with a new LastModified.
-        const now = new Date();
-        await fsp.utimes(store.getResourcePath(destBucket, destKey, 'object'), now, now);
-      }
-      const result = await copyObject(srcBucket, srcKey, destBucket, destKey, replacementMetadata);
-      index.bucket(destBucket).add(destKey);
-      return result;
-    } catch (err) {
-      index.resync(destBucket, destKey);
-      throw err;
+  store.copyObject = (srcBucket, srcKey, destBucket, destKey, replacementMetadata) => index.write(destBucket, destKey, true, async () => {
+    if (srcBucket === destBucket && srcKey === destKey) {
+      // A copy onto itself only rewrites metadata in s3rver; on S3 it is a new object with a new LastModified.
+      const now = new Date();
+      await fsp.utimes(store.getResourcePath(destBucket, destKey, 'object'), now, now);
     }
-  };
+    return copyObject(srcBucket, srcKey, destBucket, destKey, replacementMetadata);
+  }, (metadata) => ({
+    // s3rver read these back from disk after the copy.
+    lastModified: wholeSeconds(new Date(String(metadata['last-modified']))),
+    etag: String(metadata['etag']),
+    size: Number(metadata['content-length']),
+  }));
   const deleteObject = store.deleteObject.bind(store);
-  store.deleteObject = async (bucket, key) => {
-    try {
-      await deleteObject(bucket, key);
-      index.bucket(bucket).remove(key);
-    } catch (err) {
-      index.resync(bucket, key);
-      throw err;
-    }
-  };
+  store.deleteObject = (bucket, key) => index.write(bucket, key, false, () => deleteObject(bucket, key));
   return index;
+}
+
+function wholeSeconds(date: Date): string {
+  return new Date(Math.floor(date.getTime() / 1000) * 1000).toISOString();
 }
 
 /**
@@ -422,11 +472,7 @@ async function readSummary(store: FilesystemStore, bucket: string, key: string):
     ]);
     // s3rver creates a missing .md5 file from the content on first read; let it.
     const etag = md5 !== undefined ? JSON.stringify(md5) : String((await store.getMetadata(bucket, key))['etag']);
-    return {
-      lastModified: new Date(Math.floor(stat.mtimeMs / 1000) * 1000).toISOString(),
-      etag,
-      size: stat.size,
-    };
+    return { lastModified: wholeSeconds(stat.mtime), etag, size: stat.size };
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
@@ -510,20 +556,16 @@ async function listObjects(ctx: Ctx): Promise<void> {
 
   const store = ctx.store;
   const index = indexOf(store).bucket(bucket);
-  const epoch = index.epoch;
   const page = listPage(index.keys, { prefix, delimiter, after, maxKeys });
   const pageKeys = page.entries.flatMap((e) => ('key' in e ? [e.key] : []));
   const summaries = await Promise.all(pageKeys.map(async (key) => {
-    const cached = index.summaries.get(key);
+    const cached = index.cached(key);
     if (cached) return cached;
-    return readSummary(store, bucket, key);
+    const version = index.version(key);
+    const summary = await readSummary(store, bucket, key);
+    if (summary) index.cache(key, version, summary);
+    return summary;
   }));
-  if (index.epoch === epoch) {
-    pageKeys.forEach((key, i) => {
-      const summary = summaries[i];
-      if (summary) index.summaries.set(key, summary);
-    });
-  }
 
   const enc = encodingType === 'url' ? urlEncode : (s: string) => s;
   const withOwner = !v2 || queryString(ctx, 'fetch-owner') === 'true';
