@@ -1,0 +1,61 @@
+/**
+ * The desktop app's shared model: what the settings hold, what the tray
+ * shows, and the narrow interfaces the Electron glue, the tray, the settings
+ * window and the tests all code against. No electron import here.
+ */
+
+/** One configured bucket mount, as stored in the settings (never a secret). */
+export interface MountConfig {
+  /** Stable id (uuid); names may change. */
+  id: string;
+  /** What the tray shows. Unique. */
+  name: string;
+  bucket: string;
+  /** An Exoscale zone from app/s3/zones.ts, or undefined when endpointUrl is set. */
+  zone: string | undefined;
+  /** A custom S3 endpoint (MinIO, Ceph, AWS), or undefined when zone is set. */
+  endpointUrl: string | undefined;
+  forcePathStyle: boolean;
+  /** Profile name: the keychain account holding the secret. */
+  profile: string;
+  /** Absolute path of an existing empty folder. Unique among mounts. */
+  mountPoint: string;
+  /** '' or ending in '/'. */
+  prefix: string;
+  readOnly: boolean;
+  allowDelete: boolean;
+  allowOverwrite: boolean;
+  mountAtLogin: boolean;
+}
+
+/** A credentials profile; its secret lives only in the keychain. */
+export interface ProfileConfig {
+  name: string;
+  accessKeyId: string;
+}
+
+export interface Settings {
+  /** Schema version, for migrations. */
+  version: number;
+  mounts: MountConfig[];
+  profiles: ProfileConfig[];
+  startAtLogin: boolean;
+}
+
+/** Where API secrets live: keytar (service `sos-mount`, account = profile name) in the app. */
+export interface SecretStore {
+  get(profile: string): Promise<string | undefined>;
+  set(profile: string, secret: string): Promise<void>;
+  /** Resolves true when something was deleted. */
+  delete(profile: string): Promise<boolean>;
+}
+
+export const SECRET_SERVICE = 'sos-mount';
+
+/** A mount's live state, as the supervisor knows it and the tray and settings window show it. */
+export type MountStatus =
+  | { state: 'unmounted' }
+  | { state: 'mounting'; attempt: number }
+  | { state: 'mounted'; uploadsInProgress: number }
+  | { state: 'unmounting'; uploadsInProgress: number }
+  | { state: 'error'; message: string; requestId?: string | undefined; retryInMs?: number | undefined };
