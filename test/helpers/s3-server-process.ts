@@ -43,6 +43,8 @@ export interface ServerProcessConfig {
   buckets: string[];
   credentials: Array<{ accessKeyId: string; secretAccessKey: string }>;
   silent: boolean;
+  /** Set when the parent created the directory: if the parent goes away without stop(), nobody else will remove it. */
+  removeDirectoryWhenOrphaned: boolean;
 }
 
 export type ServerProcessMessage =
@@ -130,6 +132,7 @@ const he = createRequire(require.resolve('s3rver'))('he') as { decode(text: stri
 const OBJECT_SUFFIX = '._S3rver_object';
 const UPLOADS_DIR = '._S3rver_uploads';
 const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
+const SUMMARY_READS_IN_FLIGHT = 64;
 
 // ---------------------------------------------------------------------------
 // Key order and the sorted index.
@@ -558,13 +561,19 @@ async function listObjects(ctx: Ctx): Promise<void> {
   const index = indexOf(store).bucket(bucket);
   const page = listPage(index.keys, { prefix, delimiter, after, maxKeys });
   const pageKeys = page.entries.flatMap((e) => ('key' in e ? [e.key] : []));
-  const summaries = await Promise.all(pageKeys.map(async (key) => {
-    const cached = index.cached(key);
-    if (cached) return cached;
-    const version = index.version(key);
-    const summary = await readSummary(store, bucket, key);
-    if (summary) index.cache(key, version, summary);
-    return summary;
+  const summaries: Array<ObjectSummary | undefined> = pageKeys.map((key) => index.cached(key));
+  const misses = pageKeys.flatMap((key, i) => (summaries[i] ? [] : [i]));
+  // Bounded: a cold 1000-key page must not hold 1000 file descriptors at once (EMFILE under a low ulimit).
+  let nextMiss = 0;
+  await Promise.all(Array.from({ length: Math.min(SUMMARY_READS_IN_FLIGHT, misses.length) }, async () => {
+    while (nextMiss < misses.length) {
+      const i = misses[nextMiss++]!;
+      const key = pageKeys[i]!;
+      const version = index.version(key);
+      const summary = await readSummary(store, bucket, key);
+      if (summary) index.cache(key, version, summary);
+      summaries[i] = summary;
+    }
   }));
 
   const enc = encodingType === 'url' ? urlEncode : (s: string) => s;
@@ -858,7 +867,14 @@ function parseConfig(raw: string | undefined): ServerProcessConfig {
   if (typeof c.port !== 'number' || typeof c.directory !== 'string' || !Array.isArray(c.buckets) || !Array.isArray(c.credentials)) {
     throw new Error('s3-server-process: config needs port, directory, buckets and credentials');
   }
-  return { port: c.port, directory: c.directory, buckets: c.buckets, credentials: c.credentials, silent: c.silent !== false };
+  return {
+    port: c.port,
+    directory: c.directory,
+    buckets: c.buckets,
+    credentials: c.credentials,
+    silent: c.silent !== false,
+    removeDirectoryWhenOrphaned: c.removeDirectoryWhenOrphaned === true,
+  };
 }
 
 function send(message: ServerProcessMessage): void {
@@ -891,20 +907,23 @@ async function main(): Promise<void> {
   const address = await server.run();
 
   let closing = false;
-  const shutdown = (): void => {
+  const shutdown = (orphaned: boolean): void => {
     if (closing) return;
     closing = true;
     // Keep-alive sockets from SDK clients would hold close() open indefinitely.
     server.httpServer?.closeAllConnections();
-    const exit = (): never => process.exit(0);
+    const exit = (): never => {
+      if (orphaned && config.removeDirectoryWhenOrphaned) fs.rmSync(config.directory, { recursive: true, force: true });
+      process.exit(0);
+    };
     setTimeout(exit, 2000).unref();
     server.close().then(exit, exit);
   };
-  process.on('SIGTERM', shutdown);
-  process.on('SIGINT', shutdown);
-  process.on('disconnect', shutdown);
+  process.on('SIGTERM', () => shutdown(false));
+  process.on('SIGINT', () => shutdown(false));
+  process.on('disconnect', () => shutdown(true));
   process.on('message', (message: unknown) => {
-    if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'close') shutdown();
+    if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'close') shutdown(false);
   });
   send({ type: 'ready', port: address.port });
 }

@@ -213,6 +213,7 @@ export async function startS3Server(options: TestS3ServerOptions = {}): Promise<
     buckets: options.buckets ?? [],
     credentials: options.credentials ?? [],
     silent: process.env['SOSMOUNT_TEST_SERVER_LOG'] !== '1',
+    removeDirectoryWhenOrphaned: ownsDirectory,
   };
   try {
     const { running, port } = await spawnServer(config);
