@@ -131,7 +131,7 @@ export class BucketMount {
       throw bucketCheckError(err instanceof S3RequestError ? err : toS3Error(err, { operation: 'ListObjectsV2', bucket: options.bucket }), options);
     }
 
-    const s3 = createS3Client({ ...connection, maxConnections: options.maxThreads, maxAttempts: 4, requestTimeoutMs: 20_000 });
+    const s3 = createS3Client({ ...connection, maxConnections: options.maxThreads });
     const client: ObjectClient = new SdkObjectClient(s3, options.bucket, options.storageClass);
     return BucketMount.mountWith(client, options, log, hooks);
   }

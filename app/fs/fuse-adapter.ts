@@ -36,8 +36,8 @@ export const FUSE_TUNING = {
 
 /**
  * fuse-native answers an operation itself after 15 s by default, with EIO.
- * Our S3 calls are bounded by their own timeouts and retries (sdk-client.ts:
- * 4 attempts of at most 20 s of inactivity), so the FUSE timeout only
+ * Our S3 calls are bounded by their own timeouts and retries (retry-strategy.ts:
+ * about 95 s at worst), so the FUSE timeout only
  * catches our own bugs and sits above that. Completing an upload (flush,
  * fsync, release) waits for the last parts however long they take:
  * close() must not report success or failure before S3 has decided.

@@ -39,7 +39,7 @@ export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
   maxWindowBytes: 64 * 1024 * 1024,
   randomReadBlockBytes: 64 * 1024,
   backwardSeekBytes: 1024 * 1024,
-  maxBodyAttempts: 3,
+  maxBodyAttempts: 6,
 };
 
 class Segment {
@@ -263,7 +263,8 @@ export class Prefetcher {
         }
         const e = toS3Error(err, { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
         if (attempt < this.config.maxBodyAttempts && isRetryable(e)) {
-          await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+          // Capped backoff rides out a short outage (issue 7: 5 s) before EIO.
+          await new Promise((r) => setTimeout(r, Math.min(4_000, 100 * 2 ** attempt)));
           continue;
         }
         seg.finish(e instanceof S3RequestError ? e : new Error(String(e)));

@@ -24,6 +24,7 @@ import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { S3RequestError, toS3Error } from './errors.js';
+import { DEFAULT_RETRY_POLICY, OutageRetryStrategy } from './retry-strategy.js';
 import type {
   ByteRange, CompletedPart, ListPage, ListRequest, ObjectClient, ObjectInfo, RequestOptions,
 } from './object-client.js';
@@ -46,7 +47,7 @@ export interface S3ConnectionConfig {
   maxConnections: number;
   uploadChecksums: 'crc32c' | 'off';
   storageClass?: string | undefined;
-  /** Socket inactivity timeout; the SDK retries a request that times out. */
+  /** Socket inactivity timeout (default 10 s); a request that stalls is retried. */
   requestTimeoutMs?: number;
   connectTimeoutMs?: number;
   maxAttempts?: number;
@@ -84,14 +85,14 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
     ...(config.endpointUrl !== undefined ? { endpoint: config.endpointUrl } : {}),
     forcePathStyle: config.forcePathStyle,
     credentials: credentialProvider(config),
-    maxAttempts: config.maxAttempts ?? 5,
+    retryStrategy: new OutageRetryStrategy({ ...DEFAULT_RETRY_POLICY, ...(config.maxAttempts !== undefined ? { maxAttempts: config.maxAttempts } : {}) }),
     requestChecksumCalculation: checksums,
     responseChecksumValidation: checksums,
     requestHandler: new NodeHttpHandler({
       httpAgent: new http.Agent(agentOptions),
       httpsAgent: new https.Agent(agentOptions),
       connectionTimeout: config.connectTimeoutMs ?? 10_000,
-      requestTimeout: config.requestTimeoutMs ?? 30_000,
+      requestTimeout: config.requestTimeoutMs ?? 10_000,
     }),
   });
 }
