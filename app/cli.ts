@@ -20,8 +20,10 @@ function printError(error: WorkerError): void {
 }
 
 async function foreground(options: MountOptions): Promise<number> {
-  const log = workerLogger(options, true);
+  const { log, file } = workerLogger(options, true);
   const { mount, ended } = await runMount(options, undefined, log, {
+    watchdog: true,
+    watchdogLogFile: file,
     send: (m) => {
       if (m.type === 'state' && m.state === 'error' && m.error) printError(m.error);
     },

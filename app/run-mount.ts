@@ -7,13 +7,15 @@ import { createLogger, defaultLogDirectory, fileSink, stderrSink, type Logger } 
 import type { MountOptions } from './options.js';
 import type { StaticCredentials } from './s3/sdk-client.js';
 import type { FromWorker, WorkerError } from './worker-protocol.js';
+import { startWatchdog } from './watchdog.js';
 
-export function workerLogger(options: MountOptions, toStderr: boolean): Logger {
+export function workerLogger(options: MountOptions, toStderr: boolean): { log: Logger; file: string | undefined } {
   const level = options.debug ? 'debug' : 'info';
   const base = { mount: options.mountPoint, bucket: options.bucket, pid: process.pid };
-  if (options.noLog) return createLogger(() => {}, 'error');
-  if (toStderr && !options.logDirectory) return createLogger(stderrSink, level, base);
-  return createLogger(fileSink(options.logDirectory ?? defaultLogDirectory()).sink, level, base);
+  if (options.noLog) return { log: createLogger(() => {}, 'error'), file: undefined };
+  if (toStderr && !options.logDirectory) return { log: createLogger(stderrSink, level, base), file: undefined };
+  const { sink, file } = fileSink(options.logDirectory ?? defaultLogDirectory());
+  return { log: createLogger(sink, level, base), file };
 }
 
 export function toWorkerError(err: unknown): WorkerError {
@@ -29,7 +31,11 @@ export interface RunMountCallbacks {
  * Mounts and keeps the mount until it ends; resolves with the exit code.
  * Shared by the forked worker and `sosmount --foreground`.
  */
-export async function runMount(options: MountOptions, credentials: StaticCredentials | undefined, log: Logger, cb: RunMountCallbacks): Promise<{ mount: BucketMount | undefined; ended: Promise<number> }> {
+export async function runMount(options: MountOptions, credentials: StaticCredentials | undefined, log: Logger, cb: RunMountCallbacks & { watchdogLogFile?: string | undefined; watchdog: boolean }): Promise<{ mount: BucketMount | undefined; ended: Promise<number> }> {
+  // Started before the mount opens /dev/fuse: a child forked later would
+  // inherit that descriptor and keep a dead worker's mount hanging instead
+  // of failing with ENOTCONN.
+  if (cb.watchdog) startWatchdog(process.pid, options.mountPoint, cb.watchdogLogFile);
   let mount: BucketMount;
   try {
     mount = await BucketMount.mount(options, credentials, log, {

@@ -28,8 +28,10 @@ async function main(): Promise<void> {
   }
   if (msg.type !== 'mount') process.exit(0);
   const { options, credentials, detach } = msg;
-  const log = workerLogger(options, false);
-  const { mount, ended } = await runMount(options, credentials, log, { send: sendToParent });
+  const { log, file } = workerLogger(options, false);
+  // The tray's supervisor cleans up after its workers itself; the CLI's
+  // background workers have no parent left to do it.
+  const { mount, ended } = await runMount(options, credentials, log, { send: sendToParent, watchdog: detach, watchdogLogFile: file });
   if (mount) {
     process.on('message', (raw) => {
       try {
