@@ -61,6 +61,16 @@ export function bucketCheckError(err: S3RequestError, options: MountOptions): Mo
   }
 }
 
+/**
+ * Mountpoint's promise: an object created by another client is visible at
+ * once. So with the default (minimal) TTL nothing is cached as missing; a
+ * TTL the user chose applies to misses too unless set apart.
+ */
+export function negativeTtlMs(options: Pick<MountOptions, 'metadataTtl' | 'negativeMetadataTtl'>): number {
+  if (options.negativeMetadataTtl) return metadataTtlMs(options.negativeMetadataTtl);
+  return options.metadataTtl.kind === 'minimal' ? 0 : metadataTtlMs(options.metadataTtl);
+}
+
 export interface MountHooks {
   onState?(state: MountState, error?: WorkerError): void;
   events?: FsEvents;
@@ -149,7 +159,7 @@ export class BucketMount {
       fileMode: options.fileMode,
       dirMode: options.dirMode,
       metadataTtlMs: ttlMs,
-      negativeMetadataTtlMs: options.negativeMetadataTtl ? metadataTtlMs(options.negativeMetadataTtl) : ttlMs,
+      negativeMetadataTtlMs: negativeTtlMs(options),
       readPartSizeBytes: options.readPartSizeBytes,
       writePartSizeBytes: options.writePartSizeBytes,
       maxPartsInFlight: MAX_PARTS_IN_FLIGHT,

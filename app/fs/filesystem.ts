@@ -175,6 +175,17 @@ export class S3FileSystem {
     return undefined;
   }
 
+  /** What local state and the cache say of a path, without a request. */
+  private resolveKnown(path: string): Node | undefined {
+    const remote = this.cache.get(path);
+    if (remote?.kind === 'dir') return { kind: 'dir', local: false };
+    if (this.localDirs.has(path)) return { kind: 'dir', local: true };
+    const w = this.writing.get(path);
+    if (w) return { kind: 'writing', handle: w };
+    if (remote?.kind === 'file') return { kind: 'file', info: remote.info };
+    return undefined;
+  }
+
   private lookupRemote(path: string): Promise<RemoteEntry> {
     const cached = this.cache.get(path);
     if (cached) return Promise.resolve(cached);
@@ -337,7 +348,8 @@ export class S3FileSystem {
       const accmode = flags & O_ACCMODE;
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
-      if (accmode === O_WRONLY || accmode === O_RDWR) {
+      const readWrite = accmode === O_RDWR && (flags & O_TRUNC) === 0 && node.kind === 'file';
+      if ((accmode === O_WRONLY || accmode === O_RDWR) && !readWrite) {
         this.checkWritable(path);
         if (node.kind === 'dir') throw refuse('isADirectory', path);
         if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
@@ -352,11 +364,23 @@ export class S3FileSystem {
       return this.addHandle({
         kind: 'read',
         path,
-        prefetcher: new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig),
+        prefetcher: new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig,
+          () => this.revalidate(path)),
       });
     } catch (err) {
       throw toFsError(err, path);
     }
+  }
+
+  /**
+   * The object changed since we listed it (another client replaced it):
+   * Mountpoint's promise is old or new data, never a mix, and a fresh open
+   * sees the new object. So the handle re-reads the metadata once.
+   */
+  private async revalidate(path: string): Promise<ObjectInfo | undefined> {
+    this.cache.delete(path);
+    const entry = await this.lookupRemote(path);
+    return entry.kind === 'file' ? entry.info : undefined;
   }
 
   private emptyPrefetcher(path: string): Prefetcher {
@@ -370,7 +394,9 @@ export class S3FileSystem {
       const parent = await this.resolve(parentPath(path));
       if (!parent) throw refuse('notFound', path);
       if (parent.kind !== 'dir') throw refuse('notADirectory', path);
-      const node = await this.resolve(path);
+      // The kernel calls create only after its lookup found nothing, so only
+      // what we already know (local state, the cache) is checked: no request.
+      const node = this.resolveKnown(path);
       if (node) {
         if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
         if (node.kind === 'dir') throw refuse('isADirectory', path);
@@ -415,6 +441,17 @@ export class S3FileSystem {
 
   /** flush (every close) and fsync: complete the object; close() returns only when it is in the bucket. */
   async flush(path: string, fd: number): Promise<void> {
+    const h = this.handles.get(fd);
+    if (!h || h.kind !== 'write') return;
+    // Mountpoint's exception: closing a still-empty file (shell redirection
+    // closes a dup'ed fd before writing; `touch` sets times after close)
+    // leaves the upload to release, after the last reference is gone.
+    if (!h.completed && h.uploader.sizeBytes === 0) return;
+    await this.completeWrite(h);
+  }
+
+  /** fsync completes the object even when it is empty; later writes get EIO. */
+  async fsync(path: string, fd: number): Promise<void> {
     const h = this.handles.get(fd);
     if (!h || h.kind !== 'write') return;
     await this.completeWrite(h);

@@ -113,7 +113,7 @@ export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMo
       fs.write(path, fd, buf.subarray(0, len), pos).then((n) => cb(n), (err: unknown) => cb(fail('write', path, err)));
     },
     flush: (path, fd, cb) => done0('flush', path, fs.flush(path, fd), cb),
-    fsync: (path, _datasync, fd, cb) => done0('fsync', path, fs.flush(path, fd), cb),
+    fsync: (path, _datasync, fd, cb) => done0('fsync', path, fs.fsync(path, fd), cb),
     release: (path, fd, cb) => done0('release', path, fs.release(path, fd), cb),
     unlink: (path, cb) => done0('unlink', path, fs.unlink(path), cb),
     mkdir: (path, _mode, cb) => done0('mkdir', path, fs.mkdir(path), cb),

@@ -14,7 +14,7 @@
  * copied once, into the kernel's buffer; the window's bytes are drawn from
  * a per-mount {@link MemoryBudget}.
  */
-import type { ObjectClient } from './object-client.js';
+import type { ObjectClient, ObjectInfo } from './object-client.js';
 import { S3RequestError, isRetryable, toS3Error } from './errors.js';
 import type { MemoryBudget } from './memory-budget.js';
 
@@ -113,8 +113,11 @@ export interface PrefetcherStats {
 export class Prefetcher {
   private readonly client: ObjectClient;
   private readonly key: string;
-  private readonly sizeBytes: number;
-  private readonly etag: string | undefined;
+  private sizeBytes: number;
+  private etag: string | undefined;
+  private readonly revalidate: (() => Promise<ObjectInfo | undefined>) | undefined;
+  /** Bytes handed to the reader so far; a changed object may be re-read only before the first. */
+  private servedBytes = 0;
   private readonly config: PrefetchConfig;
   private readonly budget: MemoryBudget;
   private segments: Segment[] = [];
@@ -128,17 +131,33 @@ export class Prefetcher {
   private closed = false;
   readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
 
-  constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget, config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG) {
+  constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget,
+    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, revalidate?: () => Promise<ObjectInfo | undefined>) {
     this.client = client;
     this.key = key;
     this.sizeBytes = sizeBytes;
     this.etag = etag && etag !== '' ? etag : undefined;
     this.config = config;
     this.budget = budget;
+    this.revalidate = revalidate;
   }
 
   /** Reads up to `length` bytes at `offset` into `target`; returns the count (0 at EOF). */
   async read(offset: number, length: number, target: Buffer): Promise<number> {
+    try {
+      return await this.readOnce(offset, length, target);
+    } catch (err) {
+      if (!(err instanceof S3RequestError) || err.kind !== 'PreconditionFailed' || this.servedBytes > 0 || !this.revalidate) throw err;
+      const fresh = await this.revalidate();
+      if (!fresh) throw err;
+      this.reset(0);
+      this.sizeBytes = fresh.sizeBytes;
+      this.etag = fresh.etag !== '' ? fresh.etag : undefined;
+      return this.readOnce(offset, length, target);
+    }
+  }
+
+  private async readOnce(offset: number, length: number, target: Buffer): Promise<number> {
     if (this.closed) throw new Error('prefetcher closed');
     if (offset >= this.sizeBytes || length <= 0) return 0;
     const end = Math.min(offset + length, this.sizeBytes);
@@ -173,6 +192,7 @@ export class Prefetcher {
       if (pos >= end) break;
     }
     this.trimBehind();
+    this.servedBytes += written;
     return written;
   }
 
