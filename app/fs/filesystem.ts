@@ -13,6 +13,7 @@ import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../s3/
 import { PartLimitError, Uploader } from '../s3/uploader.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
+import type { MountOptions } from '../options.js';
 import { silentLogger } from '../log.js';
 import { FsError, refuse, toFsError } from './errno.js';
 import { MetadataCache, systemClock, type Clock, type RemoteEntry } from './metadata-cache.js';
@@ -20,19 +21,11 @@ import {
   MAX_KEY_BYTES, baseName, dirPrefix, fileKey, isInside, isValidName, joinPath, parentPath,
 } from './names.js';
 
-export interface FsConfig {
-  prefix: string;
-  readOnly: boolean;
-  allowDelete: boolean;
-  allowOverwrite: boolean;
-  uid: number;
-  gid: number;
-  fileMode: number;
-  dirMode: number;
+/** The mount's flags the model obeys, plus the numbers derived from them in mount.ts. */
+export interface FsConfig extends Pick<MountOptions,
+  'prefix' | 'readOnly' | 'allowDelete' | 'allowOverwrite' | 'uid' | 'gid' | 'fileMode' | 'dirMode' | 'readPartSizeBytes' | 'writePartSizeBytes'> {
   metadataTtlMs: number;
   negativeMetadataTtlMs: number;
-  readPartSizeBytes: number;
-  writePartSizeBytes: number;
   /** Parts of one upload in flight at once. */
   maxPartsInFlight: number;
   /** Bytes of read-ahead all open files of the mount may hold together. */
@@ -217,18 +210,16 @@ export class S3FileSystem {
   }
 
   async getattr(path: string): Promise<Stat> {
-    try {
+    return this.guard(path, async () => {
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       return this.statOf(node);
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   /** Lists a folder; fills the metadata cache so `ls -l` needs no request per file. */
   async readdir(path: string): Promise<{ names: string[]; stats: Stat[] }> {
-    try {
+    return this.guard(path, async () => {
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       if (node.kind !== 'dir') throw refuse('notADirectory', path);
@@ -287,9 +278,7 @@ export class S3FileSystem {
       }
       this.log.debug('readdir', { op: 'readdir', key: prefix, entries: names.length - 2, pages, durationMs: listedAt - started });
       return { names, stats };
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   statfs(): StatFs {
@@ -303,6 +292,22 @@ export class S3FileSystem {
   }
 
   // ---- open, read, write ----
+
+  /** Every error leaving the model is an FsError with an errno (errno.ts). */
+  private async guard<T>(path: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw toFsError(err, path);
+    }
+  }
+
+  /** The parent of a new name must exist and be a folder. */
+  private async requireParentDir(path: string): Promise<void> {
+    const parent = await this.resolve(parentPath(path));
+    if (!parent) throw refuse('notFound', path);
+    if (parent.kind !== 'dir') throw refuse('notADirectory', path);
+  }
 
   private checkWritable(path: string): void {
     if (this.config.readOnly) throw refuse('readOnly', path);
@@ -344,7 +349,7 @@ export class S3FileSystem {
   }
 
   async open(path: string, flags: number): Promise<number> {
-    try {
+    return this.guard(path, async () => {
       const accmode = flags & O_ACCMODE;
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
@@ -367,9 +372,7 @@ export class S3FileSystem {
         prefetcher: new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig,
           () => this.revalidate(path)),
       });
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   /**
@@ -388,12 +391,10 @@ export class S3FileSystem {
   }
 
   async create(path: string, flags: number): Promise<number> {
-    try {
+    return this.guard(path, async () => {
       this.checkWritable(path);
       this.checkNewName(path);
-      const parent = await this.resolve(parentPath(path));
-      if (!parent) throw refuse('notFound', path);
-      if (parent.kind !== 'dir') throw refuse('notADirectory', path);
+      await this.requireParentDir(path);
       // The kernel calls create only after its lookup found nothing, so only
       // what we already know (local state, the cache) is checked: no request.
       const node = this.resolveKnown(path);
@@ -406,9 +407,7 @@ export class S3FileSystem {
       }
       if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
       return this.startWrite(path);
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   async read(path: string, fd: number, target: Buffer, length: number, offset: number): Promise<number> {
@@ -509,7 +508,7 @@ export class S3FileSystem {
   // ---- namespace changes ----
 
   async unlink(path: string): Promise<void> {
-    try {
+    return this.guard(path, async () => {
       this.checkWritable(path);
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
@@ -519,27 +518,21 @@ export class S3FileSystem {
       await this.client.deleteObject(node.info.key);
       this.cache.set(path, { kind: 'missing' });
       this.log.info('deleted', { op: 'unlink', key: node.info.key });
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   async mkdir(path: string): Promise<void> {
-    try {
+    return this.guard(path, async () => {
       this.checkWritable(path);
       this.checkNewName(path);
-      const parent = await this.resolve(parentPath(path));
-      if (!parent) throw refuse('notFound', path);
-      if (parent.kind !== 'dir') throw refuse('notADirectory', path);
+      await this.requireParentDir(path);
       if (await this.resolve(path)) throw refuse('mkdirExists', path);
       this.localDirs.add(path);
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   async rmdir(path: string): Promise<void> {
-    try {
+    return this.guard(path, async () => {
       this.checkWritable(path);
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
@@ -548,20 +541,16 @@ export class S3FileSystem {
       for (const d of this.localDirs) if (isInside(d, path)) throw refuse('rmdirNotEmpty', path);
       for (const w of this.writing.keys()) if (isInside(w, path)) throw refuse('rmdirNotEmpty', path);
       this.localDirs.delete(path);
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   async rename(from: string): Promise<void> {
-    try {
+    return this.guard(from, async () => {
       this.checkWritable(from);
       const node = await this.resolve(from);
       if (!node) throw refuse('notFound', from);
       throw node.kind === 'dir' ? refuse('renameDirectory', from) : refuse('renameFile', from);
-    } catch (err) {
-      throw toFsError(err, from);
-    }
+    });
   }
 
   async link(path: string): Promise<void> {
@@ -584,27 +573,23 @@ export class S3FileSystem {
    * written, so `touch new` and copies that set times while writing work.
    */
   async setattr(path: string): Promise<void> {
-    try {
+    return this.guard(path, async () => {
       this.checkWritable(path);
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       if (node.kind === 'writing') return;
       throw refuse('setAttributes', path);
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   async truncate(path: string, size: number): Promise<void> {
-    try {
+    return this.guard(path, async () => {
       this.checkWritable(path);
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       if (node.kind === 'writing' && !node.handle.completed && node.handle.uploader.sizeBytes === size) return;
       throw refuse('truncate', path);
-    } catch (err) {
-      throw toFsError(err, path);
-    }
+    });
   }
 
   /** Ends every handle: completes writes (for a clean unmount) and stops reads. */
