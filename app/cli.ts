@@ -95,7 +95,9 @@ export async function main(argv: readonly string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
-    if (code !== 0) setTimeout(() => process.exit(code), 100).unref();
+    // fuse-native's native session can keep the event loop alive after an
+    // external umount; nothing is left to do once main has settled.
+    setTimeout(() => process.exit(code), 100).unref();
   },
   (err: unknown) => {
     createLogger(stderrSink).error('unexpected failure', { error: err instanceof Error ? err.stack : String(err) });

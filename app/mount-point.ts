@@ -4,7 +4,7 @@
  * process that serves the mount.
  */
 import { execFile } from 'node:child_process';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -40,9 +40,29 @@ function unescapeMountInfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
+/**
+ * The path the kernel lists for a mount: symlinks resolved. Resolves the
+ * parent and keeps the last name, so it works on a stale mount too (whose
+ * own stat fails).
+ */
+export async function canonicalMountPoint(dir: string): Promise<string> {
+  const abs = path.resolve(dir);
+  try {
+    return path.join(await realpath(path.dirname(abs)), path.basename(abs));
+  } catch {
+    return abs;
+  }
+}
+
 export async function isMountPoint(dir: string): Promise<boolean> {
   const mounts = await listMounts();
-  if (mounts) return mounts.has(path.resolve(dir));
+  if (mounts) {
+    const abs = await canonicalMountPoint(dir);
+    if (mounts.has(abs)) return true;
+    // The last name may itself be a symlink to a folder.
+    const target = await realpath(abs).catch(() => abs);
+    return mounts.has(target);
+  }
   // No /proc (macOS): a mount point's device differs from its parent's.
   const [self, parent] = await Promise.all([stat(dir), stat(path.join(dir, '..'))]);
   return self.dev !== parent.dev;

@@ -3,6 +3,7 @@
  * watch for an external `umount`, drain and unmount. The worker runs it for
  * the CLI and the tray alike; `sosmount --foreground` runs it in-process.
  */
+import { realpath } from 'node:fs/promises';
 import os from 'node:os';
 import type { MountOptions } from './options.js';
 import { metadataTtlMs } from './options.js';
@@ -112,9 +113,12 @@ export class BucketMount {
   }
 
   /** Runs the checks, then mounts. Throws {@link MountError} with a one-line reason. */
-  static async mount(options: MountOptions, credentials: StaticCredentials | undefined, log: Logger, hooks: MountHooks = {}): Promise<BucketMount> {
-    const problem = await checkMountPoint(options.mountPoint);
+  static async mount(given: MountOptions, credentials: StaticCredentials | undefined, log: Logger, hooks: MountHooks = {}): Promise<BucketMount> {
+    const problem = await checkMountPoint(given.mountPoint);
     if (problem) throw new MountError(problem.code, problem.message);
+    // The kernel lists mounts by their real path; watching a symlinked
+    // path would mistake our own mount for an external unmount.
+    const options: MountOptions = { ...given, mountPoint: await realpath(given.mountPoint) };
 
     const connection = {
       bucket: options.bucket,

@@ -79,16 +79,15 @@ describe('the Exoscale tutorial, with sosmount', () => {
   });
 
   test('step 7: umount mnt ends the mount and its worker, leaving an empty folder', async () => {
-    const workers = await sh('pgrep -f sosmount-worker || true');
+    // The watchdog's arguments name our worker's pid and mount point.
+    const watchdog = await sh(`pgrep -af 'sosmount-watchdog [0-9]+ ${path.join(work, 'mnt')}' || true`);
+    const workerPid = /sosmount-watchdog (\d+) /.exec(watchdog.stdout)?.[1];
+    assert.ok(workerPid, `no watchdog found: ${watchdog.stdout}`);
     const r = await sh('umount mnt', { cwd: work, env });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await isMountPoint(path.join(work, 'mnt')), false);
     assert.deepEqual(await readdir(path.join(work, 'mnt')), []);
-    const before = workers.stdout.trim().split('\n').filter(Boolean);
-    await waitFor('the worker to exit', async () => {
-      const now = (await sh('pgrep -f sosmount-worker || true')).stdout.trim().split('\n').filter(Boolean);
-      return before.every((pid) => !now.includes(pid));
-    });
+    await waitFor('the worker to exit', async () => (await sh(`kill -0 ${workerPid}`)).code !== 0);
   });
 
   test('with --allow-delete, rm removes the object', async () => {

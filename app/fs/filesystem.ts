@@ -592,19 +592,36 @@ export class S3FileSystem {
     });
   }
 
-  /** Ends every handle: completes writes (for a clean unmount) and stops reads. */
+  /**
+   * Ends every handle before unmounting. A file a program still holds open
+   * for writing is not finished: publishing it would leave a truncated
+   * object. Its upload is aborted (no object, no parts left) and its later
+   * writes fail with EIO. Uploads already completing (close or fsync under
+   * way) finish.
+   */
   async drain(): Promise<void> {
-    const pending: Promise<void>[] = [];
-    for (const [fd, h] of this.handles) pending.push(this.release(h.path, fd));
+    const pending: Promise<unknown>[] = [];
+    for (const [fd, h] of this.handles) {
+      if (h.kind === 'read') {
+        h.prefetcher.close();
+        this.handles.delete(fd);
+      } else if (h.completed) {
+        pending.push(h.uploader.complete());
+      } else {
+        pending.push(this.abortWrite(h));
+      }
+    }
     await Promise.allSettled(pending);
   }
 
-  /** Aborts uploads without completing them (the worker is going away uncleanly). */
-  async abortAll(): Promise<void> {
-    const pending: Promise<void>[] = [];
-    for (const h of this.writing.values()) pending.push(h.uploader.abort());
-    for (const h of this.handles.values()) if (h.kind === 'read') h.prefetcher.close();
-    await Promise.allSettled(pending);
+  private async abortWrite(h: WriteHandle): Promise<void> {
+    h.completed = true;
+    await h.uploader.abort();
+    if (this.writing.get(h.path) === h) this.writing.delete(h.path);
+    const err = new FsError('EIO', `${h.path}: still open for writing at unmount; the upload was aborted and the object not written`, { rule: 'ioError' });
+    this.log.warn('upload aborted', { op: 'unmount', key: h.uploader.key, sizeBytes: h.uploader.sizeBytes });
+    this.events.onUploadFailed?.(h.path, err);
+    this.events.onUploadsChanged?.(this.uploadsInProgress);
   }
 }
 
