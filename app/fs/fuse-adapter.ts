@@ -150,6 +150,9 @@ export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMo
     `max_write=${FUSE_TUNING.maxWriteBytes}`,
     `max_readahead=${FUSE_TUNING.maxReadaheadBytes}`,
     'atomic_o_trunc',
+    // libfuse 2 otherwise renames an open file to .fuse_hiddenXXX on unlink,
+    // which we refuse (no rename): rm must answer by the semantics table.
+    'hard_remove',
     // fuse-native drops zero values of its own entry/attr options, so set them here.
     `entry_timeout=${ttl}`,
     `attr_timeout=${ttl}`,
