@@ -204,13 +204,17 @@ export class BucketMount {
     this.watch.unref();
   }
 
-  /** Completes open uploads, then unmounts. Safe to call more than once. */
-  unmount(): Promise<void> {
+  /**
+   * Finishes uploads already completing (or aborts them with
+   * abandonUploads), aborts those of files still open, then unmounts.
+   * Safe to call more than once.
+   */
+  unmount(options: { abandonUploads?: boolean } = {}): Promise<void> {
     if (!this.unmounting) {
       this.unmounting = (async () => {
         this.setState('unmounting');
-        this.log.info('unmounting', { mountPoint: this.options.mountPoint, uploadsInProgress: this.fs.uploadsInProgress });
-        await this.fs.drain();
+        this.log.info('unmounting', { mountPoint: this.options.mountPoint, uploadsInProgress: this.fs.uploadsInProgress, abandonUploads: options.abandonUploads === true });
+        await this.fs.drain({ abandonUploads: options.abandonUploads === true });
         await new Promise<void>((resolve) => this.fuse.unmount((err) => {
           if (err) this.log.warn('unmount failed, detaching', { error: err.message });
           resolve();

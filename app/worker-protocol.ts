@@ -39,7 +39,8 @@ export type ToWorker =
       /** Keep running when the parent disconnects (the CLI's background mode). */
       detach: boolean;
     }
-  | { type: 'unmount' };
+  /** With abandonUploads (Quit anyway), uploads still running are aborted instead of awaited. */
+  | { type: 'unmount'; abandonUploads?: boolean };
 
 export type FromWorker =
   | { type: 'state'; state: MountState; error?: WorkerError | undefined; mountPoint?: string }
@@ -54,7 +55,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 /** Validates a message from the parent; anything malformed is rejected with a reason. */
 export function parseToWorker(raw: unknown): ToWorker {
   if (!isRecord(raw) || typeof raw['type'] !== 'string') throw new Error('worker message: not an object with a type');
-  if (raw['type'] === 'unmount') return { type: 'unmount' };
+  if (raw['type'] === 'unmount') return { type: 'unmount', abandonUploads: raw['abandonUploads'] === true };
   if (raw['type'] === 'mount') {
     const options = raw['options'];
     if (!isRecord(options) || typeof options['bucket'] !== 'string' || typeof options['mountPoint'] !== 'string') {

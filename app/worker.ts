@@ -35,7 +35,8 @@ async function main(): Promise<void> {
   if (mount) {
     process.on('message', (raw) => {
       try {
-        if (parseToWorker(raw).type === 'unmount') void mount.unmount();
+        const m = parseToWorker(raw);
+        if (m.type === 'unmount') void mount.unmount({ abandonUploads: m.abandonUploads === true });
       } catch (err) {
         log.warn('bad message from parent', { error: (err as Error).message });
       }

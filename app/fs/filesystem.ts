@@ -597,15 +597,16 @@ export class S3FileSystem {
    * for writing is not finished: publishing it would leave a truncated
    * object. Its upload is aborted (no object, no parts left) and its later
    * writes fail with EIO. Uploads already completing (close or fsync under
-   * way) finish.
+   * way) finish, unless abandoned (Quit anyway): then they are aborted too,
+   * so no parts are left behind.
    */
-  async drain(): Promise<void> {
+  async drain(options: { abandonUploads?: boolean } = {}): Promise<void> {
     const pending: Promise<unknown>[] = [];
     for (const [fd, h] of this.handles) {
       if (h.kind === 'read') {
         h.prefetcher.close();
         this.handles.delete(fd);
-      } else if (h.completed) {
+      } else if (h.completed && !options.abandonUploads) {
         pending.push(h.uploader.complete());
       } else {
         pending.push(this.abortWrite(h));
@@ -616,6 +617,7 @@ export class S3FileSystem {
 
   private async abortWrite(h: WriteHandle): Promise<void> {
     h.completed = true;
+    if (h.uploader.state === 'completed') return;
     await h.uploader.abort();
     if (this.writing.get(h.path) === h) this.writing.delete(h.path);
     const err = new FsError('EIO', `${h.path}: still open for writing at unmount; the upload was aborted and the object not written`, { rule: 'ioError' });

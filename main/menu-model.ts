@@ -1,0 +1,146 @@
+/**
+ * The tray menu as a pure function of the app state (DESIGN.md, "Desktop
+ * shell"). The Electron adapter turns the model into a native menu and
+ * rebuilds it on every change, because Linux AppIndicator trays have no
+ * click events, only menus: whatever a user can see or do is in here.
+ */
+import type { MountConfig, MountStatus } from './model.js';
+
+export interface MountView {
+  config: MountConfig;
+  status: MountStatus;
+  /** The user wants it mounted (mounting, mounted, or waiting to retry): the check mark. */
+  wanted: boolean;
+}
+
+export interface AppState {
+  /** In the settings' order. */
+  mounts: MountView[];
+  startAtLogin: boolean;
+  /** Problems the user must know about (an unreadable settings file...). */
+  warnings: string[];
+  /** Set while Quit waits for uploads to finish. */
+  quitting: { uploadsInProgress: number } | undefined;
+}
+
+export type MenuAction =
+  | { type: 'toggle-mount'; mountId: string }
+  | { type: 'open-folder'; mountId: string }
+  | { type: 'open-settings' }
+  | { type: 'toggle-start-at-login' }
+  | { type: 'show-logs' }
+  | { type: 'dismiss-warnings' }
+  | { type: 'quit' }
+  /** While waiting for uploads at Quit: stop waiting, abandon them. */
+  | { type: 'quit-now' };
+
+export type MenuItemModel =
+  | { type: 'separator'; id: string }
+  | { type: 'normal'; id: string; label: string; enabled: boolean; action?: MenuAction | undefined }
+  | { type: 'checkbox'; id: string; label: string; checked: boolean; enabled: boolean; action: MenuAction };
+
+export interface MenuModel {
+  items: MenuItemModel[];
+  /** The tray icon's tooltip (where the platform shows one). */
+  tooltip: string;
+}
+
+/** Long reasons (URLs, request ids) would make the menu as wide as the screen. */
+const MAX_REASON_CHARS = 90;
+
+function plural(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function shorten(text: string, max: number): string {
+  const oneLine = text.replace(/\s+/g, ' ').trim();
+  return oneLine.length <= max ? oneLine : `${oneLine.slice(0, max - 1)}…`;
+}
+
+/** What the tray says about a mount: unmounted, mounting, mounted, uploading N files, error with the reason. */
+export function statusText(status: MountStatus): string {
+  switch (status.state) {
+    case 'unmounted':
+      return 'unmounted';
+    case 'mounting':
+      return status.attempt > 1 ? `mounting (attempt ${status.attempt})…` : 'mounting…';
+    case 'mounted':
+      return status.uploadsInProgress > 0 ? `uploading ${plural(status.uploadsInProgress, 'file', 'files')}` : 'mounted';
+    case 'unmounting':
+      return status.uploadsInProgress > 0 ? `unmounting, ${plural(status.uploadsInProgress, 'file', 'files')} still uploading` : 'unmounting…';
+    case 'error': {
+      const rid = status.requestId ? ` (request id ${status.requestId})` : '';
+      const retry = status.retryInMs !== undefined ? `; retrying in ${Math.max(1, Math.round(status.retryInMs / 1000))} s` : '';
+      return `error: ${shorten(status.message, MAX_REASON_CHARS)}${rid}${retry}`;
+    }
+  }
+}
+
+export function mountLabel(view: MountView): string {
+  return `${view.config.name} — ${statusText(view.status)}`;
+}
+
+function uploadsOf(status: MountStatus): number {
+  return status.state === 'mounted' || status.state === 'unmounting' ? status.uploadsInProgress : 0;
+}
+
+export function tooltip(state: AppState): string {
+  const mounted = state.mounts.filter((m) => m.status.state === 'mounted').length;
+  const errors = state.mounts.filter((m) => m.status.state === 'error').length;
+  const uploads = state.mounts.reduce((n, m) => n + uploadsOf(m.status), 0);
+  const parts = [state.mounts.length === 0 ? 'no buckets configured' : `${mounted} of ${state.mounts.length} mounted`];
+  if (uploads > 0) parts.push(`uploading ${plural(uploads, 'file', 'files')}`);
+  if (errors > 0) parts.push(plural(errors, 'error', 'errors'));
+  return `SOS Mount: ${parts.join(', ')}`;
+}
+
+export function buildMenu(state: AppState): MenuModel {
+  const items: MenuItemModel[] = [];
+  const quitting = state.quitting !== undefined;
+
+  if (state.warnings.length > 0) {
+    for (const [i, warning] of state.warnings.entries()) {
+      items.push({ type: 'normal', id: `warning:${i}`, label: `⚠ ${shorten(warning, 120)}`, enabled: false });
+    }
+    items.push({ type: 'normal', id: 'dismiss-warnings', label: 'Dismiss', enabled: true, action: { type: 'dismiss-warnings' } });
+    items.push({ type: 'separator', id: 'sep:warnings' });
+  }
+
+  if (state.mounts.length === 0) {
+    items.push({ type: 'normal', id: 'no-mounts', label: 'No buckets yet: add one in Settings…', enabled: false });
+  }
+  for (const view of state.mounts) {
+    const id = view.config.id;
+    items.push({
+      type: 'checkbox',
+      id: `mount:${id}`,
+      label: mountLabel(view),
+      checked: view.wanted,
+      // While unmounting, a click could only queue a remount; while quitting, nothing may start.
+      enabled: !quitting && view.status.state !== 'unmounting',
+      action: { type: 'toggle-mount', mountId: id },
+    });
+    if (view.status.state === 'mounted') {
+      items.push({ type: 'normal', id: `open:${id}`, label: `Open “${view.config.name}” folder`, enabled: true, action: { type: 'open-folder', mountId: id } });
+    }
+  }
+
+  items.push({ type: 'separator', id: 'sep:mounts' });
+  items.push({ type: 'normal', id: 'settings', label: 'Settings…', enabled: true, action: { type: 'open-settings' } });
+  items.push({ type: 'checkbox', id: 'start-at-login', label: 'Start at login', checked: state.startAtLogin, enabled: true, action: { type: 'toggle-start-at-login' } });
+  items.push({ type: 'normal', id: 'logs', label: 'Show logs', enabled: true, action: { type: 'show-logs' } });
+  items.push({ type: 'separator', id: 'sep:quit' });
+  if (state.quitting) {
+    const n = state.quitting.uploadsInProgress;
+    items.push({ type: 'normal', id: 'quitting', label: `Quitting: waiting for ${plural(n, 'file', 'files')} to upload…`, enabled: false });
+    items.push({ type: 'normal', id: 'quit-now', label: `Quit now (${n === 1 ? 'the upload is' : 'the uploads are'} lost)`, enabled: true, action: { type: 'quit-now' } });
+  } else {
+    items.push({ type: 'normal', id: 'quit', label: 'Quit', enabled: true, action: { type: 'quit' } });
+  }
+  return { items, tooltip: tooltip(state) };
+}
+
+/** The message the Quit dialog shows when files are still uploading. */
+export function uploadsInFlightMessage(n: number): string {
+  return `${plural(n, 'file', 'files')} still uploading`;
+}

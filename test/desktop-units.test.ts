@@ -1,0 +1,532 @@
+/**
+ * The desktop shell's plain modules, one behaviour per test: the menu
+ * model, the settings file (schema, defaults, migration, a corrupt file),
+ * validation, start at login, the utility-process bridge, and how a
+ * configured mount becomes worker options.
+ */
+import type { ToWorker } from '../app/worker-protocol.js';
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { AUTOSTART_FILE, LOGIN_FLAG, autostartDirectory, createAutostart, desktopEntry, quoteExecArg, type LoginItemApi } from '../main/autostart.js';
+import { buildMenu, statusText, tooltip, uploadsInFlightMessage, type AppState, type MountView } from '../main/menu-model.js';
+import { menuToHtml } from '../main/menu-picture.js';
+import type { MountConfig, MountStatus } from '../main/model.js';
+import { bridgeParentPort } from '../main/parent-port-bridge.js';
+import { SETTINGS_FILE, SettingsStore } from '../main/settings-store.js';
+import { defaultBackoffMs, mountOptionsFor } from '../main/supervisor.js';
+import { mountConfigProblems, profileConfigProblems } from '../main/validation.js';
+import { workerEnvironment } from '../main/worker-launcher.js';
+import { tempDir } from './helpers/processes.js';
+import { RecordingNotifier, RecordingShell, waitForStatus } from './helpers/desktop.js';
+import { AppCore, SettingsValidationError, type QuitChoice } from '../main/app-core.js';
+import { MemorySecretStore } from '../main/secret-store.js';
+import type { WorkerEvents, WorkerHandle, WorkerLauncher } from '../main/worker-launcher.js';
+
+function mount(overrides: Partial<MountConfig> = {}): MountConfig {
+  return {
+    id: 'm1',
+    name: 'photos',
+    bucket: 'photos',
+    zone: 'ch-dk-2',
+    endpointUrl: undefined,
+    forcePathStyle: false,
+    profile: 'exomount',
+    mountPoint: '/home/ada/Photos',
+    prefix: '',
+    readOnly: false,
+    allowDelete: false,
+    allowOverwrite: false,
+    mountAtLogin: false,
+    ...overrides,
+  };
+}
+
+function view(status: MountStatus, overrides: Partial<MountConfig> = {}, wanted = status.state !== 'unmounted'): MountView {
+  return { config: mount(overrides), status, wanted };
+}
+
+function state(mounts: MountView[], extra: Partial<AppState> = {}): AppState {
+  return { mounts, startAtLogin: false, warnings: [], quitting: undefined, ...extra };
+}
+
+describe('menu model', () => {
+  test('each state reads as the tray shows it', () => {
+    assert.equal(statusText({ state: 'unmounted' }), 'unmounted');
+    assert.equal(statusText({ state: 'mounting', attempt: 1 }), 'mounting…');
+    assert.equal(statusText({ state: 'mounting', attempt: 3 }), 'mounting (attempt 3)…');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 0 }), 'mounted');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 1 }), 'uploading 1 file');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 7 }), 'uploading 7 files');
+    assert.equal(statusText({ state: 'unmounting', uploadsInProgress: 2 }), 'unmounting, 2 files still uploading');
+    assert.equal(statusText({ state: 'error', message: 'access denied to bucket photos', requestId: 'R1D' }), 'error: access denied to bucket photos (request id R1D)');
+    assert.equal(statusText({ state: 'error', message: 'cannot reach https://sos-ch-dk-2.exo.io', retryInMs: 4000 }), 'error: cannot reach https://sos-ch-dk-2.exo.io; retrying in 4 s');
+  });
+
+  test('a long error reason is shortened to one line', () => {
+    const text = statusText({ state: 'error', message: `first line\n${'x'.repeat(300)}` });
+    assert.ok(text.length < 110, text);
+    assert.ok(text.endsWith('…'));
+    assert.ok(!text.includes('\n'));
+  });
+
+  test('one checkbox per mount with its state; "Open folder" only for mounted ones; then Settings, Start at login, Show logs, Quit', () => {
+    const menu = buildMenu(state([
+      view({ state: 'mounted', uploadsInProgress: 0 }, { id: 'a', name: 'photos' }),
+      view({ state: 'unmounted' }, { id: 'b', name: 'backups' }),
+      view({ state: 'error', message: 'bucket backups does not exist', retryInMs: undefined }, { id: 'c', name: 'media' }, false),
+      view({ state: 'mounted', uploadsInProgress: 3 }, { id: 'd', name: 'scratch' }),
+    ], { startAtLogin: true }));
+    const rows = menu.items.map((i) => (i.type === 'separator' ? '---' : `${i.type === 'checkbox' ? (i.checked ? '[x] ' : '[ ] ') : ''}${i.label}${i.enabled ? '' : ' (disabled)'}`));
+    assert.deepEqual(rows, [
+      '[x] photos — mounted',
+      'Open “photos” folder',
+      '[ ] backups — unmounted',
+      '[ ] media — error: bucket backups does not exist',
+      '[x] scratch — uploading 3 files',
+      'Open “scratch” folder',
+      '---',
+      'Settings…',
+      '[x] Start at login',
+      'Show logs',
+      '---',
+      'Quit',
+    ]);
+    assert.deepEqual(menu.items.find((i) => i.id === 'mount:b')?.type === 'checkbox' && menu.items.find((i) => i.id === 'mount:b'), {
+      type: 'checkbox', id: 'mount:b', label: 'backups — unmounted', checked: false, enabled: true, action: { type: 'toggle-mount', mountId: 'b' },
+    });
+    assert.equal(menu.tooltip, 'SOS Mount: 2 of 4 mounted, uploading 3 files, 1 error');
+  });
+
+  test('a mount retrying after an error stays checked', () => {
+    const menu = buildMenu(state([view({ state: 'error', message: 'cannot reach x', retryInMs: 2000 }, {}, true)]));
+    const entry = menu.items[0];
+    assert.equal(entry?.type === 'checkbox' && entry.checked, true);
+  });
+
+  test('no mounts: a hint to add one in Settings', () => {
+    const menu = buildMenu(state([]));
+    assert.deepEqual(menu.items[0], { type: 'normal', id: 'no-mounts', label: 'No buckets yet: add one in Settings…', enabled: false });
+    assert.equal(tooltip(state([])), 'SOS Mount: no buckets configured');
+  });
+
+  test('a settings warning is shown first, with a way to dismiss it', () => {
+    const menu = buildMenu(state([], { warnings: ['The settings file could not be read.'] }));
+    assert.deepEqual(menu.items.slice(0, 3).map((i) => i.id), ['warning:0', 'dismiss-warnings', 'sep:warnings']);
+    assert.equal(menu.items[0]?.type === 'normal' && menu.items[0].label, '⚠ The settings file could not be read.');
+  });
+
+  test('while Quit waits for uploads: the count, "Quit now", and no toggles', () => {
+    const menu = buildMenu(state([view({ state: 'mounted', uploadsInProgress: 2 })], { quitting: { uploadsInProgress: 2 } }));
+    const ids = menu.items.map((i) => i.id);
+    assert.ok(!ids.includes('quit'));
+    assert.equal(menu.items.find((i) => i.id === 'quitting')?.type === 'normal' && menu.items.find((i) => i.id === 'quitting')!.type, 'normal');
+    const quitting = menu.items.find((i) => i.id === 'quitting');
+    assert.equal(quitting?.type !== 'separator' && quitting?.label, 'Quitting: waiting for 2 files to upload…');
+    const toggle = menu.items.find((i) => i.id === 'mount:m1');
+    assert.equal(toggle?.type === 'checkbox' && toggle.enabled, false);
+    assert.equal(uploadsInFlightMessage(1), '1 file still uploading');
+    assert.equal(uploadsInFlightMessage(3), '3 files still uploading');
+  });
+
+  test('the menu picture shows every entry, escaped', () => {
+    const html = menuToHtml(buildMenu(state([view({ state: 'error', message: '<script>alert(1)</script> & more' })])));
+    assert.ok(html.includes('&lt;script&gt;alert(1)&lt;/script&gt; &amp; more'));
+    assert.ok(!html.includes('<script>'));
+    assert.ok(html.includes('Start at login'));
+  });
+});
+
+describe('settings file', () => {
+  test('a new file has the defaults and the schema version', async () => {
+    const dir = await tempDir('settings');
+    try {
+      const store = SettingsStore.open({ directory: dir });
+      assert.deepEqual(store.get(), { version: 1, mounts: [], profiles: [], startAtLogin: false });
+      assert.deepEqual(store.warnings, []);
+      assert.equal(store.path, path.join(dir, SETTINGS_FILE));
+      assert.equal((await stat(store.path)).mode & 0o777, 0o600);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('changes are written and read back by the next start', async () => {
+    const dir = await tempDir('settings');
+    try {
+      const store = SettingsStore.open({ directory: dir });
+      store.update((s) => {
+        s.profiles.push({ name: 'exomount', accessKeyId: 'EXO123' });
+        s.mounts.push(mount({ zone: undefined, endpointUrl: 'https://s3.example.com' }));
+        s.startAtLogin = true;
+      });
+      const again = SettingsStore.open({ directory: dir });
+      assert.deepEqual(again.get().profiles, [{ name: 'exomount', accessKeyId: 'EXO123' }]);
+      assert.equal(again.get().mounts[0]?.endpointUrl, 'https://s3.example.com');
+      assert.equal(again.get().mounts[0]?.zone, undefined);
+      assert.equal(again.get().startAtLogin, true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a secret never fits the schema: a profile with one is refused and the file keeps the old settings', async () => {
+    const dir = await tempDir('settings');
+    try {
+      const store = SettingsStore.open({ directory: dir });
+      store.update((s) => { s.profiles.push({ name: 'p', accessKeyId: 'EXO1' }); });
+      assert.throws(() => store.update((s) => { (s.profiles[0] as unknown as Record<string, string>)['secretAccessKey'] = 'oops'; }), /must NOT have additional properties/);
+      assert.ok(!(await readFile(store.path, 'utf8')).includes('oops'));
+      assert.deepEqual(store.get().profiles, [{ name: 'p', accessKeyId: 'EXO1' }]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a file from before the schema is migrated: missing flags get their defaults', async () => {
+    const dir = await tempDir('settings');
+    try {
+      await writeFile(path.join(dir, SETTINGS_FILE), JSON.stringify({ mounts: [{ id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old' }], profiles: [{ name: 'p', accessKeyId: 'EXO9' }] }));
+      const store = SettingsStore.open({ directory: dir });
+      assert.deepEqual(store.warnings, []);
+      assert.deepEqual(store.get().mounts[0], {
+        id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old',
+        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, mountAtLogin: false,
+      });
+      assert.equal(store.get().version, 1);
+      const onDisk = JSON.parse(await readFile(store.path, 'utf8'));
+      assert.equal(onDisk.__internal__.migrations.version, '0.1.0');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  for (const [what, content] of [['not JSON', '{"mounts": ['], ['not matching the schema', '{"mounts": 3}']] as const) {
+    test(`a corrupt file (${what}) is kept as settings.json.corrupt-<time> and the user told, not silently reset`, async () => {
+      const dir = await tempDir('settings');
+      try {
+        await writeFile(path.join(dir, SETTINGS_FILE), content);
+        const store = SettingsStore.open({ directory: dir, now: () => new Date('2025-03-04T05:06:07.089Z') });
+        const backup = path.join(dir, 'settings.json.corrupt-2025-03-04T05-06-07-089Z');
+        assert.equal(await readFile(backup, 'utf8'), content);
+        assert.equal(store.warnings.length, 1);
+        assert.match(store.warnings[0] ?? '', /^The settings file could not be read \(.+\)\. It was kept as .+settings\.json\.corrupt-2025-03-04T05-06-07-089Z; SOS Mount started with empty settings\.$/);
+        assert.deepEqual(store.get().mounts, []);
+        assert.deepEqual((await readdir(dir)).sort(), ['settings.json', 'settings.json.corrupt-2025-03-04T05-06-07-089Z']);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
+describe('validation', () => {
+  const profiles = [{ name: 'exomount', accessKeyId: 'EXO1' }];
+
+  test('a good mount has no problems', () => {
+    assert.deepEqual(mountConfigProblems(mount(), [], profiles), []);
+    assert.deepEqual(mountConfigProblems(mount({ zone: undefined, endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true }), [], profiles), []);
+  });
+
+  test('each problem names its field, with the CLI\'s bucket rules and the zone list', () => {
+    const fields = (m: MountConfig, others: MountConfig[] = []): Array<[string, string]> => mountConfigProblems(m, others, profiles).map((p) => [p.field, p.message]);
+    assert.deepEqual(fields(mount({ bucket: 'My_Bucket' })), [['bucket', "'My_Bucket' may contain only lowercase letters, digits, dots and hyphens"]]);
+    assert.match(fields(mount({ zone: 'ch-xyz-9' }))[0]?.[1] ?? '', /^unknown zone 'ch-xyz-9'; zones: ch-gva-2, ch-dk-2, /);
+    assert.deepEqual(fields(mount({ zone: undefined })), [['zone', 'choose a zone or give a custom endpoint']]);
+    assert.deepEqual(fields(mount({ endpointUrl: 'https://x' })), [['endpointUrl', 'choose either a zone or a custom endpoint, not both']]);
+    assert.deepEqual(fields(mount({ zone: undefined, endpointUrl: 'ftp://x' })), [['endpointUrl', "'ftp://x' must start with https:// or http://"]]);
+    assert.deepEqual(fields(mount({ profile: 'nobody' })), [['profile', "there is no profile named 'nobody'"]]);
+    assert.deepEqual(fields(mount({ mountPoint: 'relative/dir' })), [['mountPoint', "'relative/dir' must be an absolute path"]]);
+    assert.deepEqual(fields(mount({ prefix: 'photos' })), [['prefix', "'photos' must end in '/'"]]);
+    assert.deepEqual(fields(mount({ readOnly: true, allowDelete: true })), [['allowDelete', 'a read-only mount cannot allow deletes or overwrites']]);
+    const other = mount({ id: 'm2', name: 'Photos', mountPoint: '/home/ada' });
+    assert.deepEqual(fields(mount(), [other]), [
+      ['name', "another mount is already named 'photos'"],
+      ['mountPoint', "the folder overlaps the folder of mount 'Photos' (/home/ada)"],
+    ]);
+    assert.deepEqual(fields(mount(), [mount()]), [], 'the mount itself (same id) is not a clash');
+  });
+
+  test('profiles: a name usable as a keychain account, a key, and a secret for a new one', () => {
+    assert.deepEqual(profileConfigProblems({ name: 'exomount', accessKeyId: 'EXO1' }, [], 'secret'), []);
+    assert.deepEqual(profileConfigProblems({ name: 'exomount', accessKeyId: 'EXO1' }, []), [], 'an edit may keep the stored secret');
+    assert.deepEqual(profileConfigProblems({ name: 'my profile', accessKeyId: ' ' }, profiles, '').map((p) => p.field), ['name', 'accessKeyId', 'secret']);
+    assert.deepEqual(profileConfigProblems({ name: 'exomount', accessKeyId: 'EXO2' }, profiles, 's').map((p) => p.message), ["a profile named 'exomount' exists already"]);
+  });
+});
+
+describe('start at login', () => {
+  test('Linux: writes $XDG_CONFIG_HOME/autostart/sos-mount.desktop and removes it', async () => {
+    const dir = await tempDir('xdg');
+    try {
+      const autostart = createAutostart({ platform: 'linux', env: { XDG_CONFIG_HOME: dir }, command: '/opt/SOS Mount/sos-mount', args: [] });
+      const file = path.join(dir, 'autostart', AUTOSTART_FILE);
+      assert.equal(autostart.location, file);
+      assert.equal(await autostart.isEnabled(), false);
+      await autostart.setEnabled(true);
+      assert.equal(await autostart.isEnabled(), true);
+      assert.equal(await readFile(file, 'utf8'), desktopEntry('/opt/SOS Mount/sos-mount', [LOGIN_FLAG]));
+      await autostart.setEnabled(false);
+      assert.equal(await autostart.isEnabled(), false);
+      await assert.rejects(stat(file), /ENOENT/);
+      await autostart.setEnabled(false); // already off: no error
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('Linux: without XDG_CONFIG_HOME (or a relative one) the entry goes to ~/.config/autostart', () => {
+    assert.equal(autostartDirectory({}, '/home/ada'), '/home/ada/.config/autostart');
+    assert.equal(autostartDirectory({ XDG_CONFIG_HOME: 'relative' }, '/home/ada'), '/home/ada/.config/autostart');
+    assert.equal(autostartDirectory({ XDG_CONFIG_HOME: '/cfg' }, '/home/ada'), '/cfg/autostart');
+  });
+
+  test('Linux: an entry switched off in place (Hidden=true) counts as off', async () => {
+    const dir = await tempDir('xdg');
+    try {
+      await mkdir(path.join(dir, 'autostart'));
+      await writeFile(path.join(dir, 'autostart', AUTOSTART_FILE), `${desktopEntry('/usr/bin/sos-mount', [])}Hidden=true\n`);
+      assert.equal(await createAutostart({ platform: 'linux', env: { XDG_CONFIG_HOME: dir }, command: 'x' }).isEnabled(), false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('Exec quoting follows the Desktop Entry Specification', () => {
+    assert.equal(quoteExecArg('/usr/bin/sos-mount'), '/usr/bin/sos-mount');
+    assert.equal(quoteExecArg('/opt/SOS Mount/app'), '"/opt/SOS Mount/app"');
+    assert.equal(quoteExecArg('100%'), '100%%');
+    // `$` and `"` are backslash-escaped inside quotes; the file format then doubles each backslash.
+    assert.equal(quoteExecArg('a"b$c'), '"a\\\\"b\\\\$c"');
+  });
+
+  for (const platform of ['darwin', 'win32'] as const) {
+    test(`${platform}: uses Electron's login item settings`, async () => {
+      const calls: unknown[] = [];
+      let open = false;
+      const loginItems: LoginItemApi = {
+        setLoginItemSettings: (s) => { calls.push(s); open = s.openAtLogin; },
+        getLoginItemSettings: () => ({ openAtLogin: open }),
+      };
+      const autostart = createAutostart({ platform, command: '/Applications/SOS Mount.app', loginItems });
+      await autostart.setEnabled(true);
+      assert.equal(await autostart.isEnabled(), true);
+      await autostart.setEnabled(false);
+      assert.equal(await autostart.isEnabled(), false);
+      assert.deepEqual(calls, platform === 'win32'
+        ? [{ openAtLogin: true, args: [LOGIN_FLAG] }, { openAtLogin: false, args: [LOGIN_FLAG] }]
+        : [{ openAtLogin: true }, { openAtLogin: false }]);
+      assert.throws(() => createAutostart({ platform, command: 'x' }), /needs Electron's login item settings/);
+    });
+  }
+});
+
+describe('mount options and workers', () => {
+  test('a configured mount becomes the CLI\'s MountOptions: zone endpoint and region, flags, the app\'s log folder', () => {
+    const options = mountOptionsFor(mount({ prefix: 'raw/', readOnly: true }), { logDirectory: '/logs' });
+    assert.equal(options.bucket, 'photos');
+    assert.equal(options.mountPoint, '/home/ada/Photos');
+    assert.equal(options.endpointUrl, 'https://sos-ch-dk-2.exo.io');
+    assert.equal(options.region, 'ch-dk-2');
+    assert.equal(options.prefix, 'raw/');
+    assert.equal(options.readOnly, true);
+    assert.equal(options.logDirectory, '/logs');
+    assert.equal(options.profile, undefined, 'credentials come from the keychain, never ~/.aws');
+    assert.equal(options.uploadChecksums, 'off', 'SOS rejects the additional checksums');
+    const custom = mountOptionsFor(mount({ zone: undefined, endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true, allowDelete: true, allowOverwrite: true }), { logDirectory: '/logs' });
+    assert.equal(custom.endpointUrl, 'http://127.0.0.1:9000');
+    assert.equal(custom.forcePathStyle, true);
+    assert.equal(custom.allowDelete && custom.allowOverwrite, true);
+    assert.throws(() => mountOptionsFor(mount({ bucket: 'x' }), { logDirectory: '/logs' }), /BUCKET_NAME: 'x' must be 3 to 63 characters long/);
+  });
+
+  test('the retry delay doubles from 1 s up to a minute', () => {
+    assert.deepEqual([1, 2, 3, 4, 6, 7, 8, 20].map(defaultBackoffMs), [1000, 2000, 4000, 8000, 32_000, 60_000, 60_000, 60_000]);
+  });
+
+  test('a worker\'s environment carries no AWS credentials or test-runner settings', () => {
+    const env = workerEnvironment({ PATH: '/bin', AWS_SECRET_ACCESS_KEY: 's', AWS_PROFILE: 'p', NODE_OPTIONS: '--inspect', NODE_TEST_CONTEXT: 'child', HOME: '/h' });
+    assert.deepEqual(env, { PATH: '/bin', HOME: '/h' });
+  });
+
+  test('the utility-process bridge gives the worker process.send and message events over the parent port', async () => {
+    const port = new EventEmitter() as EventEmitter & { postMessage(m: unknown): void };
+    const posted: unknown[] = [];
+    port.postMessage = (m) => posted.push(m);
+    const proc = new EventEmitter() as EventEmitter & { send?: (m: unknown, cb?: (e: Error | null) => void) => boolean; connected?: boolean; disconnect?: () => void };
+    const received: unknown[] = [];
+    let disconnected = false;
+    proc.on('disconnect', () => { disconnected = true; });
+    bridgeParentPort(port, proc);
+
+    // Messages that arrive before the worker listens (its module still loading) are held, in order.
+    port.emit('message', { data: { type: 'mount', n: 1 } });
+    port.emit('message', { data: { type: 'unmount' } });
+    proc.once('message', (m) => received.push(m));
+    await Promise.resolve();
+    assert.deepEqual(received, [{ type: 'mount', n: 1 }]);
+    proc.on('message', (m) => received.push(m));
+    await Promise.resolve();
+    assert.deepEqual(received, [{ type: 'mount', n: 1 }, { type: 'unmount' }]);
+    port.emit('message', { data: { type: 'unmount', again: true } });
+    assert.deepEqual(received.at(-1), { type: 'unmount', again: true });
+    let acked = false;
+    assert.equal(proc.send?.({ type: 'uploads', inProgress: 1 }, () => { acked = true; }), true);
+    assert.deepEqual(posted, [{ type: 'uploads', inProgress: 1 }]);
+    assert.ok(acked);
+    assert.equal(proc.connected, true);
+    proc.disconnect?.();
+    assert.equal(proc.connected, false);
+    assert.equal(proc.send?.({ type: 'uploads', inProgress: 0 }), false);
+    assert.equal(posted.length, 1);
+    assert.equal(disconnected, false, 'disconnecting ourselves is not "the app went away"');
+  });
+});
+
+/** Workers that follow the protocol without FUSE: mount → mounted, unmount → unmounted and exit. */
+class ScriptedLauncher implements WorkerLauncher {
+  readonly workers: Array<{ events: WorkerEvents; killed: string[]; sent: ToWorker[] }> = [];
+
+  launch(_name: string, events: WorkerEvents): WorkerHandle {
+    const worker = { events, killed: [] as string[], sent: [] as ToWorker[] };
+    this.workers.push(worker);
+    let exited = false;
+    const exit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      if (exited) return;
+      exited = true;
+      setImmediate(() => events.exit(code, signal));
+    };
+    return {
+      pid: 100_000 + this.workers.length,
+      send: (message) => {
+        if (exited) return false;
+        worker.sent.push(message);
+        setImmediate(() => {
+          if (message.type === 'mount') {
+            events.message({ type: 'state', state: 'mounting' });
+            events.message({ type: 'state', state: 'mounted' });
+          } else {
+            events.message({ type: 'state', state: 'unmounting' });
+            events.message({ type: 'state', state: 'unmounted' });
+            exit(0, null);
+          }
+        });
+        return true;
+      },
+      kill: (signal) => {
+        worker.killed.push(signal);
+        exit(null, signal);
+      },
+    };
+  }
+
+  /** The latest worker reports uploads in progress. */
+  uploads(n: number): void {
+    this.workers.at(-1)?.events.message({ type: 'uploads', inProgress: n });
+  }
+}
+
+describe('app core (scripted workers)', () => {
+  async function setup(choice: QuitChoice = 'wait', files: Record<string, string> = {}) {
+    const dir = await tempDir('core');
+    for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
+    const launcher = new ScriptedLauncher();
+    const notifier = new RecordingNotifier();
+    const asked: string[] = [];
+    let exits = 0;
+    const core = new AppCore({
+      settings: SettingsStore.open({ directory: dir }),
+      secrets: new MemorySecretStore(),
+      launcher,
+      autostart: createAutostart({ platform: 'linux', env: { XDG_CONFIG_HOME: dir }, command: '/usr/bin/sos-mount' }),
+      notifier,
+      shell: new RecordingShell(),
+      logDirectory: path.join(dir, 'logs'),
+      openSettings: () => {},
+      confirmQuit: async (_n, message) => { asked.push(message); return choice; },
+      exit: () => { exits += 1; },
+    });
+    await core.start();
+    await core.saveProfile({ name: 'exomount', accessKeyId: 'EXO1' }, 'secret');
+    core.saveMount(mount({ mountPoint: dir }));
+    return { dir, core, launcher, notifier, asked, exits: () => exits };
+  }
+
+  test('Quit with nothing uploading unmounts and exits without asking', async () => {
+    const { dir, core, asked, exits } = await setup();
+    try {
+      core.mount('m1');
+      await waitForStatus(core.supervisor, 'm1', 'mounted', (s) => s.state === 'mounted');
+      await core.dispatch({ type: 'quit' });
+      assert.deepEqual(asked, []);
+      assert.equal(exits(), 1);
+      assert.deepEqual(core.supervisor.status('m1'), { state: 'unmounted' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('Quit while uploading, then Cancel: nothing is unmounted', async () => {
+    const { dir, core, launcher, asked, exits } = await setup('cancel');
+    try {
+      core.mount('m1');
+      await waitForStatus(core.supervisor, 'm1', 'mounted', (s) => s.state === 'mounted');
+      launcher.uploads(2);
+      await waitForStatus(core.supervisor, 'm1', 'uploads', (s) => s.state === 'mounted' && s.uploadsInProgress === 2);
+      await core.dispatch({ type: 'quit' });
+      assert.deepEqual(asked, ['2 files still uploading']);
+      assert.equal(exits(), 0);
+      assert.deepEqual(core.supervisor.status('m1'), { state: 'mounted', uploadsInProgress: 2 });
+      assert.ok(core.menu().items.some((i) => i.id === 'quit'));
+    } finally {
+      await core.supervisor.shutdown({ abandonUploads: true });
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('while Quit waits for uploads, "Quit now" stops waiting: the uploading worker aborts its uploads and the app exits', async () => {
+    const { dir, core, launcher, exits } = await setup('wait');
+    try {
+      core.mount('m1');
+      await waitForStatus(core.supervisor, 'm1', 'mounted', (s) => s.state === 'mounted');
+      launcher.uploads(1);
+      await waitForStatus(core.supervisor, 'm1', 'uploads', (s) => s.state === 'mounted' && s.uploadsInProgress === 1);
+      const quitting = core.dispatch({ type: 'quit' });
+      await new Promise<void>((resolve) => { const off = core.onChange((m) => { if (m.items.some((i) => i.id === 'quit-now')) { off(); resolve(); } }); });
+      const toggle = core.menu().items.find((i) => i.id === 'mount:m1');
+      assert.equal(toggle?.type === 'checkbox' && toggle.enabled, false, 'nothing can be mounted while quitting');
+      await core.dispatch({ type: 'quit-now' });
+      await quitting;
+      assert.equal(exits(), 1);
+      assert.deepEqual(launcher.workers[0]?.sent.at(-1), { type: 'unmount', abandonUploads: true });
+      assert.deepEqual(launcher.workers[0]?.killed, []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an unreadable settings file: the user is told at start and in the menu until dismissed', async () => {
+    const { dir, core, notifier } = await setup('wait', { 'settings.json': '{ not json' });
+    try {
+      assert.equal(notifier.sent[0]?.title, 'SOS Mount settings');
+      assert.match(notifier.sent[0]?.body ?? '', /^The settings file could not be read .+settings\.json\.corrupt-/);
+      assert.ok(core.menu().items[0]?.id === 'warning:0');
+      await core.dispatch({ type: 'dismiss-warnings' });
+      assert.ok(!core.menu().items.some((i) => i.id.startsWith('warning:')));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('profiles: a new one needs its secret; one in use by a mount cannot be removed', async () => {
+    const { dir, core } = await setup();
+    try {
+      await assert.rejects(core.saveProfile({ name: 'fresh', accessKeyId: 'EXO2' }), (err: unknown) => err instanceof SettingsValidationError && err.problems[0]?.field === 'secret');
+      await assert.rejects(core.removeProfile('exomount'), /profile exomount is used by photos/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
