@@ -202,3 +202,24 @@ describe('fs model', () => {
     await assert.rejects(fs.getattr('/y'), (e: unknown) => e instanceof FsError && e.errno === 'EIO');
   });
 });
+
+describe('file size limit', () => {
+  test('a write past the multipart limit fails with EFBIG, and fsync then reports ENOSPC', async () => {
+    const c = new RecordingClient();
+    // A 16-byte base part makes the limit small enough to reach: 1000 parts
+    // of each size 16, 32, ... 8192 bytes (16,368,000 bytes in all).
+    const fs = new S3FileSystem(c, { ...CONFIG, writePartSizeBytes: 16, maxPartsInFlight: 64 });
+    const fd = await fs.create('/huge', 0);
+    const limit = 16 * 1000 * (2 ** 10 - 1);
+    const chunk = Buffer.alloc(1024 * 1024, 1);
+    let offset = 0;
+    while (offset + chunk.length <= limit) {
+      await fs.write('/huge', fd, chunk, offset);
+      offset += chunk.length;
+    }
+    await assert.rejects(fs.write('/huge', fd, chunk, offset), (e: unknown) => e instanceof FsError && e.errno === 'EFBIG');
+    await assert.rejects(fs.fsync('/huge', fd), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');
+    assert.equal(c.objects.has('huge'), false);
+    assert.equal(c.uploads.size, 0);
+  });
+});

@@ -96,7 +96,11 @@ export class Uploader {
   async append(data: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.state !== 'writing') throw new UploadFailedError(`${this.key}: upload already ${this.state}`);
-    if (this.sizeBytesValue + data.length > this.limitBytes) throw new PartLimitError(this.limitBytes, this.key);
+    if (this.sizeBytesValue + data.length > this.limitBytes) {
+      // The object can never be whole: completing it later must fail too.
+      this.fail(new PartLimitError(this.limitBytes, this.key), 'UploadPart');
+      throw this.failure;
+    }
     let pos = 0;
     while (pos < data.length) {
       const partSize = partSizeFor(this.nextPartNumber, this.config.partSizeBytes);
