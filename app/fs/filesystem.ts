@@ -77,6 +77,8 @@ const { O_WRONLY, O_RDWR, O_TRUNC, O_EXCL, O_SYNC } = fsConstants;
 const O_DSYNC = fsConstants.O_DSYNC ?? 0;
 /** Not in Node's constants; the same on Linux and macOS. */
 const O_ACCMODE = 3;
+/** See readdir: time a stat of one listed entry may take, for the TTL of a listing. */
+const LISTING_GRACE_MS_PER_ENTRY = 2;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 
@@ -242,7 +244,11 @@ export class S3FileSystem {
         }
         token = page.nextContinuationToken;
       } while (token);
-      const listedAt = this.clock.now();
+      // `ls -l` stats every entry after the listing, one FUSE round trip
+      // each: a big folder's entries stay trusted for the time such a pass
+      // takes (LISTING_GRACE_MS_PER_ENTRY each) on top of the TTL, or the
+      // stats of 10,000 keys would each send HeadObject and ListObjectsV2.
+      const listedAt = this.clock.now() + LISTING_GRACE_MS_PER_ENTRY * (dirs.size + files.size);
       this.cache.sweep();
       const names: string[] = ['.', '..'];
       const stats: Stat[] = [this.dirStat(), this.dirStat()];
@@ -276,7 +282,7 @@ export class S3FileSystem {
           shown.add(baseName(p));
         }
       }
-      this.log.debug('readdir', { op: 'readdir', key: prefix, entries: names.length - 2, pages, durationMs: listedAt - started });
+      this.log.debug('readdir', { op: 'readdir', key: prefix, entries: names.length - 2, pages, durationMs: this.clock.now() - started });
       return { names, stats };
     });
   }
@@ -426,16 +432,23 @@ export class S3FileSystem {
     const h = this.handle(fd, path);
     if (h.kind !== 'write') throw refuse('badHandle', path);
     if (h.completed) throw refuse('writeAfterFsync', path);
+    // A part already failed: the upload is lost, whatever the offset (the
+    // kernel retries the rest of a short write at a later offset).
+    if (h.uploader.error) throw this.uploadError(h.uploader.error, path);
     if (offset !== h.uploader.sizeBytes) throw refuse('writeOutOfOrder', path);
     try {
       await h.uploader.append(data);
       return data.length;
     } catch (err) {
-      if (err instanceof PartLimitError) throw new FsError('EFBIG', err.message, { rule: 'fileTooLarge', cause: err });
-      const e = toFsError(err, path);
+      const e = this.uploadError(err, path);
       this.log.error('upload failed', { op: 'write', path, error: e.message, ...requestIdOf(err) });
       throw e;
     }
+  }
+
+  private uploadError(err: unknown, path: string): FsError {
+    if (err instanceof PartLimitError) return new FsError('EFBIG', err.message, { rule: 'fileTooLarge', cause: err });
+    return toFsError(err, path);
   }
 
   /** flush (every close) and fsync: complete the object; close() returns only when it is in the bucket. */

@@ -17,7 +17,7 @@ export interface RetryPolicy {
 }
 
 /**
- * 8 attempts with delays capped at 4 s wait about 14 s in all; with the
+ * 8 attempts with delays capped at 4 s wait 7 to 14 s in all; with the
  * 10 s inactivity timeout per attempt (sdk-client.ts) a request fails within
  * about 95 s, under fuse-native's op timeout (fuse-adapter.ts).
  */
@@ -58,7 +58,11 @@ export class OutageRetryStrategy implements RetryStrategyV2 {
       throw info.error ?? new Error('request failed');
     }
     const hinted = info.retryAfterHint ? Math.max(0, info.retryAfterHint.getTime() - Date.now()) : 0;
-    const delay = Math.max(hinted, Math.floor(this.random() * backoffMs(retry, this.policy)));
+    // Equal jitter: half the backoff is always waited, so the retries of one
+    // request span at least half the schedule (about 7 s), which a 5 s outage
+    // needs; full jitter can add up to almost nothing.
+    const backoff = backoffMs(retry, this.policy);
+    const delay = Math.max(hinted, Math.floor(backoff / 2 + this.random() * backoff / 2));
     return new Token(retry, Math.min(delay, this.policy.maxDelayMs));
   }
 

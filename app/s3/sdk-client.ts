@@ -92,9 +92,17 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
       httpAgent: new http.Agent(agentOptions),
       httpsAgent: new https.Agent(agentOptions),
       connectionTimeout: config.connectTimeoutMs ?? 10_000,
-      requestTimeout: config.requestTimeoutMs ?? 10_000,
+      // The idle timeout is what catches a stalled request (Smithy's
+      // requestTimeout only warns unless told to throw, and would bound the
+      // whole transfer of a large part, which may rightly take long).
+      socketTimeout: config.requestTimeoutMs ?? 10_000,
     }),
   });
+}
+
+/** encoding-type=url is form encoding: '+' stands for a space (botocore decodes with unquote_plus). */
+export function decodeListedKey(encoded: string): string {
+  return decodeURIComponent(encoded.replace(/\+/g, ' '));
 }
 
 function etagOf(raw: string | undefined): string {
@@ -149,15 +157,18 @@ export class SdkObjectClient implements ObjectClient {
         Delimiter: req.delimiter,
         MaxKeys: req.maxKeys,
         ContinuationToken: req.continuationToken,
+        // XML 1.0 cannot carry every character a key may hold (a carriage
+        // return comes back as a line feed): ask for url-encoded keys.
+        EncodingType: 'url',
       }), { abortSignal: opts.signal }));
     return {
       objects: (out.Contents ?? []).map((o) => ({
-        key: o.Key ?? '',
+        key: decodeListedKey(o.Key ?? ''),
         sizeBytes: o.Size ?? 0,
         lastModified: o.LastModified ?? new Date(0),
         etag: etagOf(o.ETag),
       })),
-      commonPrefixes: (out.CommonPrefixes ?? []).map((p) => p.Prefix ?? '').filter((p) => p !== ''),
+      commonPrefixes: (out.CommonPrefixes ?? []).map((p) => decodeListedKey(p.Prefix ?? '')).filter((p) => p !== ''),
       nextContinuationToken: out.IsTruncated ? out.NextContinuationToken : undefined,
     };
   }
