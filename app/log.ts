@@ -74,6 +74,11 @@ export function fileSink(directory: string): { sink: LogSink; file: string } {
 
 export const silentLogger: Logger = createLogger(() => {}, 'error');
 
+/** Where workers note their open multipart uploads (upload-journal.ts): beside the default logs. */
+export function uploadJournalDirectory(env: NodeJS.ProcessEnv = process.env, home: string = homedir()): string {
+  return path.join(path.dirname(defaultLogDirectory(env, home)), 'uploads');
+}
+
 /** Where a background worker logs without --log-directory (mount-s3 uses syslog; a file is easier to show). */
 export function defaultLogDirectory(env: NodeJS.ProcessEnv = process.env, home: string = homedir()): string {
   if (process.platform === 'darwin') return path.join(home, 'Library', 'Logs', 'sos-mount');

@@ -14,6 +14,9 @@ import type { ObjectClient } from './s3/object-client.js';
 import { S3FileSystem, type FsEvents } from './fs/filesystem.js';
 import { createFuse, type TunedFuse } from './fs/fuse-adapter.js';
 import { checkMountPoint, forceUnmount, isMountPoint } from './mount-point.js';
+import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
+import { uploadJournalDirectory } from './log.js';
+import type { UploadTracker } from './s3/uploader.js';
 import type { MountErrorCode, MountState, WorkerError } from './worker-protocol.js';
 
 export class MountError extends Error {
@@ -75,6 +78,7 @@ export function negativeTtlMs(options: Pick<MountOptions, 'metadataTtl' | 'negat
 export interface MountHooks {
   onState?(state: MountState, error?: WorkerError): void;
   events?: FsEvents;
+  uploadTracker?: UploadTracker | undefined;
 }
 
 export class BucketMount {
@@ -147,7 +151,20 @@ export class BucketMount {
 
     const s3 = createS3Client({ ...connection, maxConnections: options.maxThreads });
     const client: ObjectClient = new SdkObjectClient(s3, options.bucket, options.storageClass);
-    return BucketMount.mountWith(client, options, log, hooks);
+    const journalDir = uploadJournalDirectory();
+    const endpoint = options.endpointUrl ?? `aws:${options.region ?? ''}`;
+    // Also opens the first keep-alive connection before the first lookup.
+    await abortAbandonedUploads(journalDir, endpoint, client, log).catch((err: unknown) => {
+      log.warn('could not clean up uploads of dead workers', { error: (err as Error).message });
+    });
+    const journal = new UploadJournal(journalDir);
+    return BucketMount.mountWith(client, options, log, {
+      ...hooks,
+      uploadTracker: {
+        created: (key, uploadId) => journal.created({ endpoint, bucket: options.bucket, key, uploadId }),
+        ended: (uploadId) => journal.ended(uploadId),
+      },
+    });
   }
 
   /** Mounts over a given client (tests use this with a fault-injecting one). */
@@ -168,6 +185,7 @@ export class BucketMount {
       writePartSizeBytes: options.writePartSizeBytes,
       maxPartsInFlight: MAX_PARTS_IN_FLIGHT,
       prefetchBudgetBytes: PREFETCH_BUDGET_BYTES,
+      uploadTracker: hooks.uploadTracker,
     }, { log, ...(hooks.events ? { events: hooks.events } : {}) });
     const fuse = createFuse(options.mountPoint, fs, {
       allowOther: options.allowOther,

@@ -10,7 +10,7 @@ import { constants as fsConstants } from 'node:fs';
 import type { ObjectClient, ObjectInfo } from '../s3/object-client.js';
 import { MemoryBudget } from '../s3/memory-budget.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../s3/prefetcher.js';
-import { PartLimitError, Uploader } from '../s3/uploader.js';
+import { PartLimitError, Uploader, type UploadTracker } from '../s3/uploader.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
 import type { MountOptions } from '../options.js';
@@ -31,6 +31,7 @@ export interface FsConfig extends Pick<MountOptions,
   /** Bytes of read-ahead all open files of the mount may hold together. */
   prefetchBudgetBytes: number;
   prefetch?: Partial<PrefetchConfig>;
+  uploadTracker?: UploadTracker | undefined;
 }
 
 export interface Stat {
@@ -345,6 +346,7 @@ export class S3FileSystem {
       uploader: new Uploader(this.client, fileKey(this.config.prefix, path), {
         partSizeBytes: this.config.writePartSizeBytes,
         maxPartsInFlight: this.config.maxPartsInFlight,
+        tracker: this.config.uploadTracker,
       }),
       completed: false,
       openedAtMs: this.clock.now(),

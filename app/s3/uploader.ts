@@ -12,10 +12,17 @@ import { constants as bufferConstants } from 'node:buffer';
 import type { CompletedPart, ObjectClient } from './object-client.js';
 import { S3RequestError, toS3Error } from './errors.js';
 
+/** Told of each multipart upload's id while it is open (upload-journal.ts). */
+export interface UploadTracker {
+  created(key: string, uploadId: string): void;
+  ended(uploadId: string): void;
+}
+
 export interface UploadConfig {
   /** First part size (`--write-part-size`). S3 needs >= 5 MiB for all but the last part. */
   partSizeBytes: number;
   maxPartsInFlight: number;
+  tracker?: UploadTracker | undefined;
 }
 
 /** S3's limits, named where they bite. */
@@ -129,6 +136,7 @@ export class Uploader {
     const partNumber = this.nextPartNumber++;
     if (!this.uploadId) {
       const created = this.client.createMultipartUpload(this.key, { signal: this.controller.signal });
+      created.then((id) => this.config.tracker?.created(this.key, id), () => {});
       // A failure here is reported through the first part's promise.
       created.catch(() => {});
       this.uploadId = created;
@@ -185,6 +193,7 @@ export class Uploader {
       const parts = [...this.parts].sort((a, b) => a.partNumber - b.partNumber);
       const { etag } = await this.client.completeMultipartUpload(this.key, uploadId, parts, { signal: this.controller.signal });
       this.state = 'completed';
+      this.config.tracker?.ended(uploadId);
       return { etag, sizeBytes: this.sizeBytesValue };
     } catch (err) {
       this.fail(err, 'CompleteMultipartUpload');
@@ -205,6 +214,7 @@ export class Uploader {
       const uploadId = await this.uploadId;
       // A fresh signal: the upload's own one is aborted already.
       await this.client.abortMultipartUpload(this.key, uploadId);
+      this.config.tracker?.ended(uploadId);
     } catch {
       // CreateMultipartUpload failed (nothing to abort) or the abort itself
       // failed; the caller reports the original failure either way.
