@@ -153,7 +153,10 @@ export class BucketMount {
     const client: ObjectClient = new SdkObjectClient(s3, options.bucket, options.storageClass);
     const journalDir = uploadJournalDirectory();
     const endpoint = options.endpointUrl ?? `aws:${options.region ?? ''}`;
-    // Also opens the first keep-alive connection before the first lookup.
+    // A lookup sends HeadObject and a listing at once, then a read its GET:
+    // two connections opened now spare the first file access their
+    // handshakes (a round trip each on a WAN).
+    for (let i = 0; i < 2; i++) void client.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 }).catch(() => {});
     await abortAbandonedUploads(journalDir, endpoint, client, log).catch((err: unknown) => {
       log.warn('could not clean up uploads of dead workers', { error: (err as Error).message });
     });

@@ -33,6 +33,9 @@ export interface PrefetchConfig {
   maxBodyAttempts: number;
 }
 
+/** See discard(): what is cheaper to receive and drop than a new connection. */
+const LINGER_MAX_BYTES = 512 * 1024;
+
 export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
   initialRequestBytes: 1024 * 1024 + 128 * 1024,
   partSizeBytes: 8 * 1024 * 1024,
@@ -268,15 +271,22 @@ export class Prefetcher {
           if (seg.controller.signal.aborted) return;
           const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
           const room = seg.end - (seg.start + seg.received);
+          if (room <= 0) continue;
           seg.push(buf.length > room ? buf.subarray(0, room) : buf);
-          if (room <= buf.length) break;
+          // Serve readers at once, but read the body to its end: leaving the
+          // loop early destroys the socket, and every GET would then pay a
+          // new connection (measured on wan: one connection per request).
+          if (room <= buf.length) seg.finish();
         }
+        if (seg.done) return;
         if (seg.start + seg.received < seg.end) {
           throw toS3Error(Object.assign(new Error('response body ended early'), { code: 'ECONNRESET' }), { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
         }
         seg.finish();
         return;
       } catch (err) {
+        // Every byte arrived; only the end of the body failed.
+        if (seg.done && !seg.error) return;
         if (seg.controller.signal.aborted) {
           seg.finish(new Error('read aborted'));
           return;
@@ -294,7 +304,10 @@ export class Prefetcher {
   }
 
   private discard(seg: Segment): void {
-    if (!seg.done) seg.controller.abort();
+    // Aborting a request destroys its connection, and the next request then
+    // pays for a new one (a round trip or two on a WAN). A request with
+    // little left is allowed to finish instead; its bytes are dropped.
+    if (!seg.done && seg.size - seg.received > LINGER_MAX_BYTES) seg.controller.abort();
     this.budget.release(seg.size);
   }
 
