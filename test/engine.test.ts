@@ -223,3 +223,27 @@ describe('file size limit', () => {
     assert.equal(c.uploads.size, 0);
   });
 });
+
+describe('folders made with mkdir', () => {
+  test('new files in a folder this mount made need no lookup request, until the TTL after the last upload', async () => {
+    const c = new RecordingClient();
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    await fs.mkdir('/fresh');
+    const before = (c.requestCounts.get('HeadObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
+    for (let i = 0; i < 20; i++) {
+      const p = `/fresh/f${i}`;
+      await assert.rejects(fs.getattr(p), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
+      const fd = await fs.create(p, 0);
+      await fs.write(p, fd, Buffer.from('x'), 0);
+      await fs.flush(p, fd);
+      await fs.release(p, fd);
+    }
+    const after = (c.requestCounts.get('HeadObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
+    assert.equal(after, before, 'no lookups for the new names');
+    assert.equal(c.requestCounts.get('PutObject'), 20);
+    now += CONFIG.metadataTtlMs + 1;
+    await assert.rejects(fs.getattr('/fresh/other'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
+    assert.ok((c.requestCounts.get('HeadObject') ?? 0) > 0, 'past the TTL a lookup asks S3 again');
+  });
+});

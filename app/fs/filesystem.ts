@@ -99,6 +99,16 @@ export class S3FileSystem {
   private readonly prefetchConfig: PrefetchConfig;
   private readonly mountedAt: Date;
   private readonly localDirs = new Set<string>();
+  /**
+   * Folders this mount made with mkdir, and until when we know all they
+   * hold: what we wrote there. A name we do not know in such a folder is
+   * missing, with no request. Creating files is serialized by the kernel's
+   * folder lock, so without this every new file in a fresh folder costs a
+   * lookup round trip (measured on a 40 ms WAN: 20 files/s). The knowledge
+   * lasts while the folder is local, then for the metadata TTL after our
+   * last upload into it, like a cached "missing" for the whole folder.
+   */
+  private readonly ownedDirs = new Map<string, number>();
   private readonly writing = new Map<string, WriteHandle>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
@@ -171,6 +181,15 @@ export class S3FileSystem {
     return undefined;
   }
 
+  private ownsContents(dir: string): boolean {
+    if (this.localDirs.has(dir)) return this.ownedDirs.has(dir);
+    const until = this.ownedDirs.get(dir);
+    if (until === undefined) return false;
+    if (until > this.clock.now()) return true;
+    this.ownedDirs.delete(dir);
+    return false;
+  }
+
   /** What local state and the cache say of a path, without a request. */
   private resolveKnown(path: string): Node | undefined {
     const remote = this.cache.get(path);
@@ -185,6 +204,7 @@ export class S3FileSystem {
   private lookupRemote(path: string): Promise<RemoteEntry> {
     const cached = this.cache.get(path);
     if (cached) return Promise.resolve(cached);
+    if (this.ownsContents(parentPath(path))) return Promise.resolve({ kind: 'missing' });
     const name = baseName(path);
     if (!isValidName(name)) return Promise.resolve({ kind: 'missing' });
     let pending = this.lookups.get(path);
@@ -487,6 +507,7 @@ export class S3FileSystem {
       for (let p = parentPath(h.path); p !== '/'; p = parentPath(p)) {
         this.localDirs.delete(p);
         this.cache.set(p, { kind: 'dir' });
+        if (this.ownedDirs.has(p)) this.ownedDirs.set(p, this.clock.now() + this.config.metadataTtlMs);
       }
       this.log.info('upload complete', { op: 'upload', key: h.uploader.key, sizeBytes, durationMs: this.clock.now() - started });
     } catch (err) {
@@ -543,6 +564,7 @@ export class S3FileSystem {
       await this.requireParentDir(path);
       if (await this.resolve(path)) throw refuse('mkdirExists', path);
       this.localDirs.add(path);
+      this.ownedDirs.set(path, Number.POSITIVE_INFINITY);
     });
   }
 
@@ -556,6 +578,7 @@ export class S3FileSystem {
       for (const d of this.localDirs) if (isInside(d, path)) throw refuse('rmdirNotEmpty', path);
       for (const w of this.writing.keys()) if (isInside(w, path)) throw refuse('rmdirNotEmpty', path);
       this.localDirs.delete(path);
+      this.ownedDirs.delete(path);
     });
   }
 
