@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { HeadObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
@@ -67,6 +67,16 @@ describe('the Exoscale tutorial, with sosmount', () => {
     const r = await sh('md5sum mnt/backup.tgz', { cwd: work, env });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), `${md5}  mnt/backup.tgz`);
+  });
+
+  test('the mount is private to the user who mounted it (no --allow-other): another user gets "Permission denied"', async () => {
+    await chmod(work, 0o755);
+    const asNobody = 'setpriv --reuid=65534 --regid=65534 --clear-groups';
+    const parent = await sh(`${asNobody} ls`, { cwd: work, env });
+    assert.equal(parent.code, 0, `the folder above the mount is readable to others: ${parent.stderr}`);
+    const r = await sh(`${asNobody} ls mnt`, { cwd: work, env });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Permission denied/);
   });
 
   test('step 6: rm mnt/backup.tgz says "Operation not permitted" and the object stays', async () => {
