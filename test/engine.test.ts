@@ -247,3 +247,14 @@ describe('folders made with mkdir', () => {
     assert.ok((c.requestCounts.get('HeadObject') ?? 0) > 0, 'past the TTL a lookup asks S3 again');
   });
 });
+
+describe('worker protocol', () => {
+  test('malformed messages to a worker are rejected with a reason', async () => {
+    const { parseToWorker } = await import('../app/worker-protocol.js');
+    assert.throws(() => parseToWorker('mount'), /not an object with a type/);
+    assert.throws(() => parseToWorker({ type: 'format-disk' }), /unknown type "format-disk"/);
+    assert.throws(() => parseToWorker({ type: 'mount', options: { bucket: 3 } }), /needs options with bucket and mountPoint/);
+    assert.throws(() => parseToWorker({ type: 'mount', options: { bucket: 'b', mountPoint: '/m' }, credentials: { accessKeyId: 'A' } }), /credentials need/);
+    assert.deepEqual(parseToWorker({ type: 'unmount', abandonUploads: 'yes' }), { type: 'unmount', abandonUploads: false });
+  });
+});
