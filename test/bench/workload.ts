@@ -1,0 +1,63 @@
+/**
+ * Workload descriptions shared by the bench and its child processes, and
+ * the one-line JSON a child prints when it is done.
+ */
+
+export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite';
+
+export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'smallread', 'ls', 'seqwrite', 'smallwrite'];
+
+/** What a child is asked to do. Paths are mount paths for fs children and keys for the SDK child. */
+export type Task =
+  | { op: 'seqread'; target: string; size: number; seed: number; partSize: number; concurrency: number }
+  | { op: 'ttfb'; target: string }
+  | { op: 'randread'; target: string; size: number; seed: number; offsets: number[]; threads: number }
+  | { op: 'smallread'; dir: string; count: number; parallel: number; seedBase: number; size: number }
+  | { op: 'ls'; dir: string; expect: number }
+  | { op: 'seqwrite'; target: string; size: number; seed: number; partSize: number; concurrency: number }
+  | { op: 'smallwrite'; dir: string; count: number; parallel: number; seedBase: number; size: number };
+
+export interface TaskResult {
+  ok: boolean;
+  /** The timed part only. */
+  seconds: number;
+  bytes?: number;
+  ops?: number;
+  error?: string;
+  /** Extra figures (e.g. the SDK's first byte in a cold process). */
+  extra?: Record<string, number | string>;
+}
+
+export interface SdkEndpoint {
+  endpoint: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/** Runs `fn` over items with at most `parallel` in flight. */
+export async function pool<T>(items: readonly T[], parallel: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < items.length) {
+      const i = next++;
+      try {
+        await fn(items[i]!, i);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
+export function printResult(r: TaskResult): void {
+  process.stdout.write(JSON.stringify(r) + '\n');
+}
+
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return `${(err as NodeJS.ErrnoException).code ?? err.name}: ${err.message}`;
+  return String(err);
+}
