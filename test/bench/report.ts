@@ -145,6 +145,8 @@ export function cell(s: Summary | undefined, digits: number): string {
 
 export interface ProfileReport {
   profile: string;
+  /** When this profile was measured (ISO time). */
+  measuredAt?: string;
   rttMs: number;
   sizes: Record<string, number | string>;
   summaries: Partial<Record<WorkloadName, Partial<Record<ContenderName, Summary>>>>;

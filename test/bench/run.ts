@@ -9,10 +9,11 @@
  * Usage: node dist/test/bench/run.js [--quick] [--profile lan|wan|lanproxy|lan,wan]
  *   [--only seqread,ttfb,...] [--contenders sdk,ours,s3fs,rclone] [--runs N]
  *   [--data-dir DIR] [--no-doc] [--json FILE] [--cpu-prof DIR] [--no-proxy-check]
- *   [--settle SECONDS] [--merge]
+ *   [--settle SECONDS] [--merge] [--report-only]
  * --merge keeps the other profiles' results found in the JSON file, so lan and
  * wan can be measured by separate invocations; --settle waits (default 10 s at
- * most) before each run for other processes to leave the CPUs.
+ * most) before each run for other processes to leave the CPUs; --report-only
+ * rewrites docs/benchmarks.md from the JSON file without measuring.
  */
 import { execSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -75,6 +76,8 @@ interface Options {
   settleMs: number;
   /** Keep the other profiles' results found in the JSON file (to measure profiles in separate invocations). */
   merge: boolean;
+  /** Only rewrite the markdown from the JSON file. */
+  reportOnly: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -91,6 +94,7 @@ function parseArgs(argv: string[]): Options {
     proxyCheck: true,
     settleMs: 10_000,
     merge: false,
+    reportOnly: false,
   };
   let runsSet = false;
   for (let i = 0; i < argv.length; i++) {
@@ -111,6 +115,7 @@ function parseArgs(argv: string[]): Options {
       case '--json': o.jsonOut = path.resolve(val()); break;
       case '--cpu-prof': o.cpuProfDir = path.resolve(val()); break;
       case '--merge': o.merge = true; break;
+      case '--report-only': o.reportOnly = true; break;
       case '--settle': o.settleMs = Number(val()) * 1000; break;
       case '--no-proxy-check': o.proxyCheck = false; break;
       case '--proxy-check': o.proxyCheck = true; break;
@@ -528,6 +533,12 @@ async function main(): Promise<void> {
     process.stderr.write(`bench: ${(err as Error).message} (--help for the options)\n`);
     process.exit(2);
   }
+  if (opts.reportOnly) {
+    const prior = JSON.parse(fs.readFileSync(opts.jsonOut, 'utf8')) as { started: string; options: Partial<Options>; reports: ProfileReport[]; measurements: Measurement[]; proxyCheck?: Record<string, Summary>; linkCheck?: ProxyCheckReport };
+    const o: Options = { ...opts, ...prior.options, merge: true, jsonOut: opts.jsonOut, writeDoc: opts.writeDoc };
+    writeOutputs(o, new Date(prior.started), prior.reports, prior.measurements, prior.proxyCheck ?? {}, prior.linkCheck, true);
+    return;
+  }
   const started = new Date();
   const profiles = opts.profiles.map((n) => profileOf(n, opts.quick));
   for (const c of opts.contenders) {
@@ -577,7 +588,7 @@ async function main(): Promise<void> {
         log(`profile ${p.name}: direct loopback`);
       }
       const report: ProfileReport = {
-        profile: p.name, rttMs: p.rttMs,
+        profile: p.name, rttMs: p.rttMs, measuredAt: new Date().toISOString(),
         sizes: { bigObjectMiB: p.bigSize / MiB, writeMiB: p.writeSize / MiB, random1Ops: p.rand1, random16Ops: p.rand16, smallReadFiles: p.smallRead, smallWriteFiles: p.smallWrite, listKeys: LIST_COUNT, runs: opts.runs },
         summaries: {},
       };
@@ -632,7 +643,9 @@ async function main(): Promise<void> {
   }
 }
 
-function writeOutputs(opts: Options, started: Date, reports: ProfileReport[], all: Measurement[], proxyCheck: Record<string, Summary>, linkCheck: ProxyCheckReport | undefined, final: boolean): void {
+function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], all: Measurement[], proxyCheck: Record<string, Summary>, linkCheck: ProxyCheckReport | undefined, final: boolean): void {
+  const order = ['lan', 'lanproxy', 'wan'];
+  const reports = [...unsorted].sort((a, b) => order.indexOf(a.profile) - order.indexOf(b.profile));
   const m = machine();
   const json = {
     started: started.toISOString(),
@@ -666,10 +679,10 @@ function writeOutputs(opts: Options, started: Date, reports: ProfileReport[], al
   md.push('');
   md.push(`Machine: ${m['cpu']}, ${m['cores']} cores, ${m['memory']}, ${m['kernel']}, Node ${m['node']}; ${m['s3fs']}; ${m['rclone']}; load average at the end ${m['loadavg']}.`);
   md.push('');
-  md.push(`Command: \`npm run bench --${[opts.quick ? ' --quick' : '', ` --profile ${opts.profiles.join(',')}`, opts.only.length !== WORKLOADS.length ? ` --only ${opts.only.join(',')}` : '', opts.contenders.length !== ALL_CONTENDERS.length ? ` --contenders ${opts.contenders.join(',')}` : ''].join('')}\`; raw figures in [bench-results/latest.json](bench-results/latest.json).`);
+  md.push(`Command: \`npm run bench --${[opts.quick ? ' --quick' : '', ` --profile ${opts.merge ? reports.map((r) => r.profile).join(',') : opts.profiles.join(',')}`, opts.only.length !== WORKLOADS.length ? ` --only ${opts.only.join(',')}` : '', opts.contenders.length !== ALL_CONTENDERS.length ? ` --contenders ${opts.contenders.join(',')}` : ''].join('')}\`; raw figures in [bench-results/latest.json](bench-results/latest.json).`);
   for (const r of reports) {
     md.push('');
-    md.push(`### ${r.profile}${r.rttMs ? ` (${r.rttMs} ms RTT, 400 Mbit/s shared)` : r.profile === 'lan' ? ' (loopback)' : ''}`);
+    md.push(`### ${r.profile}${r.rttMs ? ` (${r.rttMs} ms RTT, 400 Mbit/s shared)` : r.profile === 'lan' ? ' (loopback)' : ''}${r.measuredAt ? `, measured ${r.measuredAt.slice(0, 16).replace('T', ' ')} UTC` : ''}`);
     md.push('');
     md.push(`Runs per figure: ${r.sizes['runs']}. Sizes: big object ${r.sizes['bigObjectMiB']} MiB, big write ${r.sizes['writeMiB']} MiB, random reads ${r.sizes['random1Ops']} (1 thread) / ${r.sizes['random16Ops']} (16 threads), ${r.sizes['smallReadFiles']} files read, ${r.sizes['smallWriteFiles']} files written, ${r.sizes['listKeys']} keys listed.`);
     md.push('');
