@@ -62,7 +62,8 @@ export class UploadJournal {
   }
 }
 
-function isRunning(pid: number): boolean {
+/** Whether a process exists (EPERM: it does, under another user). */
+export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

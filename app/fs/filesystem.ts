@@ -172,12 +172,16 @@ export class S3FileSystem {
     if (path === '/') return { kind: 'dir', local: false };
     // Local state answers without a request; only a cached remote folder overrides it.
     const local = this.localDirs.has(path) || this.writing.has(path);
-    const remote = local ? (this.cache.get(path) ?? { kind: 'missing' as const }) : await this.lookupRemote(path);
-    if (remote.kind === 'dir') return { kind: 'dir', local: false };
+    return this.merge(path, local ? this.cache.get(path) : await this.lookupRemote(path));
+  }
+
+  /** The precedence of resolve(): remote folder, then local state, then remote file. */
+  private merge(path: string, remote: RemoteEntry | undefined): Node | undefined {
+    if (remote?.kind === 'dir') return { kind: 'dir', local: false };
     if (this.localDirs.has(path)) return { kind: 'dir', local: true };
     const w = this.writing.get(path);
     if (w) return { kind: 'writing', handle: w };
-    if (remote.kind === 'file') return { kind: 'file', info: remote.info };
+    if (remote?.kind === 'file') return { kind: 'file', info: remote.info };
     return undefined;
   }
 
@@ -192,13 +196,7 @@ export class S3FileSystem {
 
   /** What local state and the cache say of a path, without a request. */
   private resolveKnown(path: string): Node | undefined {
-    const remote = this.cache.get(path);
-    if (remote?.kind === 'dir') return { kind: 'dir', local: false };
-    if (this.localDirs.has(path)) return { kind: 'dir', local: true };
-    const w = this.writing.get(path);
-    if (w) return { kind: 'writing', handle: w };
-    if (remote?.kind === 'file') return { kind: 'file', info: remote.info };
-    return undefined;
+    return this.merge(path, this.cache.get(path));
   }
 
   private lookupRemote(path: string): Promise<RemoteEntry> {

@@ -7,6 +7,9 @@
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { isRunning as alive } from '../../app/upload-journal.js';
+
+export { alive };
 
 interface MountInfo { mountPoint: string; fsType: string; device: string }
 
@@ -50,15 +53,6 @@ export function forceUnmountSync(dir: string): void {
   abortFuse(dir);
   spawnSync('umount', ['-l', dir], { stdio: 'ignore', timeout: 10_000 });
   if (mountOf(dir)) spawnSync('fusermount', ['-uz', dir], { stdio: 'ignore', timeout: 10_000 });
-}
-
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 class Registry {

@@ -19,6 +19,7 @@ import { startS3Server, type TestS3Server } from './s3-server.js';
 import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { cleanEnv, execQuiet, run, sosmount, tempDir, type RunResult } from './processes.js';
 import { md5 } from './faults-io.js';
+import { isRunning as alive } from '../../app/upload-journal.js';
 
 export interface World {
   server: TestS3Server;
@@ -73,15 +74,6 @@ export async function findWatchdogs(mountPoint?: string): Promise<Watchdog[]> {
     if (mountPoint === undefined || w.mountPoint === mountPoint) found.push(w);
   }
   return found;
-}
-
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function isZombieOrGone(pid: number): Promise<boolean> {
