@@ -11,6 +11,7 @@ import { MemoryBudget } from '../app/s3/memory-budget.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/s3/prefetcher.js';
 import { Uploader, maxObjectBytes, partSizeFor } from '../app/s3/uploader.js';
 import { S3RequestError } from '../app/s3/errors.js';
+import type { Readable } from 'node:stream';
 import type { ByteRange } from '../app/s3/object-client.js';
 import { S3FileSystem, type FsConfig } from '../app/fs/filesystem.js';
 import { FsError } from '../app/fs/errno.js';
@@ -21,7 +22,7 @@ const MiB = 1024 * 1024;
 class RecordingClient extends MemoryObjectClient {
   readonly ranges: ByteRange[] = [];
   failUploadPart: number | undefined;
-  override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<AsyncIterable<Uint8Array>> {
+  override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<Readable> {
     this.ranges.push(range);
     return super.getObject(key, range, opts);
   }

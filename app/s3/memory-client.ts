@@ -4,6 +4,7 @@
  * Every feature is also tested against a real server (test/helpers).
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { S3RequestError } from './errors.js';
 import type {
   ByteRange, CompletedPart, ListPage, ListRequest, ObjectClient, ObjectInfo,
@@ -77,7 +78,7 @@ export class MemoryObjectClient implements ObjectClient {
     return { objects, commonPrefixes, nextContinuationToken: undefined };
   }
 
-  async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<AsyncIterable<Uint8Array>> {
+  async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<Readable> {
     this.count('GetObject');
     const o = this.objects.get(key);
     if (!o) throw this.notFound('GetObject', key);
@@ -85,9 +86,7 @@ export class MemoryObjectClient implements ObjectClient {
       throw new S3RequestError('PreconditionFailed', { operation: 'GetObject', bucket: this.bucket, key, status: 412 }, 'precondition failed');
     }
     const slice = o.body.subarray(range.start, Math.min(range.end, o.body.length));
-    return (async function* () {
-      yield slice;
-    })();
+    return Readable.from([slice], { objectMode: false });
   }
 
   async putObject(key: string, body: Uint8Array): Promise<{ etag: string }> {

@@ -7,6 +7,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -173,7 +174,7 @@ export class SdkObjectClient implements ObjectClient {
     };
   }
 
-  async getObject(key: string, range: ByteRange, opts: RequestOptions & { ifMatch?: string } = {}): Promise<AsyncIterable<Uint8Array>> {
+  async getObject(key: string, range: ByteRange, opts: RequestOptions & { ifMatch?: string } = {}): Promise<Readable> {
     const out = await this.call('GetObject', key, () =>
       this.s3.send(new GetObjectCommand({
         Bucket: this.bucket,
@@ -181,17 +182,12 @@ export class SdkObjectClient implements ObjectClient {
         Range: `bytes=${range.start}-${range.end - 1}`,
         ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}),
       }), { abortSignal: opts.signal }));
-    const body = out.Body as unknown as AsyncIterable<Uint8Array> | undefined;
-    if (!body) return (async function* () { /* empty body */ })();
-    const bucket = this.bucket;
-    // Body errors (a reset mid-stream) surface while iterating: classify them too.
-    return (async function* () {
-      try {
-        for await (const chunk of body) yield chunk;
-      } catch (err) {
-        throw toS3Error(err, { operation: 'GetObject', bucket, key });
-      }
-    })();
+    // On Node the SDK's body is the http.IncomingMessage itself; body errors
+    // (a reset mid-stream) are classified by the reader (toS3Error).
+    const body = out.Body;
+    if (body instanceof Readable) return body;
+    if (body === undefined) return Readable.from([]);
+    throw toS3Error(new Error('GetObject returned a body that is not a Node stream'), { operation: 'GetObject', bucket: this.bucket, key });
   }
 
   async putObject(key: string, body: Uint8Array, opts: RequestOptions = {}): Promise<{ etag: string }> {
