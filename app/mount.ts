@@ -143,8 +143,10 @@ export class BucketMount {
 
     // A quick, single-attempt check: an unreachable endpoint fails in seconds, not after retries.
     const probe = new SdkObjectClient(createS3Client({ ...connection, maxConnections: 2, maxAttempts: 1, connectTimeoutMs: 5_000, requestTimeoutMs: 15_000 }), options.bucket);
+    let sampleKey: string | undefined;
     try {
-      await probe.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 });
+      const page = await probe.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 });
+      sampleKey = page.objects[0]?.key;
     } catch (err) {
       throw bucketCheckError(err instanceof S3RequestError ? err : toS3Error(err, { operation: 'ListObjectsV2', bucket: options.bucket }), options);
     }
@@ -153,10 +155,12 @@ export class BucketMount {
     const client: ObjectClient = new SdkObjectClient(s3, options.bucket, options.storageClass);
     const journalDir = uploadJournalDirectory();
     const endpoint = options.endpointUrl ?? `aws:${options.region ?? ''}`;
-    // A lookup sends HeadObject and a listing at once, then a read its GET:
-    // two connections opened now spare the first file access their
-    // handshakes (a round trip each on a WAN).
-    for (let i = 0; i < 2; i++) void client.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 }).catch(() => {});
+    // A lookup sends a GET and a listing at once: two connections opened now
+    // spare the first file access their handshakes (a round trip each on a
+    // WAN), and running both requests once compiles the SDK's code for them
+    // (the first GET of a fresh process took 3x longer than the next).
+    void client.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 }).catch(() => {});
+    void client.getFirstBytes(sampleKey ?? `${options.prefix}.sosmount-warm-up`, 1).catch(() => {});
     await abortAbandonedUploads(journalDir, endpoint, client, log).catch((err: unknown) => {
       log.warn('could not clean up uploads of dead workers', { error: (err as Error).message });
     });

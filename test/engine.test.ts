@@ -12,7 +12,9 @@ import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/s3/prefetcher.js';
 import { Uploader, maxObjectBytes, partSizeFor } from '../app/s3/uploader.js';
 import { S3RequestError } from '../app/s3/errors.js';
 import type { Readable } from 'node:stream';
-import type { ByteRange } from '../app/s3/object-client.js';
+import type { ByteRange, ListPage, ListRequest } from '../app/s3/object-client.js';
+import { compareKeyOrder } from '../app/fs/names.js';
+import { FolderIndex } from '../app/fs/folder-index.js';
 import { S3FileSystem, type FsConfig } from '../app/fs/filesystem.js';
 import { FsError } from '../app/fs/errno.js';
 
@@ -21,6 +23,11 @@ const MiB = 1024 * 1024;
 /** Records the ranges of every GET, and can fail chosen requests (after mountpoint's failure_client). */
 class RecordingClient extends MemoryObjectClient {
   readonly ranges: ByteRange[] = [];
+  readonly lists: ListRequest[] = [];
+  override async listObjects(req: ListRequest): Promise<ListPage> {
+    this.lists.push(req);
+    return super.listObjects(req);
+  }
   failUploadPart: number | undefined;
   override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<Readable> {
     this.ranges.push(range);
@@ -170,7 +177,7 @@ describe('fs model', () => {
     assert.equal(names.length, 2502);
     const listsAfterReaddir = c.requestCounts.get('ListObjectsV2');
     for (const n of names.slice(2)) await fs.getattr(`/big/${n}`);
-    assert.equal(c.requestCounts.get('HeadObject') ?? 0, 1, 'only the lookup of /big itself');
+    assert.equal(c.requestCounts.get('GetObject') ?? 0, 1, 'only the lookup of /big itself');
     assert.equal(c.requestCounts.get('ListObjectsV2'), listsAfterReaddir);
   });
 
@@ -185,21 +192,60 @@ describe('fs model', () => {
     assert.deepEqual((await fs.readdir('/marker')).names, ['.', '..']);
   });
 
-  test('a lookup sends HeadObject and a one-key listing at once and caches a miss', async () => {
+  test('a lookup sends a GET of the first block and a one-key listing at once and caches a miss', async () => {
     const c = new RecordingClient();
     const fs = new S3FileSystem(c, CONFIG);
     await assert.rejects(fs.getattr('/missing'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
     await assert.rejects(fs.getattr('/missing'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
-    assert.equal(c.requestCounts.get('HeadObject'), 1);
+    assert.equal(c.requestCounts.get('GetObject'), 1);
+    assert.equal(c.requestCounts.get('HeadObject') ?? 0, 0);
     assert.equal(c.requestCounts.get('ListObjectsV2'), 1);
+  });
+
+  test("the lookup's first block serves the first read of the open that follows, once", async () => {
+    const c = new RecordingClient();
+    const body = randomBytes(200 * 1024);
+    c.put('f', body);
+    c.put('small', 'tiny file');
+    const fs = new S3FileSystem(c, CONFIG);
+    const fd = await fs.open('/f', 0);
+    const buf = Buffer.alloc(16384);
+    assert.equal(await fs.read('/f', fd, buf, buf.length, 0), buf.length);
+    assert.ok(buf.equals(body.subarray(0, 16384)));
+    assert.ok(c.ranges.every((r) => r.start >= 64 * 1024), 'the first read is served from the block; read-ahead starts after it');
+    const rest = Buffer.alloc(body.length);
+    const n = await fs.read('/f', fd, rest, rest.length, 0);
+    assert.equal(n, body.length);
+    assert.ok(rest.equals(body), 'reads past the block continue with ranged GETs');
+    assert.equal(c.ranges[0]!.start, 64 * 1024);
+    await fs.release('/f', fd);
+    const fd2 = await fs.open('/small', 0);
+    const out = Buffer.alloc(100);
+    assert.equal(await fs.read('/small', fd2, out, 100, 0), 9);
+    assert.equal(out.subarray(0, 9).toString(), 'tiny file');
+    const fd3 = await fs.open('/small', 0);
+    assert.equal(await fs.read('/small', fd3, out, 100, 0), 9);
+    assert.equal(c.ranges.filter((r) => r.start === 0).length, 1, 'the block is handed out once; the second open reads with a GET');
+  });
+
+  test('a first block of another version of the file is not used', async () => {
+    const c = new RecordingClient();
+    c.put('v', 'old contents');
+    const fs = new S3FileSystem(c, { ...CONFIG, metadataTtlMs: 0, negativeMetadataTtlMs: 0 });
+    await fs.getattr('/v');
+    c.put('v', 'new contents!');
+    const fd = await fs.open('/v', 0);
+    const out = Buffer.alloc(100);
+    const n = await fs.read('/v', fd, out, 100, 0);
+    assert.equal(out.subarray(0, n).toString(), 'new contents!');
   });
 
   test('a 403 becomes EACCES and other S3 failures EIO', async () => {
     const c = new RecordingClient();
-    c.headObject = async () => { throw new S3RequestError('AccessDenied', { operation: 'HeadObject', bucket: 'b', status: 403, requestId: 'RID1' }, 'denied'); };
+    c.getFirstBytes = async () => { throw new S3RequestError('AccessDenied', { operation: 'GetObject', bucket: 'b', status: 403, requestId: 'RID1' }, 'denied'); };
     const fs = new S3FileSystem(c, CONFIG);
     await assert.rejects(fs.getattr('/x'), (e: unknown) => e instanceof FsError && e.errno === 'EACCES');
-    c.headObject = async () => { throw new S3RequestError('ServerError', { operation: 'HeadObject', bucket: 'b', status: 500 }, 'boom'); };
+    c.getFirstBytes = async () => { throw new S3RequestError('ServerError', { operation: 'GetObject', bucket: 'b', status: 500 }, 'boom'); };
     await assert.rejects(fs.getattr('/y'), (e: unknown) => e instanceof FsError && e.errno === 'EIO');
   });
 });
@@ -231,7 +277,7 @@ describe('folders made with mkdir', () => {
     let now = 1_000_000;
     const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
     await fs.mkdir('/fresh');
-    const before = (c.requestCounts.get('HeadObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
+    const before = (c.requestCounts.get('GetObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
     for (let i = 0; i < 20; i++) {
       const p = `/fresh/f${i}`;
       await assert.rejects(fs.getattr(p), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
@@ -240,12 +286,120 @@ describe('folders made with mkdir', () => {
       await fs.flush(p, fd);
       await fs.release(p, fd);
     }
-    const after = (c.requestCounts.get('HeadObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
+    const after = (c.requestCounts.get('GetObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
     assert.equal(after, before, 'no lookups for the new names');
     assert.equal(c.requestCounts.get('PutObject'), 20);
     now += CONFIG.metadataTtlMs + 1;
     await assert.rejects(fs.getattr('/fresh/other'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
-    assert.ok((c.requestCounts.get('HeadObject') ?? 0) > 0, 'past the TTL a lookup asks S3 again');
+    assert.ok((c.requestCounts.get('GetObject') ?? 0) > 0, 'past the TTL a lookup asks S3 again');
+  });
+});
+
+describe('lookups by listing', () => {
+  const pad = (i: number): string => String(i).padStart(5, '0');
+  const isENOENT = (e: unknown): boolean => e instanceof FsError && e.errno === 'ENOENT';
+
+  test('key order is UTF-8 byte order, as S3 sorts', () => {
+    const samples = ['a', 'a/', 'a-1', 'b', '\uE000', '\uD83D\uDE00', '\uFFFD', 'é', 'z\uD800\uDC00', 'z\uFFFF', ''];
+    for (const x of samples) {
+      for (const y of samples) {
+        assert.equal(Math.sign(compareKeyOrder(x, y)), Math.sign(Buffer.compare(Buffer.from(x), Buffer.from(y))), `${JSON.stringify(x)} vs ${JSON.stringify(y)}`);
+      }
+    }
+  });
+
+  test('the folder index finds where a page starts and takes a fresh page in place of what it covered', () => {
+    const idx = new FolderIndex(['a', 'b/', 'c', 'd', 'e']);
+    assert.equal(idx.before('c'), 'b/');
+    assert.equal(idx.before('a'), undefined);
+    assert.equal(idx.before('zz'), 'e');
+    assert.deepEqual(idx.replaceRange('b/', 'd', ['c', 'cc']), ['d']);
+    assert.equal(idx.before('d'), 'cc');
+    assert.equal(idx.before('e'), 'cc');
+    assert.deepEqual(idx.replaceRange('cc', undefined, []), ['e']);
+    assert.equal(idx.size, 4);
+  });
+
+  test('past the TTL, lookups in a listed folder cost one page per thousand names, not a request pair per name', async () => {
+    const c = new RecordingClient();
+    for (let i = 0; i < 2500; i++) c.put(`big/f${pad(i)}`, 'x');
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    await fs.readdir('/big');
+    now += 60_000;
+    const heads = c.requestCounts.get('GetObject') ?? 0;
+    const lists = c.lists.length;
+    for (let i = 1000; i < 2000; i++) await fs.getattr(`/big/f${pad(i)}`);
+    assert.equal(c.requestCounts.get('GetObject') ?? 0, heads, 'no lookup by name per file');
+    assert.equal(c.lists.length, lists + 1, 'one page answered a thousand lookups');
+    assert.equal(c.lists[lists]!.startAfter, 'big/f00999');
+    assert.equal(c.lists[lists]!.maxKeys, 1000);
+    await fs.getattr('/big/f02000');
+    assert.equal(c.lists.length, lists + 2, 'the next name past the page sends the next page');
+  });
+
+  test('a program going through a listed folder finds the next names refreshed ahead, without waiting', async () => {
+    const c = new RecordingClient();
+    for (let i = 0; i < 2500; i++) c.put(`big/f${pad(i)}`, 'x');
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    await fs.readdir('/big');
+    const lists = c.lists.length;
+    // The listing is trusted for the TTL plus 2 ms per entry; go to where less than half the TTL is left.
+    now += 2500 * 2 + CONFIG.metadataTtlMs * 0.6;
+    for (let i = 0; i < 3; i++) await fs.getattr('/big/f00000');
+    assert.equal(c.lists.length, lists, 'one file looked up again and again does not fetch ahead');
+    for (let i = 0; i < 10; i++) await fs.getattr(`/big/f${pad(i)}`);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(c.lists.length, lists + 1, 'moving through the names fetched the next page in the background');
+    // From now on a page never completes: a lookup that waited for one would hang.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => { release = r; });
+    const list = c.listObjects.bind(c);
+    c.listObjects = async (req) => { await gate; return list(req); };
+    now += CONFIG.metadataTtlMs * 0.8;
+    const walk = (async () => {
+      for (let i = 10; i < 900; i++) await fs.getattr(`/big/f${pad(i)}`);
+      return 'done';
+    })();
+    const outcome = await Promise.race([walk, new Promise((r) => setTimeout(() => r('waited for a page'), 2_000))]);
+    release();
+    assert.equal(outcome, 'done', 'the names after were fresh when reached');
+    assert.equal(c.requestCounts.get('GetObject') ?? 0, 1, 'only the lookup of /big itself');
+  });
+
+  test('answers are as fresh as the page: a deleted file is gone, a new one and a new folder are found', async () => {
+    const c = new RecordingClient();
+    for (let i = 0; i < 50; i++) c.put(`d/f${pad(i)}`, 'x');
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    await fs.readdir('/d');
+    c.objects.delete('d/f00010');
+    c.put('d/f00010x', 'new');
+    c.put('d/f00020', 'changed, longer');
+    c.put('d/f00030/inner', 'x');
+    now += 60_000;
+    await assert.rejects(fs.getattr('/d/f00010'), isENOENT);
+    assert.equal((await fs.getattr('/d/f00010x')).size, 3);
+    assert.equal((await fs.getattr('/d/f00020')).size, 15);
+    assert.equal((await fs.getattr('/d/f00030')).mode & 0o170000, 0o040000, 'a folder hides the file of the same name');
+    await assert.rejects(fs.getattr('/d/nothing'), isENOENT);
+    assert.equal(c.requestCounts.get('GetObject') ?? 0, 1, 'only the lookup of /d itself');
+  });
+
+  test('a page that ends before it can tell falls back to the lookup by name', async () => {
+    const c = new RecordingClient();
+    c.put('p/0', 'x');
+    // 'a-…' keys sort between 'a' and 'a/': a page starting at 'a' ends before the folder a/.
+    for (let i = 0; i < 1500; i++) c.put(`p/a-${pad(i)}`, 'x');
+    c.put('p/a/inner', 'x');
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    await fs.readdir('/p');
+    now += 60_000;
+    const heads = c.requestCounts.get('GetObject') ?? 0;
+    assert.equal((await fs.getattr('/p/a')).mode & 0o170000, 0o040000);
+    assert.equal(c.requestCounts.get('GetObject'), heads + 1, 'asked by name');
   });
 });
 

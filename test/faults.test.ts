@@ -179,7 +179,8 @@ describe('the server answers 500, 503, SlowDown and resets connections for a whi
     await Promise.all(Array.from({ length: 30 }, (_, i) => putObject(world.s3, m.bucket, `data/f${i}.txt`, `file ${i}`)));
     const rules = [
       { id: 'list-500', match: { op: 'ListObjectsV2' as const }, every: 2, action: { kind: 'error' as const, status: 500, code: 'InternalError' } },
-      { id: 'head-503', match: { op: 'HeadObject' as const }, times: 2, action: { kind: 'error' as const, status: 503, code: 'ServiceUnavailable' } },
+      // A lookup by name GETs the first block of the name (app/fs/filesystem.ts, fetchRemote).
+      { id: 'lookup-503', match: { op: 'GetObject' as const, key: 'small.txt' }, times: 2, action: { kind: 'error' as const, status: 503, code: 'ServiceUnavailable' } },
       { id: 'get-slowdown', match: { op: 'GetObject' as const }, every: 3, action: { kind: 'error' as const, status: 503, code: 'SlowDown', message: 'Please reduce your request rate.' } },
       { id: 'get-reset-body', match: { op: 'GetObject' as const }, times: 3, action: { kind: 'reset-response' as const, afterBytes: 256 * 1024 } },
       { id: 'get-503-window', match: { op: 'GetObject' as const }, forMs: 1_500, action: { kind: 'error' as const, status: 503, code: 'ServiceUnavailable' } },

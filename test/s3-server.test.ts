@@ -449,6 +449,27 @@ describe('writes and listings', () => {
     );
   });
 
+  test('GetObject ranges: the first byte alone, a range past the end cut to the object, 416 for an empty object', async () => {
+    await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'range/ten', Body: '0123456789' }));
+    await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'range/empty', Body: '' }));
+    const first = await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'range/ten', Range: 'bytes=0-0' }));
+    assert.equal(await first.Body?.transformToString(), '0');
+    assert.equal(first.ContentRange, 'bytes 0-0/10');
+    assert.equal(first.ContentLength, 1);
+    const some = await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'range/ten', Range: 'bytes=2-5' }));
+    assert.equal(await some.Body?.transformToString(), '2345');
+    assert.equal(some.ContentRange, 'bytes 2-5/10');
+    const past = await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'range/ten', Range: 'bytes=0-65535' }));
+    assert.equal(await past.Body?.transformToString(), '0123456789');
+    assert.equal(past.ContentRange, 'bytes 0-9/10');
+    assert.deepEqual(
+      await s3Failure(s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'range/empty', Range: 'bytes=0-65535' }))),
+      { name: 'InvalidRange', status: 416 },
+    );
+    const whole = await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'range/empty' }));
+    assert.equal(await whole.Body?.transformToString(), '');
+  });
+
   test('copying an object onto itself with REPLACE gives it a new LastModified in HEAD and in the listing', async () => {
     await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'self/obj', Body: 'same' }));
     const before = await s3.send(new HeadObjectCommand({ Bucket: 'bucket', Key: 'self/obj' }));

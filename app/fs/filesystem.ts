@@ -18,8 +18,9 @@ import { silentLogger } from '../log.js';
 import { FsError, refuse, toFsError } from './errno.js';
 import { MetadataCache, systemClock, type Clock, type RemoteEntry } from './metadata-cache.js';
 import {
-  MAX_KEY_BYTES, baseName, dirPrefix, fileKey, isInside, isValidName, joinPath, parentPath,
+  MAX_KEY_BYTES, baseName, compareKeyOrder, dirPrefix, fileKey, isInside, isValidName, joinPath, parentPath,
 } from './names.js';
+import { FolderIndex, FolderIndexes, pagePositions } from './folder-index.js';
 
 /** The mount's flags the model obeys, plus the numbers derived from them in mount.ts. */
 export interface FsConfig extends Pick<MountOptions,
@@ -80,6 +81,14 @@ const O_DSYNC = fsConstants.O_DSYNC ?? 0;
 const O_ACCMODE = 3;
 /** See readdir: time a stat of one listed entry may take, for the TTL of a listing. */
 const LISTING_GRACE_MS_PER_ENTRY = 2;
+/** Bytes a lookup by name fetches from the start of a file (fetchRemote); the kernel's first read of a file is 16 KiB. */
+const FIRST_BLOCK_BYTES = 64 * 1024;
+/** First blocks kept for the open that follows a lookup. */
+const MAX_FIRST_BLOCKS = 32;
+/** Names a program must go through in a folder before its next page is fetched ahead (refreshAhead). */
+const REFRESH_AHEAD_AFTER_NAMES = 8;
+/** Keys of the page a lookup re-lists around its name (S3's page size). */
+const LOOKUP_PAGE_KEYS = 1000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 
@@ -113,6 +122,14 @@ export class S3FileSystem {
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   private readonly lookups = new Map<string, Promise<RemoteEntry>>();
+  /** Starts of files a lookup fetched, for the open that follows (fetchRemote). */
+  private readonly firstBlocks = new FirstBlocks(MAX_FIRST_BLOCKS);
+  /** What each recently listed folder held, for lookups by listing (folder-index.ts). */
+  private readonly folderIndexes = new FolderIndexes();
+  /** Per folder, how many times lookups moved to another name since its last page (refreshAhead). */
+  private readonly folderScans = new Map<string, { last: string; moves: number }>();
+  /** Lookup pages in flight, by folder: a lookup meanwhile waits for it instead of sending its own. */
+  private readonly lookupPages = new Map<string, Promise<unknown>>();
   private readonly events: FsEvents;
 
   constructor(client: ObjectClient, config: FsConfig, options: { log?: Logger; clock?: Clock; events?: FsEvents } = {}) {
@@ -201,30 +218,143 @@ export class S3FileSystem {
 
   private lookupRemote(path: string): Promise<RemoteEntry> {
     const cached = this.cache.get(path);
-    if (cached) return Promise.resolve(cached);
+    if (cached) {
+      this.refreshAhead(path);
+      return Promise.resolve(cached);
+    }
     if (this.ownsContents(parentPath(path))) return Promise.resolve({ kind: 'missing' });
     const name = baseName(path);
     if (!isValidName(name)) return Promise.resolve({ kind: 'missing' });
     let pending = this.lookups.get(path);
     if (!pending) {
-      pending = this.fetchRemote(path).finally(() => this.lookups.delete(path));
+      pending = this.lookupFresh(path).finally(() => this.lookups.delete(path));
       this.lookups.set(path, pending);
     }
     return pending;
   }
 
-  /** HeadObject(key) and a one-key listing of key/ at once, as Mountpoint does. */
+  /**
+   * A program going through a listed folder (ls, then open every file)
+   * would stall on a page whenever the names it reaches expire, the kernel
+   * holding every other lookup of the folder meanwhile. So once it has
+   * moved on to other names since the last page, the next page starts in
+   * the background while half the TTL is left. One file looked up again and
+   * again (a poller) does not count as moving on.
+   */
+  private refreshAhead(path: string): void {
+    const dir = parentPath(path);
+    const index = this.folderIndexes.get(dir);
+    if (!index || this.lookupPages.has(dir)) return;
+    const name = baseName(path);
+    const scan = this.folderScans.get(dir) ?? { last: '', moves: 0 };
+    if (scan.last !== name) {
+      scan.last = name;
+      scan.moves++;
+      if (this.folderScans.size > 256) this.folderScans.clear();
+      this.folderScans.set(dir, scan);
+    }
+    if (scan.moves < REFRESH_AHEAD_AFTER_NAMES) return;
+    const left = this.cache.remainingMs(path);
+    if (left === undefined || left > this.config.metadataTtlMs / 2) return;
+    void this.lookupByListing(path, dir, index).catch(() => undefined);
+  }
+
+  /** A lookup the cache cannot answer: by listing in a folder listed before, else by name. */
+  private async lookupFresh(path: string): Promise<RemoteEntry> {
+    const dir = parentPath(path);
+    const index = this.folderIndexes.get(dir);
+    if (index) {
+      const inFlight = this.lookupPages.get(dir);
+      if (inFlight) {
+        await inFlight.catch(() => undefined);
+        const cached = this.cache.get(path);
+        if (cached) return cached;
+      } else {
+        const entry = await this.lookupByListing(path, dir, index);
+        if (entry) return entry;
+      }
+    }
+    return this.fetchRemote(path);
+  }
+
+  /**
+   * One ListObjectsV2 page starting just before the name (folder-index.ts):
+   * it answers the lookup and refreshes the names after it for the TTL.
+   * Undefined when the page ends before it can tell (then ask by name).
+   */
+  private async lookupByListing(path: string, dir: string, index: FolderIndex): Promise<RemoteEntry | undefined> {
+    const name = baseName(path);
+    const prefix = dirPrefix(this.config.prefix, dir);
+    const after = index.before(name);
+    const started = this.clock.now();
+    const request = this.client.listObjects({
+      prefix, delimiter: '/', maxKeys: LOOKUP_PAGE_KEYS, ...(after !== undefined ? { startAfter: prefix + after } : {}),
+    });
+    this.lookupPages.set(dir, request);
+    this.folderScans.delete(dir);
+    let page;
+    try {
+      page = await request;
+    } finally {
+      if (this.lookupPages.get(dir) === request) this.lookupPages.delete(dir);
+    }
+    // S3 may repeat the sub-folder the page starts in.
+    const positions = pagePositions(prefix, page.objects.map((o) => o.key), page.commonPrefixes)
+      .filter((p) => after === undefined || compareKeyOrder(p, after) > 0);
+    const truncated = page.nextContinuationToken !== undefined;
+    const last = positions[positions.length - 1];
+    const fresh = new Set<string>();
+    for (const o of page.objects) {
+      const n = o.key.slice(prefix.length);
+      if (!isValidName(n)) continue;
+      this.cache.set(joinPath(dir, n), { kind: 'file', info: o }, started);
+      fresh.add(n);
+    }
+    for (const cp of page.commonPrefixes) {
+      const n = cp.slice(prefix.length, -1);
+      if (!isValidName(n)) continue;
+      this.cache.set(joinPath(dir, n), { kind: 'dir' }, started);
+      fresh.add(n);
+    }
+    for (const gone of index.replaceRange(after, truncated ? last : undefined, positions)) {
+      const n = gone.endsWith('/') ? gone.slice(0, -1) : gone;
+      if (!fresh.has(n)) this.cache.delete(joinPath(dir, n));
+    }
+    const covers = (pos: string): boolean => !truncated || (last !== undefined && compareKeyOrder(pos, last) <= 0);
+    let entry: RemoteEntry | undefined;
+    if (page.commonPrefixes.includes(`${prefix}${name}/`)) entry = { kind: 'dir' };
+    else if (covers(`${name}/`)) {
+      const info = page.objects.find((o) => o.key === prefix + name);
+      entry = info ? { kind: 'file', info } : { kind: 'missing' };
+      if (!info) this.cache.set(path, entry, started);
+    }
+    this.log.debug('lookup', {
+      op: 'lookup', key: prefix + name, by: 'listing', result: entry?.kind ?? 'not covered', entries: positions.length,
+      durationMs: this.clock.now() - started,
+    });
+    return entry;
+  }
+
+  /**
+   * The object and a one-key listing of key/ at once, as Mountpoint does,
+   * except that the object is asked with a GET of its first block instead
+   * of HeadObject: the same round trip then also answers the first read of
+   * the open that usually follows (time to first byte: one round trip
+   * instead of two), and a small file is read whole.
+   */
   private async fetchRemote(path: string): Promise<RemoteEntry> {
     const key = fileKey(this.config.prefix, path);
     const started = this.clock.now();
-    const [head, list] = await Promise.all([
-      this.client.headObject(key),
+    const [first, list] = await Promise.all([
+      this.client.getFirstBytes(key, FIRST_BLOCK_BYTES),
       this.client.listObjects({ prefix: key + '/', delimiter: '/', maxKeys: 1 }),
     ]);
     let entry: RemoteEntry;
     if (list.objects.length > 0 || list.commonPrefixes.length > 0) entry = { kind: 'dir' };
-    else if (head) entry = { kind: 'file', info: head };
-    else entry = { kind: 'missing' };
+    else if (first) {
+      entry = { kind: 'file', info: first.info };
+      this.firstBlocks.set(path, { etag: first.info.etag, data: first.data, untilMs: started + this.config.metadataTtlMs });
+    } else entry = { kind: 'missing' };
     this.cache.set(path, entry, started);
     this.log.debug('lookup', { op: 'lookup', key, result: entry.kind, durationMs: this.clock.now() - started });
     return entry;
@@ -250,9 +380,11 @@ export class S3FileSystem {
       let token: string | undefined;
       const started = this.clock.now();
       let pages = 0;
+      const positions: string[] = [];
       do {
         const page = await this.client.listObjects({ prefix, delimiter: '/', ...(token ? { continuationToken: token } : {}) });
         pages++;
+        for (const p of pagePositions(prefix, page.objects.map((o) => o.key), page.commonPrefixes)) positions.push(p);
         for (const p of page.commonPrefixes) {
           const name = p.slice(prefix.length, -1);
           if (isValidName(name)) dirs.add(name);
@@ -269,6 +401,7 @@ export class S3FileSystem {
       // stats of 10,000 keys would each send HeadObject and ListObjectsV2.
       const listedAt = this.clock.now() + LISTING_GRACE_MS_PER_ENTRY * (dirs.size + files.size);
       this.cache.sweep();
+      this.folderIndexes.set(path, new FolderIndex(positions));
       const names: string[] = ['.', '..'];
       const stats: Stat[] = [this.dirStat(), this.dirStat()];
       for (const name of dirs) {
@@ -392,11 +525,12 @@ export class S3FileSystem {
       if (node.kind === 'writing') throw refuse('concurrentWriter', path);
       if (node.kind === 'dir') return this.addHandle({ kind: 'read', path, prefetcher: this.emptyPrefetcher(path) });
       const info = node.info;
+      const first = this.firstBlocks.take(path, info.etag, this.clock.now());
       return this.addHandle({
         kind: 'read',
         path,
         prefetcher: new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig,
-          () => this.revalidate(path)),
+          () => this.revalidate(path), first),
       });
     });
   }
@@ -660,6 +794,30 @@ export class S3FileSystem {
     this.log.warn('upload aborted', { op: 'unmount', key: h.uploader.key, sizeBytes: h.uploader.sizeBytes });
     this.events.onUploadFailed?.(h.path, err);
     this.events.onUploadsChanged?.(this.uploadsInProgress);
+  }
+}
+
+/** A few files' first blocks, each for one open within the metadata TTL of its lookup. */
+class FirstBlocks {
+  private readonly byPath = new Map<string, { etag: string; data: Buffer; untilMs: number }>();
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  set(path: string, block: { etag: string; data: Buffer; untilMs: number }): void {
+    this.byPath.delete(path);
+    this.byPath.set(path, block);
+    while (this.byPath.size > this.max) this.byPath.delete(this.byPath.keys().next().value as string);
+  }
+
+  /** The block, if it belongs to this version of the file and is fresh; it is handed out once. */
+  take(path: string, etag: string, nowMs: number): Buffer | undefined {
+    const b = this.byPath.get(path);
+    if (!b) return undefined;
+    this.byPath.delete(path);
+    return b.etag === etag && b.untilMs > nowMs && b.data.length > 0 ? b.data : undefined;
   }
 }
 

@@ -44,6 +44,14 @@ export class MetadataCache {
     return c.entry;
   }
 
+  /** How long a cached entry stays trusted; undefined if there is none. */
+  remainingMs(fusePath: string): number | undefined {
+    const c = this.entries.get(fusePath);
+    if (!c) return undefined;
+    const left = c.expiresAtMs - this.clock.now();
+    return left > 0 ? left : undefined;
+  }
+
   /**
    * Stores an entry. `fromMs` is when the information was complete: a
    * listing of a big folder counts from its last page, so `ls -l` of 10,000

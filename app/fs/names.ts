@@ -56,3 +56,22 @@ export function isInside(fusePath: string, dir: string): boolean {
   if (dir === '/') return fusePath !== '/';
   return fusePath.startsWith(dir + '/');
 }
+
+/**
+ * Orders strings as S3 orders keys: by their UTF-8 bytes. JavaScript's
+ * comparison orders UTF-16 code units, which differs only where a character
+ * beyond U+FFFF (a surrogate pair) meets one in U+E000..U+FFFF.
+ */
+export function compareKeyOrder(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    const xs = x >= 0xd800 && x <= 0xdfff;
+    const ys = y >= 0xd800 && y <= 0xdfff;
+    if (xs !== ys && (xs ? y : x) >= 0xe000) return xs ? 1 : -1;
+    return x - y;
+  }
+  return a.length - b.length;
+}

@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { S3RequestError } from './errors.js';
 import type {
-  ByteRange, CompletedPart, ListPage, ListRequest, ObjectClient, ObjectInfo,
+  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo,
 } from './object-client.js';
 
 interface StoredObject {
@@ -50,11 +50,21 @@ export class MemoryObjectClient implements ObjectClient {
     return o ? { key, sizeBytes: o.body.length, lastModified: o.lastModified, etag: o.etag } : undefined;
   }
 
+  async getFirstBytes(key: string, maxBytes: number): Promise<FirstBytes | undefined> {
+    this.count('GetObject');
+    const o = this.objects.get(key);
+    if (!o) return undefined;
+    return {
+      info: { key, sizeBytes: o.body.length, lastModified: o.lastModified, etag: o.etag },
+      data: Buffer.from(o.body.subarray(0, maxBytes)),
+    };
+  }
+
   async listObjects(req: ListRequest): Promise<ListPage> {
     this.count('ListObjectsV2');
     const maxKeys = Math.min(req.maxKeys ?? 1000, 1000);
     const keys = [...this.objects.keys()].filter((k) => k.startsWith(req.prefix)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-    const after = req.continuationToken;
+    const after = req.continuationToken ?? req.startAfter;
     const objects: ObjectInfo[] = [];
     const commonPrefixes: string[] = [];
     let last: string | undefined;

@@ -12,11 +12,20 @@ export interface ObjectInfo {
   etag: string;
 }
 
+/** The start of an object and what HeadObject would have said of it. */
+export interface FirstBytes {
+  info: ObjectInfo;
+  /** Bytes from offset 0: the whole object if it is that small. */
+  data: Buffer;
+}
+
 export interface ListRequest {
   prefix: string;
   delimiter?: string;
   maxKeys?: number;
   continuationToken?: string;
+  /** Keys after this one (in S3's byte order); ignored with a continuation token. */
+  startAfter?: string;
 }
 
 export interface ListPage {
@@ -45,6 +54,12 @@ export interface ObjectClient {
   headBucket(opts?: RequestOptions): Promise<void>;
   /** Resolves undefined when the key does not exist. */
   headObject(key: string, opts?: RequestOptions): Promise<ObjectInfo | undefined>;
+  /**
+   * A ranged GetObject of the first `maxBytes` bytes, used in place of
+   * HeadObject: the same round trip answers a lookup and the first read.
+   * Resolves undefined when the key does not exist.
+   */
+  getFirstBytes(key: string, maxBytes: number, opts?: RequestOptions): Promise<FirstBytes | undefined>;
   listObjects(req: ListRequest, opts?: RequestOptions): Promise<ListPage>;
   /**
    * Streams a byte range. With `ifMatch`, a changed object fails with

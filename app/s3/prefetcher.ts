@@ -177,7 +177,8 @@ export class Prefetcher {
   readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
 
   constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget,
-    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, revalidate?: () => Promise<ObjectInfo | undefined>) {
+    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, revalidate?: () => Promise<ObjectInfo | undefined>,
+    firstBytes?: Buffer) {
     this.client = client;
     this.key = key;
     this.sizeBytes = sizeBytes;
@@ -185,6 +186,17 @@ export class Prefetcher {
     this.config = config;
     this.budget = budget;
     this.revalidate = revalidate;
+    if (firstBytes && firstBytes.length > 0) this.seed(firstBytes.subarray(0, sizeBytes));
+  }
+
+  /** Starts the window with bytes already fetched (the lookup's first block): the first read needs no request. */
+  private seed(data: Buffer): void {
+    const seg = new Segment(0, data.length);
+    seg.push(data);
+    seg.finish();
+    this.budget.forceReserve(seg.size);
+    this.segments.push(seg);
+    this.requestedEnd = seg.end;
   }
 
   /** Reads up to `length` bytes at `offset` into `target`; returns the count (0 at EOF). */

@@ -27,7 +27,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { S3RequestError, toS3Error } from './errors.js';
 import { DEFAULT_RETRY_POLICY, OutageRetryStrategy } from './retry-strategy.js';
 import type {
-  ByteRange, CompletedPart, ListPage, ListRequest, ObjectClient, ObjectInfo, RequestOptions,
+  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RequestOptions,
 } from './object-client.js';
 
 export interface StaticCredentials {
@@ -71,6 +71,34 @@ export function credentialProvider(config: Pick<S3ConnectionConfig, 'credentials
     return async () => c;
   }
   return fromNodeProviderChain(config.profile !== undefined ? { profile: config.profile } : {});
+}
+
+/** "bytes 0-65535/1234567" → 1234567; undefined when absent or "*". */
+export function totalFromContentRange(range: string | undefined): number | undefined {
+  const m = range === undefined ? null : /\/(\d+)\s*$/.exec(range);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Reads a small body whole, but never more than `maxBytes`: a server that
+ * ignores the Range header sends the whole object, which is cut off here
+ * (its connection is dropped rather than drained).
+ */
+async function readBody(body: unknown, maxBytes: number): Promise<Buffer> {
+  if (body === undefined) return Buffer.alloc(0);
+  if (!(body instanceof Readable)) throw new Error('GetObject returned a body that is not a Node stream');
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    chunks.push(chunk as Buffer);
+    total += (chunk as Buffer).length;
+    if (total > maxBytes) {
+      body.destroy();
+      break;
+    }
+  }
+  const all = Buffer.concat(chunks);
+  return all.length > maxBytes ? all.subarray(0, maxBytes) : all;
 }
 
 export function createS3Client(config: S3ConnectionConfig): S3Client {
@@ -150,6 +178,36 @@ export class SdkObjectClient implements ObjectClient {
     }
   }
 
+  async getFirstBytes(key: string, maxBytes: number, opts: RequestOptions = {}): Promise<FirstBytes | undefined> {
+    let out;
+    try {
+      out = await this.call('GetObject', key, () =>
+        this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${maxBytes - 1}` }), { abortSignal: opts.signal }));
+    } catch (err) {
+      if (err instanceof S3RequestError && err.kind === 'NoSuchKey') return undefined;
+      // An empty object has no byte 0 (416), an archived one cannot be read
+      // (403 InvalidObjectState) but still exists: HeadObject tells.
+      if (err instanceof S3RequestError && (err.status === 416 || err.code === 'InvalidObjectState')) {
+        const info = await this.headObject(key, opts);
+        return info && { info, data: Buffer.alloc(0) };
+      }
+      throw err;
+    }
+    let data: Buffer;
+    try {
+      data = await readBody(out.Body, maxBytes);
+    } catch {
+      // The body broke after the headers: the lookup still has its answer.
+      const info = await this.headObject(key, opts);
+      return info && { info, data: Buffer.alloc(0) };
+    }
+    const total = totalFromContentRange(out.ContentRange) ?? out.ContentLength ?? data.length;
+    return {
+      info: { key, sizeBytes: total, lastModified: out.LastModified ?? new Date(0), etag: etagOf(out.ETag) },
+      data: data.length > total ? data.subarray(0, total) : data,
+    };
+  }
+
   async listObjects(req: ListRequest, opts: RequestOptions = {}): Promise<ListPage> {
     const out = await this.call('ListObjectsV2', req.prefix, () =>
       this.s3.send(new ListObjectsV2Command({
@@ -158,6 +216,7 @@ export class SdkObjectClient implements ObjectClient {
         Delimiter: req.delimiter,
         MaxKeys: req.maxKeys,
         ContinuationToken: req.continuationToken,
+        StartAfter: req.continuationToken ? undefined : req.startAfter,
         // XML 1.0 cannot carry every character a key may hold (a carriage
         // return comes back as a line feed): ask for url-encoded keys.
         EncodingType: 'url',

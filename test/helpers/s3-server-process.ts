@@ -27,6 +27,9 @@
  *   a same-key metadata REPLACE kept the old LastModified.
  * - AbortMultipartUpload: s3rver answers 405 MethodNotAllowed.
  * - GetObject/HeadObject If-Match: s3rver ignores it.
+ * - GetObject ranges: "bytes=0-0" sent the whole object (s3rver reads the
+ *   end as `end || Infinity`); a range of an empty object sent a bad
+ *   Content-Length instead of 416 InvalidRange.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
@@ -84,6 +87,9 @@ interface Ctx {
   state: Record<string, unknown>;
   body: unknown;
   status: number;
+  /** Koa's Content-Length. */
+  length: number | undefined;
+  set(field: string, value: string): void;
   store: FilesystemStore;
   logger: { info(...args: unknown[]): void };
 }
@@ -824,6 +830,51 @@ function withIfMatch(getObject: Controller): Controller {
   };
 }
 
+/**
+ * Ranges s3rver gets wrong: "bytes=0-0" (the first byte) returned the whole
+ * object, and a range of an empty object returned a Content-Length of 1
+ * with no body, where S3 answers 416 InvalidRange.
+ */
+function withRangeFixes(getObject: Controller): Controller {
+  return async (ctx) => {
+    const range = headerValue(ctx.req.headers, 'range')?.trim();
+    const key = ctx.params['key'];
+    const bucket = ctx.params['bucket'];
+    if (range === undefined || !range.startsWith('bytes=') || key === undefined || bucket === undefined) {
+      await getObject(ctx);
+      return;
+    }
+    let size: number | undefined;
+    try {
+      size = Number((await ctx.store.getMetadata(bucket, key))['content-length']);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    if (size === 0) {
+      throw new S3Error('InvalidRange', 'The requested range is not satisfiable', { RangeRequested: range, ActualObjectSize: 0 });
+    }
+    if (range !== 'bytes=0-0' || size === undefined) {
+      await getObject(ctx);
+      return;
+    }
+    delete ctx.req.headers['range'];
+    await getObject(ctx);
+    if (ctx.status !== 200) return;
+    (ctx.body as { destroy?: () => void } | undefined)?.destroy?.();
+    const handle = await fsp.open(ctx.store.getResourcePath(bucket, key, 'object'), 'r');
+    const first = Buffer.alloc(1);
+    try {
+      await handle.read(first, 0, 1, 0);
+    } finally {
+      await handle.close();
+    }
+    ctx.set('Content-Range', `bytes 0-0/${size}`);
+    ctx.status = 206;
+    ctx.body = first;
+    ctx.length = 1;
+  };
+}
+
 async function readBody(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
@@ -890,7 +941,7 @@ async function main(): Promise<void> {
   });
   // Module-level exports, called through the module object by s3rver's routes at request time.
   bucketController.getBucket = listObjects;
-  objectController.getObject = withIfMatch(objectController.getObject);
+  objectController.getObject = withIfMatch(withRangeFixes(objectController.getObject));
   objectController.deleteMultipleObjects = deleteMultipleObjects;
 
   const server = new S3rver({
