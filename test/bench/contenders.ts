@@ -128,7 +128,7 @@ export async function mountOurs(t: Target, dir: string, opts: { logDir: string; 
     return mountForeground('sosmount --foreground', dir, process.execPath, args, env, 'fuse.sosmount');
   }
   cleanup.mountDirs.add(dir);
-  const child = cleanup.child(spawn(process.execPath, [CLI, ...(process.env['BENCH_DEBUG'] ? ['--debug'] : []), '--endpoint-url', t.endpoint, '--force-path-style', '--log-directory', opts.logDir, t.bucket, dir], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = cleanup.child(spawn(process.execPath, [CLI, '--endpoint-url', t.endpoint, '--force-path-style', '--log-directory', opts.logDir, t.bucket, dir], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = collect(child);
   const code = await new Promise<number>((resolve) => {
     const timer = setTimeout(() => { child.kill('SIGKILL'); resolve(-1); }, MOUNT_WAIT_MS + 5_000);
