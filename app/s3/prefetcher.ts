@@ -80,7 +80,7 @@ export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
   initialRequestBytes: 1024 * 1024 + 128 * 1024,
   partSizeBytes: 8 * 1024 * 1024,
   maxWindowBytes: 64 * 1024 * 1024,
-  randomReadBlockBytes: 64 * 1024,
+  randomReadBlockBytes: 16 * 1024,
   backwardSeekBytes: 1024 * 1024,
   maxBodyAttempts: 6,
 };
