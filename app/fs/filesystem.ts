@@ -7,7 +7,7 @@
  * hold no object yet, and files being written.
  */
 import { constants as fsConstants } from 'node:fs';
-import type { ObjectClient, ObjectInfo } from '../s3/object-client.js';
+import type { ListPage, ObjectClient, ObjectInfo } from '../s3/object-client.js';
 import { MemoryBudget } from '../s3/memory-budget.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../s3/prefetcher.js';
 import { PartLimitError, Uploader, type UploadTracker } from '../s3/uploader.js';
@@ -303,28 +303,20 @@ export class S3FileSystem {
       .filter((p) => after === undefined || compareKeyOrder(p, after) > 0);
     const truncated = page.nextContinuationToken !== undefined;
     const last = positions[positions.length - 1];
-    const fresh = new Set<string>();
-    for (const o of page.objects) {
-      const n = o.key.slice(prefix.length);
-      if (!isValidName(n)) continue;
-      this.cache.set(joinPath(dir, n), { kind: 'file', info: o }, started);
-      fresh.add(n);
-    }
-    for (const cp of page.commonPrefixes) {
-      const n = cp.slice(prefix.length, -1);
-      if (!isValidName(n)) continue;
-      this.cache.set(joinPath(dir, n), { kind: 'dir' }, started);
-      fresh.add(n);
-    }
+    const { dirs, files } = pageEntries(prefix, page);
+    // Files first: a folder hides a file of the same name.
+    for (const [n, info] of files) this.cache.set(joinPath(dir, n), { kind: 'file', info }, started);
+    for (const n of dirs) this.cache.set(joinPath(dir, n), { kind: 'dir' }, started);
+    const fresh = new Set<string>([...dirs, ...files.map(([n]) => n)]);
     for (const gone of index.replaceRange(after, truncated ? last : undefined, positions)) {
       const n = gone.endsWith('/') ? gone.slice(0, -1) : gone;
       if (!fresh.has(n)) this.cache.delete(joinPath(dir, n));
     }
     const covers = (pos: string): boolean => !truncated || (last !== undefined && compareKeyOrder(pos, last) <= 0);
     let entry: RemoteEntry | undefined;
-    if (page.commonPrefixes.includes(`${prefix}${name}/`)) entry = { kind: 'dir' };
+    if (dirs.includes(name)) entry = { kind: 'dir' };
     else if (covers(`${name}/`)) {
-      const info = page.objects.find((o) => o.key === prefix + name);
+      const info = files.find(([n]) => n === name)?.[1];
       entry = info ? { kind: 'file', info } : { kind: 'missing' };
       if (!info) this.cache.set(path, entry, started);
     }
@@ -385,14 +377,9 @@ export class S3FileSystem {
         const page = await this.client.listObjects({ prefix, delimiter: '/', ...(token ? { continuationToken: token } : {}) });
         pages++;
         for (const p of pagePositions(prefix, page.objects.map((o) => o.key), page.commonPrefixes)) positions.push(p);
-        for (const p of page.commonPrefixes) {
-          const name = p.slice(prefix.length, -1);
-          if (isValidName(name)) dirs.add(name);
-        }
-        for (const o of page.objects) {
-          const name = o.key.slice(prefix.length);
-          if (isValidName(name)) files.set(name, o);
-        }
+        const entries = pageEntries(prefix, page);
+        for (const name of entries.dirs) dirs.add(name);
+        for (const [name, o] of entries.files) files.set(name, o);
         token = page.nextContinuationToken;
       } while (token);
       // `ls -l` stats every entry after the listing, one FUSE round trip
@@ -795,6 +782,21 @@ export class S3FileSystem {
     this.events.onUploadFailed?.(h.path, err);
     this.events.onUploadsChanged?.(this.uploadsInProgress);
   }
+}
+
+/** A listing page's entries as names in its folder; keys that cannot be names are left out (names.ts). */
+function pageEntries(prefix: string, page: ListPage): { dirs: string[]; files: Array<[string, ObjectInfo]> } {
+  const dirs: string[] = [];
+  for (const p of page.commonPrefixes) {
+    const name = p.slice(prefix.length, -1);
+    if (isValidName(name)) dirs.push(name);
+  }
+  const files: Array<[string, ObjectInfo]> = [];
+  for (const o of page.objects) {
+    const name = o.key.slice(prefix.length);
+    if (isValidName(name)) files.push([name, o]);
+  }
+  return { dirs, files };
 }
 
 /** A few files' first blocks, each for one open within the metadata TTL of its lookup. */

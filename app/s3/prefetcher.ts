@@ -60,7 +60,6 @@ function receive(body: Readable, seg: Segment): Promise<void> {
     };
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
-    body.once('close', () => signal.removeEventListener('abort', onAbort));
     body.on('data', onData);
     body.once('end', () => {
       ended = true;
@@ -68,6 +67,7 @@ function receive(body: Readable, seg: Segment): Promise<void> {
     });
     body.once('error', reject);
     body.once('close', () => {
+      signal.removeEventListener('abort', onAbort);
       if (!ended) reject(Object.assign(new Error('response body closed early'), { code: 'ECONNRESET' }));
     });
   });

@@ -187,10 +187,7 @@ export class SdkObjectClient implements ObjectClient {
       if (err instanceof S3RequestError && err.kind === 'NoSuchKey') return undefined;
       // An empty object has no byte 0 (416), an archived one cannot be read
       // (403 InvalidObjectState) but still exists: HeadObject tells.
-      if (err instanceof S3RequestError && (err.status === 416 || err.code === 'InvalidObjectState')) {
-        const info = await this.headObject(key, opts);
-        return info && { info, data: Buffer.alloc(0) };
-      }
+      if (err instanceof S3RequestError && (err.status === 416 || err.code === 'InvalidObjectState')) return this.headWithoutBytes(key, opts);
       throw err;
     }
     let data: Buffer;
@@ -198,14 +195,19 @@ export class SdkObjectClient implements ObjectClient {
       data = await readBody(out.Body, maxBytes);
     } catch {
       // The body broke after the headers: the lookup still has its answer.
-      const info = await this.headObject(key, opts);
-      return info && { info, data: Buffer.alloc(0) };
+      return this.headWithoutBytes(key, opts);
     }
     const total = totalFromContentRange(out.ContentRange) ?? out.ContentLength ?? data.length;
     return {
       info: { key, sizeBytes: total, lastModified: out.LastModified ?? new Date(0), etag: etagOf(out.ETag) },
       data: data.length > total ? data.subarray(0, total) : data,
     };
+  }
+
+  /** getFirstBytes' answer when the GET cannot give the bytes: what HeadObject says, and none. */
+  private async headWithoutBytes(key: string, opts: RequestOptions): Promise<FirstBytes | undefined> {
+    const info = await this.headObject(key, opts);
+    return info && { info, data: Buffer.alloc(0) };
   }
 
   async listObjects(req: ListRequest, opts: RequestOptions = {}): Promise<ListPage> {
