@@ -2,7 +2,15 @@
  * The page's way to main: the preload's bridge object, and the one helper
  * that ties an event subscription to an AbortSignal.
  */
-import type { SettingsBridge, Unsubscribe } from '../main/ipc-contract.js';
+import type { SettingsBridge, SettingsSnapshot, Unsubscribe } from '../main/ipc-contract.js';
+
+/** What the page gives each pane: the bridge and the settings it shows. */
+export interface PaneContext {
+  bridge: SettingsBridge;
+  snapshot(): SettingsSnapshot;
+  /** Fetches a new snapshot and renders every pane. */
+  refresh(): Promise<void>;
+}
 
 export function settingsBridge(): SettingsBridge {
   const bridge = window.sosMount;

@@ -10,20 +10,11 @@ import type {
   MountProblems,
   MountRow,
   MountStatus,
-  SettingsBridge,
-  SettingsSnapshot,
   UploadProgress,
   UploadResult,
 } from '../main/ipc-contract.js';
-import { reason } from './bridge.js';
+import { reason, type PaneContext } from './bridge.js';
 import { ICONS, byId, el, homeRelative, icon, plural, say, whileBusy } from './dom.js';
-
-export interface MountsContext {
-  bridge: SettingsBridge;
-  snapshot(): SettingsSnapshot;
-  /** Fetches a new snapshot and renders every pane. */
-  refresh(): Promise<void>;
-}
 
 /** Each field that main may find a problem with: its control and where the reason goes. */
 const FIELDS: ReadonlyArray<{ field: MountField; input: string; problem: string }> = [
@@ -78,7 +69,7 @@ interface Editing {
 }
 
 export class MountsPane {
-  private readonly ctx: MountsContext;
+  private readonly ctx: PaneContext;
   private readonly rows = new Map<string, RowRefs>();
   private readonly uploading = new Set<string>();
   private editing: Editing | undefined;
@@ -105,7 +96,7 @@ export class MountsPane {
   private readonly testResult = byId('m-test-result');
   private readonly message = byId('m-message');
 
-  constructor(ctx: MountsContext) {
+  constructor(ctx: PaneContext) {
     this.ctx = ctx;
     byId('add-mount').addEventListener('click', () => this.openEditor(undefined));
     byId('mount-back').addEventListener('click', () => this.closeEditor());

@@ -3,15 +3,9 @@
  * into the keychain; the page never gets one back. It only learns whether
  * one is stored ("Stored in keychain", with a Replace button).
  */
-import type { ProfileField, ProfileProblems, ProfileRow, SettingsBridge, SettingsSnapshot } from '../main/ipc-contract.js';
-import { reason } from './bridge.js';
+import type { ProfileField, ProfileProblems, ProfileRow } from '../main/ipc-contract.js';
+import { reason, type PaneContext } from './bridge.js';
 import { ICONS, byId, el, icon, plural, say, whileBusy } from './dom.js';
-
-export interface ProfilesContext {
-  bridge: SettingsBridge;
-  snapshot(): SettingsSnapshot;
-  refresh(): Promise<void>;
-}
 
 const FIELDS: ReadonlyArray<{ field: ProfileField; input: string; problem: string }> = [
   { field: 'name', input: 'p-name', problem: 'p-name-problem' },
@@ -26,7 +20,7 @@ interface Editing {
 }
 
 export class ProfilesPane {
-  private readonly ctx: ProfilesContext;
+  private readonly ctx: PaneContext;
   private editing: Editing | undefined;
   private readonly form = byId<HTMLFormElement>('profile-form');
   private readonly name = byId<HTMLInputElement>('p-name');
@@ -34,7 +28,7 @@ export class ProfilesPane {
   private readonly secret = byId<HTMLInputElement>('p-secret');
   private readonly message = byId('profiles-message');
 
-  constructor(ctx: ProfilesContext) {
+  constructor(ctx: PaneContext) {
     this.ctx = ctx;
     this.form.addEventListener('submit', (event) => {
       event.preventDefault();
