@@ -12,7 +12,7 @@ import { createS3Client, credentialProvider, SdkObjectClient, type StaticCredent
 import { S3RequestError, toS3Error } from './s3/errors.js';
 import type { ObjectClient } from './s3/object-client.js';
 import { S3FileSystem, type FsEvents } from './fs/filesystem.js';
-import { createFuse, type TunedFuse } from './fs/fuse-adapter.js';
+import { createFuse, type FuseMount } from './fs/fuse-adapter.js';
 import { checkMountPoint, forceUnmount, isMountPoint } from './mount-point.js';
 import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
 import { uploadJournalDirectory } from './log.js';
@@ -84,16 +84,17 @@ export interface MountHooks {
 export class BucketMount {
   readonly options: MountOptions;
   readonly fs: S3FileSystem;
-  private readonly fuse: TunedFuse;
+  private readonly fuse: FuseMount;
   private readonly log: Logger;
   private readonly hooks: MountHooks;
   private watch: NodeJS.Timeout | undefined;
   private stateValue: MountState = 'mounting';
   private unmounting: Promise<void> | undefined;
+  private finishing: Promise<void> | undefined;
   private readonly ended: Promise<void>;
   private resolveEnded!: () => void;
 
-  private constructor(options: MountOptions, fs: S3FileSystem, fuse: TunedFuse, log: Logger, hooks: MountHooks) {
+  private constructor(options: MountOptions, fs: S3FileSystem, fuse: FuseMount, log: Logger, hooks: MountHooks) {
     this.options = options;
     this.fs = fs;
     this.fuse = fuse;
@@ -207,23 +208,26 @@ export class BucketMount {
     const m = new BucketMount(options, fs, fuse, log, hooks);
     m.setState('mounting');
     try {
-      await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+      await fuse.mount();
     } catch (err) {
       throw new MountError('fuse-unavailable', `cannot mount at ${options.mountPoint}: ${(err as Error).message}`, { cause: err });
     }
     m.setState('mounted');
-    log.info('mounted', { bucket: options.bucket, mountPoint: options.mountPoint, prefix: options.prefix, endpoint: options.endpointUrl, pid: process.pid, host: os.hostname() });
+    log.info('mounted', { binding: fuse.binding, bucket: options.bucket, mountPoint: options.mountPoint, prefix: options.prefix, endpoint: options.endpointUrl, pid: process.pid, host: os.hostname() });
     m.watchForExternalUnmount();
     return m;
   }
 
   private watchForExternalUnmount(): void {
+    const endedOutside = (): void => {
+      if (this.stateValue !== 'mounted' || this.finishing) return;
+      this.log.info('unmounted from outside', { mountPoint: this.options.mountPoint });
+      void this.finish();
+    };
+    void this.fuse.ended.then(endedOutside);
     this.watch = setInterval(() => {
       void isMountPoint(this.options.mountPoint).then((mounted) => {
-        if (!mounted && this.stateValue === 'mounted') {
-          this.log.info('unmounted from outside', { mountPoint: this.options.mountPoint });
-          void this.finish();
-        }
+        if (!mounted) endedOutside();
       }, () => { /* the check itself failed; try again next tick */ });
     }, UNMOUNT_POLL_MS);
     this.watch.unref();
@@ -240,10 +244,9 @@ export class BucketMount {
         this.setState('unmounting');
         this.log.info('unmounting', { mountPoint: this.options.mountPoint, uploadsInProgress: this.fs.uploadsInProgress, abandonUploads: options.abandonUploads === true });
         await this.fs.drain({ abandonUploads: options.abandonUploads === true });
-        await new Promise<void>((resolve) => this.fuse.unmount((err) => {
-          if (err) this.log.warn('unmount failed, detaching', { error: err.message });
-          resolve();
-        }));
+        await this.fuse.unmount().catch((err: unknown) => {
+          this.log.warn('unmount failed, detaching', { error: (err as Error).message });
+        });
         if (await isMountPoint(this.options.mountPoint).catch(() => false)) await forceUnmount(this.options.mountPoint);
         await this.finish();
       })();
@@ -251,13 +254,18 @@ export class BucketMount {
     return this.unmounting;
   }
 
-  private async finish(): Promise<void> {
+  /** Ends the mount once, whichever of our unmount, the binding or the poll sees the end first. */
+  private finish(): Promise<void> {
     if (this.watch) clearInterval(this.watch);
     this.watch = undefined;
-    if (this.stateValue === 'unmounted') return;
-    await this.fs.drain();
-    this.setState('unmounted');
-    this.log.info('unmounted', { mountPoint: this.options.mountPoint });
-    this.resolveEnded();
+    this.finishing ??= (async () => {
+      await this.fs.drain();
+      this.setState('unmounted');
+      // What the kernel asked for, per operation: shows at a glance whether
+      // a workload was served by listings or by one request per file.
+      this.log.info('unmounted', { mountPoint: this.options.mountPoint, fuseOperations: this.fuse.operationCounts() });
+      this.resolveEnded();
+    })();
+    return this.finishing;
   }
 }

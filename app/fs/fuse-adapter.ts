@@ -1,12 +1,52 @@
 /**
- * The thin layer between fuse-native and the fs model: it translates
- * callbacks to promises and FsErrors to negative errnos (the one place that
- * happens), and it sets the FUSE options fuse-native does not expose.
+ * The thin layer between a FUSE binding and the fs model: it translates
+ * FsErrors to negative errnos (the one place that happens) and sets the
+ * FUSE options. Two bindings: on Linux our libfuse 3 binding
+ * (fuse3-session.ts: READDIRPLUS, parallel lookups, 1 MiB requests); on
+ * macOS fuse-native over macFUSE's libfuse 2 API, which Linux can also use
+ * with SOSMOUNT_FUSE_BINDING=libfuse2.
  */
 import Fuse, { type FuseOps, type FuseStat, type OpTimeouts } from 'fuse-native';
 import type { Logger } from '../log.js';
 import { errnoValue, refuse, toFsError } from './errno.js';
 import type { S3FileSystem, Stat } from './filesystem.js';
+import { Fuse3Session, fuse3Unavailable, type Fuse3Handlers } from './fuse3-session.js';
+
+export type FuseBindingName = 'libfuse3' | 'libfuse2';
+
+/**
+ * libfuse 3 on Linux, libfuse 2 (fuse-native) elsewhere or when asked for
+ * with SOSMOUNT_FUSE_BINDING. The libfuse 3 binding is compiled at install
+ * (an optional dependency: it needs libfuse3-dev); where it could not be,
+ * Linux mounts with libfuse 2 and says so in the log.
+ */
+export function chooseFuseBinding(log: Logger, env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform,
+  unavailable: () => string | undefined = fuse3Unavailable): FuseBindingName {
+  const asked = env['SOSMOUNT_FUSE_BINDING'];
+  if (asked === 'libfuse2' || asked === 'libfuse3') return asked;
+  if (asked !== undefined && asked !== '') throw new Error(`SOSMOUNT_FUSE_BINDING must be libfuse3 or libfuse2, not ${JSON.stringify(asked)}`);
+  if (platform !== 'linux') return 'libfuse2';
+  const why = unavailable();
+  if (why === undefined) return 'libfuse3';
+  log.warn('mounting with libfuse 2: ls -l of big folders and big reads are slower', { reason: why });
+  return 'libfuse2';
+}
+
+/** A mounted (or mountable) file system, whichever binding serves it. */
+export interface FuseMount {
+  readonly binding: FuseBindingName;
+  mount(): Promise<void>;
+  /** Detaches the mount; programs holding files open keep them until they close. */
+  unmount(): Promise<void>;
+  /**
+   * Resolves when the kernel connection ended after a mount (an external
+   * umount included), where the binding can tell; libfuse 2 cannot, and the
+   * mount polls /proc for that.
+   */
+  readonly ended: Promise<void>;
+  /** Requests served per FUSE operation, where the binding counts them (libfuse 3). */
+  operationCounts(): Record<string, number> | undefined;
+}
 
 export interface FuseMountOptions {
   allowOther: boolean;
@@ -21,35 +61,45 @@ export interface FuseMountOptions {
 /**
  * FUSE settings and their reasons (DESIGN.md, "Performance design").
  * - max_read / max_readahead 1 MiB: the kernel asks for big sequential
- *   reads; the prefetcher serves them from its window.
- * - big_writes with max_write 128 KiB: without it libfuse 2 sends 4 KiB
- *   writes and writing runs ten times slower.
+ *   reads; the prefetcher serves them from its window. libfuse 3 passes
+ *   them whole (max_pages); libfuse 2 splits them into 128 KiB requests.
+ * - max_write: 1 MiB on libfuse 3; on libfuse 2 big_writes with 128 KiB,
+ *   without which it sends 4 KiB writes and writing runs ten times slower.
  * - atomic_o_trunc: open(O_TRUNC) of an existing object reaches us as one
  *   open with O_TRUNC (an overwrite, allowed with --allow-overwrite)
  *   instead of a truncate followed by an open.
+ * - max_background / congestion_threshold: the kernel sends read-ahead and
+ *   parallel random reads as "background" requests, at most 12 at once by
+ *   default (16 readers got 10-12 GETs in flight); room for every request
+ *   the S3 client can have in flight.
+ * - threads (libfuse 3): each FUSE thread waits for one answer, so they
+ *   bound the requests in flight; as many as the kernel may send.
  */
 export const FUSE_TUNING = {
   maxReadBytes: 1024 * 1024,
   maxReadaheadBytes: 1024 * 1024,
-  maxWriteBytes: 128 * 1024,
+  maxWriteBytes: 1024 * 1024,
+  libfuse2MaxWriteBytes: 128 * 1024,
   maxBackground: 64,
   congestionThreshold: 48,
+  maxThreads: 64 + 16,
+  idleThreads: 16,
 } as const;
 
 /**
- * fuse-native answers an operation itself after 15 s by default, with EIO.
- * Our S3 calls are bounded by their own timeouts and retries (retry-strategy.ts:
- * about 95 s at worst), so the FUSE timeout only
- * catches our own bugs and sits above that. Completing an upload (flush,
+ * How long an operation may take before it is answered EIO. Our S3 calls
+ * are bounded by their own timeouts and retries (retry-strategy.ts: about
+ * 95 s at worst), so this only catches our own bugs and sits above that
+ * (fuse-native's default would be 15 s). Completing an upload (flush,
  * fsync, release) waits for the last parts however long they take:
  * close() must not report success or failure before S3 has decided.
  */
-export const OP_TIMEOUTS: OpTimeouts = {
+export const OP_TIMEOUTS = {
   default: 120_000,
   flush: false,
   fsync: false,
   release: false,
-};
+} as const satisfies OpTimeouts;
 
 /** fuse-native with the options it does not pass itself, appended to its `-o` list. */
 export class TunedFuse extends Fuse {
@@ -72,13 +122,90 @@ function toFuseStat(s: Stat): FuseStat {
   return { ...s };
 }
 
-export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMountOptions, log: Logger): TunedFuse {
+export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMountOptions, log: Logger, binding: FuseBindingName = chooseFuseBinding(log)): FuseMount {
   const fail = (op: string, path: string, err: unknown): number => {
     const e = toFsError(err, path);
     const level = e.errno === 'ENOENT' || e.rule !== undefined && e.rule !== 'ioError' && e.rule !== 'accessDenied' ? 'debug' : 'warn';
     log[level]('operation refused', { op, path, errno: e.errno, rule: e.rule, error: e.message });
     return -errnoValue(e.errno);
   };
+  return binding === 'libfuse3' ? createLibfuse3(mountPoint, fs, options, log, fail) : createLibfuse2(mountPoint, fs, options, fail);
+}
+
+/**
+ * libfuse 3's mount options. Read size: max_pages, which libfuse 3 derives
+ * from max_write, bounds it (a max_read option would have to be repeated
+ * in init()).
+ */
+function mountOptions(options: FuseMountOptions): string[] {
+  return [
+    `fsname=${options.fsName.replace(/[,\\]/g, (c) => `\\${c}`)}`,
+    'subtype=sosmount',
+    ...(options.allowOther ? ['allow_other'] : []),
+    ...(options.allowRoot ? ['allow_root'] : []),
+    ...(options.autoUnmount ? ['auto_unmount'] : []),
+  ];
+}
+
+function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMountOptions, log: Logger,
+  fail: (op: string, path: string, err: unknown) => number): FuseMount {
+  const handlers: Fuse3Handlers = {
+    getattr: (path) => fs.getattr(path),
+    readdir: (path) => fs.readdir(path),
+    open: (path, flags) => fs.open(path, flags),
+    create: (path, flags) => fs.create(path, flags),
+    read: (path, fd, target, position) => fs.read(path, fd, target, target.length, position),
+    write: (path, fd, data, position) => fs.write(path, fd, data, position),
+    flush: (path, fd) => fs.flush(path, fd),
+    fsync: (path, fd) => fs.fsync(path, fd),
+    release: (path, fd) => fs.release(path, fd),
+    unlink: (path) => fs.unlink(path),
+    mkdir: (path) => fs.mkdir(path),
+    rmdir: (path) => fs.rmdir(path),
+    rename: (from) => fs.rename(from),
+    link: (_from, to) => fs.link(to),
+    symlink: (_target, path) => fs.symlink(path),
+    setattr: (_op, path) => fs.setattr(path),
+    truncate: (path, size) => fs.truncate(path, size),
+    mknod: (path) => fs.mknod(path),
+    readlink: (path) => Promise.reject(refuse('readlink', path)),
+    statfs: () => Promise.resolve(fs.statfs()),
+    xattr: (_op, path) => Promise.reject(refuse('xattr', path)),
+  };
+  const ttl = Math.max(0, options.kernelCacheSeconds);
+  // Made at mount, so a binding that is not built fails the mount with its reason.
+  const open = (): Fuse3Session => new Fuse3Session(mountPoint, handlers, {
+    args: ['-o', mountOptions(options).join(','), ...(options.debug ? ['-d'] : [])],
+    maxWriteBytes: FUSE_TUNING.maxWriteBytes,
+    maxReadaheadBytes: FUSE_TUNING.maxReadaheadBytes,
+    maxBackground: FUSE_TUNING.maxBackground,
+    congestionThreshold: FUSE_TUNING.congestionThreshold,
+    maxThreads: FUSE_TUNING.maxThreads,
+    idleThreads: FUSE_TUNING.idleThreads,
+    entryTimeoutSeconds: ttl,
+    attrTimeoutSeconds: ttl,
+    negativeTimeoutSeconds: 0,
+    timeouts: OP_TIMEOUTS,
+    errno: fail,
+    onTimeout: (op, path) => log.error('operation timed out, answered EIO', { op, path, timeoutMs: OP_TIMEOUTS.default }),
+  });
+  let session: Fuse3Session | undefined;
+  let ended: () => void = () => {};
+  return {
+    binding: 'libfuse3',
+    ended: new Promise<void>((resolve) => { ended = resolve; }),
+    mount: async () => {
+      session = open();
+      void session.ended.then(ended);
+      await session.mount();
+    },
+    unmount: async () => { await session?.unmount(); },
+    operationCounts: () => session?.operationCounts(),
+  };
+}
+
+function createLibfuse2(mountPoint: string, fs: S3FileSystem, options: FuseMountOptions,
+  fail: (op: string, path: string, err: unknown) => number): FuseMount {
   const done0 = (op: string, path: string, p: Promise<unknown>, cb: (err: number) => void): void => {
     p.then(() => cb(0), (err: unknown) => cb(fail(op, path, err)));
   };
@@ -87,7 +214,6 @@ export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMo
       const cb = rest[rest.length - 1] as (err: number) => void;
       done0(op, path, run(path), cb);
     };
-
   const ops: FuseOps = {
     getattr: (path, cb) => {
       fs.getattr(path).then((s) => cb(0, toFuseStat(s)), (err: unknown) => cb(fail('getattr', path, err)));
@@ -138,7 +264,7 @@ export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMo
   };
 
   const ttl = Math.max(0, options.kernelCacheSeconds);
-  return new TunedFuse(mountPoint, ops, {
+  const fuse = new TunedFuse(mountPoint, ops, {
     allowOther: options.allowOther,
     allowRoot: options.allowRoot,
     autoUnmount: options.autoUnmount,
@@ -149,15 +275,12 @@ export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMo
     timeout: OP_TIMEOUTS,
   }, [
     'big_writes',
-    `max_write=${FUSE_TUNING.maxWriteBytes}`,
+    `max_write=${FUSE_TUNING.libfuse2MaxWriteBytes}`,
     `max_readahead=${FUSE_TUNING.maxReadaheadBytes}`,
     'atomic_o_trunc',
-    // The kernel sends read-ahead and parallel random reads as "background"
-    // requests, at most 12 at once by default: 16 readers got 10-12 GETs in
-    // flight. Room for every request the S3 client can have in flight.
     `max_background=${FUSE_TUNING.maxBackground}`,
     `congestion_threshold=${FUSE_TUNING.congestionThreshold}`,
-    // libfuse 2 otherwise renames an open file to .fuse_hiddenXXX on unlink,
+    // libfuse otherwise renames an open file to .fuse_hiddenXXX on unlink,
     // which we refuse (no rename): rm must answer by the semantics table.
     'hard_remove',
     // fuse-native drops zero values of its own entry/attr options, so set them here.
@@ -165,4 +288,11 @@ export function createFuse(mountPoint: string, fs: S3FileSystem, options: FuseMo
     `attr_timeout=${ttl}`,
     'negative_timeout=0',
   ]);
+  return {
+    binding: 'libfuse2',
+    ended: new Promise<void>(() => {}),
+    operationCounts: () => undefined,
+    mount: () => new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve()))),
+    unmount: () => new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve()))),
+  };
 }

@@ -139,6 +139,8 @@ export interface MountOptions {
   bucket?: string;
   /** Mount directly at the server, not through the proxy. */
   direct?: boolean;
+  /** Extra environment of sosmount and its worker. */
+  env?: Record<string, string>;
 }
 
 /** `stat DIR` in a child: OK, an errno code, or HANG. Never blocks the test on a dead mount. */
@@ -184,6 +186,7 @@ export async function mountBucket(t: TestContext, world: World, opts: MountOptio
   }
   // Logs land in HOME/.local/state/sos-mount/logs, whatever the developer's setup.
   delete env['XDG_STATE_HOME'];
+  Object.assign(env, opts.env);
   const endpoint = opts.direct ? world.server.endpoint : world.proxy.endpoint;
   const known = new Set<number>();
   t.after(async () => {

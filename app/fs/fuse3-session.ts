@@ -1,0 +1,299 @@
+/**
+ * The typed side of our libfuse 3 binding (native/fuse3/sosfuse3.c): it
+ * turns each kernel request into a call of a promise-returning handler and
+ * answers it exactly once, with the handler's result, with the errno its
+ * failure maps to, or with EIO when the handler takes longer than the
+ * operation's timeout (the request must not hang the kernel forever).
+ */
+import { execFile } from 'node:child_process';
+import { createRequire } from 'node:module';
+import type { Stat, StatFs } from './filesystem.js';
+
+/** The operations, in the order of `enum op` in sosfuse3.c. */
+export const FUSE3_OPS = [
+  'getattr', 'readdir', 'open', 'create', 'read', 'write', 'flush',
+  'fsync', 'release', 'unlink', 'mkdir', 'rmdir', 'rename', 'link',
+  'symlink', 'chmod', 'chown', 'utimens', 'truncate', 'mknod',
+  'readlink', 'statfs', 'getxattr', 'setxattr', 'listxattr',
+  'removexattr',
+] as const;
+export type Fuse3Op = typeof FUSE3_OPS[number];
+
+declare const nativeRequest: unique symbol;
+/** A pending kernel request; valid until it is answered. */
+type NativeRequest = { readonly [nativeRequest]: true };
+
+type Dispatch = (
+  op: number, req: NativeRequest, path: string | null, path2: string | null,
+  n0: number, n1: number, n2: number, buf: Buffer | undefined,
+) => void;
+
+interface NativeTuning {
+  maxWrite: number; maxReadahead: number; maxBackground: number; congestionThreshold: number;
+  maxThreads: number; idleThreads: number;
+  entryTimeout: number; attrTimeout: number; negativeTimeout: number;
+}
+
+interface NativeBinding {
+  mount(mountPoint: string, args: string[], tuning: NativeTuning, dispatch: Dispatch): void;
+  reply(req: NativeRequest, result: number, extra?: Float64Array | number | [string[], Float64Array] | Buffer): void;
+  readonly OP_READY: number;
+  readonly OP_ENDED: number;
+  readonly STAT_FIELDS: number;
+}
+
+export class Fuse3UnavailableError extends Error {
+  override readonly name = 'Fuse3UnavailableError';
+}
+
+let loaded: NativeBinding | undefined;
+function binding(): NativeBinding {
+  if (loaded) return loaded;
+  try {
+    loaded = createRequire(import.meta.url)('sosmount-fuse3') as NativeBinding;
+  } catch (err) {
+    throw new Fuse3UnavailableError(
+      `the libfuse 3 binding is not built (${(err as Error).message.split('\n')[0]}): install libfuse3-dev and pkg-config, then run npm install`,
+      { cause: err },
+    );
+  }
+  return loaded;
+}
+
+/** Why the libfuse 3 binding cannot be used here, or undefined when it loads. */
+export function fuse3Unavailable(): string | undefined {
+  try {
+    binding();
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** What the file system does for each operation; a rejection is mapped by `errno`. */
+export interface Fuse3Handlers {
+  getattr(path: string): Promise<Stat>;
+  readdir(path: string): Promise<{ names: string[]; stats: Stat[] }>;
+  open(path: string, flags: number): Promise<number>;
+  create(path: string, flags: number, mode: number): Promise<number>;
+  /** Fills `target` (the kernel's buffer) and resolves to the bytes read. */
+  read(path: string, fd: number, target: Buffer, position: number): Promise<number>;
+  /** `data` is libfuse's memory, valid until the promise settles. */
+  write(path: string, fd: number, data: Buffer, position: number): Promise<number>;
+  flush(path: string, fd: number): Promise<void>;
+  fsync(path: string, fd: number): Promise<void>;
+  release(path: string, fd: number): Promise<void>;
+  unlink(path: string): Promise<void>;
+  mkdir(path: string, mode: number): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  link(from: string, to: string): Promise<void>;
+  symlink(target: string, path: string): Promise<void>;
+  /** chmod, chown and utimens. */
+  setattr(op: 'chmod' | 'chown' | 'utimens', path: string): Promise<void>;
+  truncate(path: string, size: number): Promise<void>;
+  mknod(path: string, mode: number): Promise<void>;
+  /** Links are not stored; the handler rejects with the errno of the table. */
+  readlink(path: string): Promise<never>;
+  statfs(path: string): Promise<StatFs>;
+  xattr(op: 'getxattr' | 'setxattr' | 'listxattr' | 'removexattr', path: string): Promise<void>;
+}
+
+export interface Fuse3Options {
+  /** libfuse arguments after the program name, e.g. ['-o', 'fsname=x,allow_other']. */
+  args: string[];
+  maxWriteBytes: number;
+  maxReadaheadBytes: number;
+  maxBackground: number;
+  congestionThreshold: number;
+  /** FUSE threads: each waits for one answer, so this bounds requests in flight. */
+  maxThreads: number;
+  idleThreads: number;
+  entryTimeoutSeconds: number;
+  attrTimeoutSeconds: number;
+  negativeTimeoutSeconds: number;
+  /** Milliseconds per operation before it is answered EIO; `false`: wait as long as it takes. */
+  timeouts: Partial<Record<Fuse3Op, number | false>> & { default: number };
+  /** Maps a handler's rejection to a negative errno (and logs it). */
+  errno(op: Fuse3Op, path: string, err: unknown): number;
+  /** Called when an operation timed out (the answer given was EIO). */
+  onTimeout(op: Fuse3Op, path: string): void;
+}
+
+const EIO = -5;
+const ENOSYS = -38;
+
+function msOf(d: Date): number {
+  return d.getTime();
+}
+
+/** Writes one stat row in the binding's field order (ST_* in sosfuse3.c). */
+function putStat(out: Float64Array, row: number, s: Stat): void {
+  const o = row * 10;
+  out[o] = s.mode; out[o + 1] = s.uid; out[o + 2] = s.gid; out[o + 3] = s.size; out[o + 4] = s.nlink;
+  out[o + 5] = msOf(s.atime); out[o + 6] = msOf(s.mtime); out[o + 7] = msOf(s.ctime);
+  out[o + 8] = s.blocks; out[o + 9] = s.blksize;
+}
+
+function statRows(stats: Stat[]): Float64Array {
+  const out = new Float64Array(stats.length * 10);
+  stats.forEach((s, i) => putStat(out, i, s));
+  return out;
+}
+
+function statfsRow(s: StatFs): Float64Array {
+  return Float64Array.of(s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.namemax);
+}
+
+/** One mounted libfuse 3 file system. */
+export class Fuse3Session {
+  private readonly native: NativeBinding;
+  private endedResolve!: () => void;
+  private readyResolve: () => void = () => {};
+  /** Resolves when the kernel connection is gone (our unmount or an external one). */
+  readonly ended: Promise<void>;
+  private mounted = false;
+  private isEnded = false;
+  private readonly served = new Array<number>(FUSE3_OPS.length).fill(0);
+
+  constructor(readonly mountPoint: string, private readonly handlers: Fuse3Handlers, private readonly options: Fuse3Options) {
+    this.native = binding();
+    if (this.native.STAT_FIELDS !== 10) throw new Fuse3UnavailableError('the libfuse 3 binding is from another version: run npm install');
+    this.ended = new Promise((resolve) => { this.endedResolve = resolve; });
+  }
+
+  /**
+   * Mounts and resolves once the kernel accepted the session (its INIT);
+   * rejects with libfuse's complaint when it did not.
+   */
+  async mount(): Promise<void> {
+    const o = this.options;
+    const ready = new Promise<void>((resolve, reject) => {
+      this.readyResolve = resolve;
+      void this.ended.then(() => reject(new Error('the kernel ended the FUSE session at its start (libfuse says why on stderr)')));
+    });
+    this.native.mount(this.mountPoint, o.args, {
+      maxWrite: o.maxWriteBytes,
+      maxReadahead: o.maxReadaheadBytes,
+      maxBackground: o.maxBackground,
+      congestionThreshold: o.congestionThreshold,
+      maxThreads: o.maxThreads,
+      idleThreads: o.idleThreads,
+      entryTimeout: o.entryTimeoutSeconds,
+      attrTimeout: o.attrTimeoutSeconds,
+      negativeTimeout: o.negativeTimeoutSeconds,
+    }, (op, req, path, path2, n0, n1, n2, buf) => this.dispatch(op, req, path, path2, n0, n1, n2, buf));
+    this.mounted = true;
+    await ready;
+  }
+
+  /**
+   * Detaches the mount (lazily, as fusermount -uz: programs holding files
+   * open keep them until they close) and waits for the connection to end.
+   */
+  async unmount(): Promise<void> {
+    if (!this.mounted || this.isEnded) return;
+    await new Promise<void>((resolve, reject) => {
+      execFile('fusermount3', ['-uz', this.mountPoint], { timeout: 10_000 }, (err, _out, stderr) => {
+        if (err && !this.isEnded) reject(new Error(`fusermount3 -uz ${this.mountPoint}: ${stderr.trim() || err.message}`));
+        else resolve();
+      });
+    });
+    await this.ended;
+  }
+
+  get isMounted(): boolean {
+    return this.mounted && !this.isEnded;
+  }
+
+  /** How many requests of each operation the kernel sent (those sent at least once). */
+  operationCounts(): Partial<Record<Fuse3Op, number>> {
+    const out: Partial<Record<Fuse3Op, number>> = {};
+    FUSE3_OPS.forEach((op, i) => { if (this.served[i]! > 0) out[op] = this.served[i]!; });
+    return out;
+  }
+
+  private dispatch(op: number, req: NativeRequest, path: string | null, path2: string | null, n0: number, n1: number, _n2: number, buf: Buffer | undefined): void {
+    if (op === this.native.OP_READY) {
+      this.readyResolve();
+      return;
+    }
+    if (op === this.native.OP_ENDED) {
+      this.isEnded = true;
+      this.endedResolve();
+      return;
+    }
+    const name = FUSE3_OPS[op];
+    if (name === undefined) {
+      this.native.reply(req, ENOSYS);
+      return;
+    }
+    this.served[op]!++;
+    const p = path ?? '';
+    let answered = false;
+    let timer: NodeJS.Timeout | undefined;
+    const answer = (result: number, extra?: Float64Array | number | [string[], Float64Array] | Buffer): void => {
+      if (answered) return;
+      answered = true;
+      if (timer) clearTimeout(timer);
+      // read/write buffers are handed back even on failure: the binding
+      // detaches them, so a late write by the handler cannot reach memory
+      // libfuse has freed.
+      this.native.reply(req, result, buf ?? extra);
+    };
+    const limit = this.options.timeouts[name] ?? this.options.timeouts.default;
+    if (limit !== false) {
+      timer = setTimeout(() => {
+        if (answered) return;
+        this.options.onTimeout(name, p);
+        answer(EIO);
+      }, limit);
+    }
+    const fail = (err: unknown): void => answer(this.options.errno(name, p, err));
+    const h = this.handlers;
+    const done = (pr: Promise<unknown>): void => { pr.then(() => answer(0), fail); };
+    try {
+      switch (name) {
+        case 'getattr':
+          h.getattr(p).then((s) => { const row = new Float64Array(10); putStat(row, 0, s); answer(0, row); }, fail);
+          break;
+        case 'readdir':
+          h.readdir(p).then(({ names, stats }) => answer(0, [names, statRows(stats)]), fail);
+          break;
+        case 'open':
+          h.open(p, n0).then((fd) => answer(0, fd), fail);
+          break;
+        case 'create':
+          h.create(p, n0, n1).then((fd) => answer(0, fd), fail);
+          break;
+        case 'read':
+          h.read(p, n1, buf!, n0).then((n) => answer(n), fail);
+          break;
+        case 'write':
+          h.write(p, n1, buf!, n0).then((n) => answer(n), fail);
+          break;
+        case 'flush': done(h.flush(p, n1)); break;
+        case 'fsync': done(h.fsync(p, n1)); break;
+        case 'release': done(h.release(p, n1)); break;
+        case 'unlink': done(h.unlink(p)); break;
+        case 'mkdir': done(h.mkdir(p, n0)); break;
+        case 'rmdir': done(h.rmdir(p)); break;
+        case 'rename': done(h.rename(p, path2 ?? '')); break;
+        case 'link': done(h.link(p, path2 ?? '')); break;
+        case 'symlink': done(h.symlink(path2 ?? '', p)); break;
+        case 'chmod': case 'chown': case 'utimens': done(h.setattr(name, p)); break;
+        case 'truncate': done(h.truncate(p, n0)); break;
+        case 'mknod': done(h.mknod(p, n0)); break;
+        case 'readlink': h.readlink(p).catch(fail); break;
+        case 'statfs':
+          h.statfs(p).then((s) => answer(0, statfsRow(s)), fail);
+          break;
+        case 'getxattr': case 'setxattr': case 'listxattr': case 'removexattr':
+          done(h.xattr(name, p));
+          break;
+      }
+    } catch (err) {
+      fail(err);
+    }
+  }
+}

@@ -1,0 +1,634 @@
+/*
+ * A libfuse 3 binding for Node (N-API, C), made for sosmount's engine.
+ *
+ * Why our own and not fuse-native (libfuse 2.9): libfuse 3 negotiates
+ * READDIRPLUS (a listing hands the kernel every entry's attributes, so
+ * `ls -l` does not send one LOOKUP per entry), parallel lookups in one
+ * folder, and requests of up to 1 MiB (max_pages) where libfuse 2 caps
+ * reads and writes at 128 KiB.
+ *
+ * Threads: libfuse's multi-threaded loop runs the operations on its own
+ * threads. Each operation fills a request on its thread's stack, queues it
+ * to the JavaScript thread through one thread-safe function (calls made
+ * while the event loop is busy share one wake-up), and waits on the
+ * request's semaphore until JavaScript answers with one of the reply
+ * functions. The JavaScript side (app/fs/fuse3-session.ts) answers every
+ * request exactly once; after the answer the request no longer exists.
+ */
+#define FUSE_USE_VERSION 314
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <fuse.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+/* Operation codes, the same list as OPS in app/fs/fuse3-session.ts. */
+enum op {
+  OP_GETATTR, OP_READDIR, OP_OPEN, OP_CREATE, OP_READ, OP_WRITE, OP_FLUSH,
+  OP_FSYNC, OP_RELEASE, OP_UNLINK, OP_MKDIR, OP_RMDIR, OP_RENAME, OP_LINK,
+  OP_SYMLINK, OP_CHMOD, OP_CHOWN, OP_UTIMENS, OP_TRUNCATE, OP_MKNOD,
+  OP_READLINK, OP_STATFS, OP_GETXATTR, OP_SETXATTR, OP_LISTXATTR,
+  OP_REMOVEXATTR,
+  OP_COUNT,
+  OP_READY = 100, /* not an operation: the kernel accepted the session */
+  OP_ENDED = 101  /* not an operation: the loop has ended */
+};
+
+/* Stat fields as JavaScript sends them, one Float64Array row per entry. */
+enum { ST_MODE, ST_UID, ST_GID, ST_SIZE, ST_NLINK, ST_ATIME_MS, ST_MTIME_MS, ST_CTIME_MS, ST_BLOCKS, ST_BLKSIZE, ST_FIELDS };
+enum { SF_BSIZE, SF_FRSIZE, SF_BLOCKS, SF_BFREE, SF_BAVAIL, SF_FILES, SF_FFREE, SF_FAVAIL, SF_NAMEMAX, SF_FIELDS };
+
+typedef struct {
+  struct fuse *fuse;
+  napi_threadsafe_function tsfn;
+  pthread_t thread;
+  int external_buffers; /* 0 where the runtime forbids them (Electron) */
+  /* Set in init(), from the mount call. */
+  unsigned max_write, max_readahead, max_background, congestion_threshold, max_threads, idle_threads;
+  double entry_timeout, attr_timeout, negative_timeout;
+} session_t;
+
+/* A folder's listing, kept per open folder handle: the kernel reads it in
+ * chunks (offsets), and JavaScript is asked once per pass (offset 0). */
+typedef struct {
+  uint32_t count;
+  char **names;
+  struct stat *stats;
+} dirlist_t;
+
+typedef struct {
+  int op;
+  const char *path;
+  const char *path2;
+  double num[3];
+  char *buf;             /* read: where the data goes */
+  const char *wbuf;      /* write: the data */
+  size_t len;
+  struct fuse_file_info *fi;
+  struct stat *st;
+  struct statvfs *stv;
+  dirlist_t *dir;
+  int result;
+  sem_t done;
+} request_t;
+
+static session_t *current_session(void) {
+  return (session_t *) fuse_get_context()->private_data;
+}
+
+/* Runs an operation in JavaScript and waits for its answer. */
+static int call_js(session_t *s, request_t *r) {
+  sem_init(&r->done, 0, 0);
+  if (napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
+    sem_destroy(&r->done);
+    return -EIO;
+  }
+  while (sem_wait(&r->done) != 0 && errno == EINTR) {}
+  sem_destroy(&r->done);
+  return r->result;
+}
+
+#define REQUEST(opcode) \
+  session_t *s = current_session(); \
+  request_t r; \
+  memset(&r, 0, sizeof r); \
+  r.op = (opcode);
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  REQUEST(OP_GETATTR) r.path = path; r.st = st; r.fi = fi;
+  return call_js(s, &r);
+}
+
+static void dirlist_clear(dirlist_t *d) {
+  for (uint32_t i = 0; i < d->count; i++) free(d->names[i]);
+  free(d->names);
+  free(d->stats);
+  d->names = NULL;
+  d->stats = NULL;
+  d->count = 0;
+}
+
+static int fs_opendir(const char *path, struct fuse_file_info *fi) {
+  (void) path;
+  dirlist_t *d = calloc(1, sizeof *d);
+  if (d == NULL) return -ENOMEM;
+  fi->fh = (uint64_t) (uintptr_t) d;
+  return 0;
+}
+
+static int fs_releasedir(const char *path, struct fuse_file_info *fi) {
+  (void) path;
+  dirlist_t *d = (dirlist_t *) (uintptr_t) fi->fh;
+  dirlist_clear(d);
+  free(d);
+  return 0;
+}
+
+static int is_dot_or_dotdot(const char *name) {
+  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+/*
+ * Entries are passed with their offsets (i + 1), not with offset 0: libfuse
+ * 3.14's high-level API (Debian 12's) drops the attributes of a listing
+ * filled at offset 0 from READDIRPLUS replies (fixed upstream in 3.17), and
+ * the kernel would then send a LOOKUP per entry.
+ */
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
+  dirlist_t *d = (dirlist_t *) (uintptr_t) fi->fh;
+  if (off == 0) {
+    dirlist_clear(d);
+    REQUEST(OP_READDIR) r.path = path; r.fi = fi; r.dir = d;
+    int res = call_js(s, &r);
+    if (res != 0) return res;
+  }
+  int plus = (flags & FUSE_READDIR_PLUS) != 0;
+  for (uint32_t i = (uint32_t) off; i < d->count; i++) {
+    /* "." and ".." are never looked up by the kernel from a listing. */
+    enum fuse_fill_dir_flags fill = plus && !is_dot_or_dotdot(d->names[i]) ? FUSE_FILL_DIR_PLUS : 0;
+    if (filler(buf, d->names[i], &d->stats[i], (off_t) i + 1, fill) != 0) break;
+  }
+  return 0;
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi) {
+  REQUEST(OP_OPEN) r.path = path; r.fi = fi; r.num[0] = fi->flags;
+  return call_js(s, &r);
+}
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  REQUEST(OP_CREATE) r.path = path; r.fi = fi; r.num[0] = fi->flags; r.num[1] = mode;
+  return call_js(s, &r);
+}
+
+static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi) {
+  REQUEST(OP_READ) r.path = path; r.fi = fi; r.buf = buf; r.len = len; r.num[0] = (double) off; r.num[1] = (double) fi->fh;
+  return call_js(s, &r);
+}
+
+static int fs_write(const char *path, const char *buf, size_t len, off_t off, struct fuse_file_info *fi) {
+  REQUEST(OP_WRITE) r.path = path; r.fi = fi; r.wbuf = buf; r.len = len; r.num[0] = (double) off; r.num[1] = (double) fi->fh;
+  return call_js(s, &r);
+}
+
+static int fs_flush(const char *path, struct fuse_file_info *fi) {
+  REQUEST(OP_FLUSH) r.path = path; r.fi = fi; r.num[1] = (double) fi->fh;
+  return call_js(s, &r);
+}
+
+static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
+  REQUEST(OP_FSYNC) r.path = path; r.fi = fi; r.num[0] = datasync; r.num[1] = (double) fi->fh;
+  return call_js(s, &r);
+}
+
+static int fs_release(const char *path, struct fuse_file_info *fi) {
+  REQUEST(OP_RELEASE) r.path = path; r.fi = fi; r.num[1] = (double) fi->fh;
+  return call_js(s, &r);
+}
+
+static int fs_unlink(const char *path) { REQUEST(OP_UNLINK) r.path = path; return call_js(s, &r); }
+static int fs_rmdir(const char *path) { REQUEST(OP_RMDIR) r.path = path; return call_js(s, &r); }
+static int fs_readlink(const char *path, char *buf, size_t len) {
+  (void) buf; (void) len;
+  REQUEST(OP_READLINK) r.path = path;
+  /* Links are refused (errno table); an answer of 0 would need a target. */
+  int res = call_js(s, &r);
+  return res == 0 ? -EIO : res;
+}
+static int fs_mkdir(const char *path, mode_t mode) { REQUEST(OP_MKDIR) r.path = path; r.num[0] = mode; return call_js(s, &r); }
+static int fs_mknod(const char *path, mode_t mode, dev_t dev) { REQUEST(OP_MKNOD) r.path = path; r.num[0] = mode; r.num[1] = (double) dev; return call_js(s, &r); }
+static int fs_rename(const char *from, const char *to, unsigned int flags) { REQUEST(OP_RENAME) r.path = from; r.path2 = to; r.num[0] = flags; return call_js(s, &r); }
+static int fs_link(const char *from, const char *to) { REQUEST(OP_LINK) r.path = from; r.path2 = to; return call_js(s, &r); }
+static int fs_symlink(const char *target, const char *path) { REQUEST(OP_SYMLINK) r.path = path; r.path2 = target; return call_js(s, &r); }
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) { (void) fi; REQUEST(OP_CHMOD) r.path = path; r.num[0] = mode; return call_js(s, &r); }
+static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) { (void) fi; REQUEST(OP_CHOWN) r.path = path; r.num[0] = uid; r.num[1] = gid; return call_js(s, &r); }
+static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
+  (void) fi;
+  REQUEST(OP_UTIMENS) r.path = path;
+  if (tv) {
+    r.num[0] = (double) tv[0].tv_sec * 1000 + tv[0].tv_nsec / 1e6;
+    r.num[1] = (double) tv[1].tv_sec * 1000 + tv[1].tv_nsec / 1e6;
+  }
+  return call_js(s, &r);
+}
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+  REQUEST(OP_TRUNCATE) r.path = path; r.fi = fi; r.num[0] = (double) size; r.num[1] = fi ? (double) fi->fh : -1;
+  return call_js(s, &r);
+}
+static int fs_statfs(const char *path, struct statvfs *stv) { REQUEST(OP_STATFS) r.path = path; r.stv = stv; return call_js(s, &r); }
+static int fs_getxattr(const char *path, const char *name, char *value, size_t size) {
+  (void) value; (void) size;
+  REQUEST(OP_GETXATTR) r.path = path; r.path2 = name;
+  int res = call_js(s, &r);
+  return res > 0 ? -EIO : res;
+}
+static int fs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
+  (void) value; (void) size;
+  REQUEST(OP_SETXATTR) r.path = path; r.path2 = name; r.num[0] = flags;
+  return call_js(s, &r);
+}
+static int fs_listxattr(const char *path, char *list, size_t size) {
+  (void) list; (void) size;
+  REQUEST(OP_LISTXATTR) r.path = path;
+  int res = call_js(s, &r);
+  return res > 0 ? -EIO : res;
+}
+static int fs_removexattr(const char *path, const char *name) { REQUEST(OP_REMOVEXATTR) r.path = path; r.path2 = name; return call_js(s, &r); }
+
+static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  session_t *s = current_session();
+  conn->max_write = s->max_write;
+  conn->max_readahead = s->max_readahead;
+  conn->max_background = s->max_background;
+  conn->congestion_threshold = s->congestion_threshold;
+  /* open(O_TRUNC) reaches us as one open, not a truncate and an open. */
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  /* Always READDIRPLUS: in "auto" mode the kernel uses it for the first
+   * chunk of a listing only, and `ls` reads the whole folder before it
+   * stats anything. */
+  if (conn->capable & FUSE_CAP_READDIRPLUS) {
+    conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  }
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  cfg->entry_timeout = s->entry_timeout;
+  cfg->attr_timeout = s->attr_timeout;
+  cfg->negative_timeout = s->negative_timeout;
+  /* An unlinked open file is removed at once, not renamed to .fuse_hidden
+   * (we refuse renames; rm answers by the semantics table). */
+  cfg->hard_remove = 1;
+  cfg->use_ino = 0;
+  /* mount() returns before the kernel's INIT; JavaScript waits for this. */
+  static request_t ready_marker = { .op = OP_READY };
+  napi_call_threadsafe_function(s->tsfn, &ready_marker, napi_tsfn_blocking);
+  return s;
+}
+
+static const struct fuse_operations operations = {
+  .getattr = fs_getattr, .readlink = fs_readlink, .mknod = fs_mknod, .mkdir = fs_mkdir,
+  .unlink = fs_unlink, .rmdir = fs_rmdir, .symlink = fs_symlink, .rename = fs_rename,
+  .link = fs_link, .chmod = fs_chmod, .chown = fs_chown, .truncate = fs_truncate,
+  .open = fs_open, .read = fs_read, .write = fs_write, .statfs = fs_statfs,
+  .flush = fs_flush, .release = fs_release, .fsync = fs_fsync,
+  .setxattr = fs_setxattr, .getxattr = fs_getxattr, .listxattr = fs_listxattr,
+  .removexattr = fs_removexattr, .opendir = fs_opendir, .readdir = fs_readdir,
+  .releasedir = fs_releasedir, .init = fs_init,
+  .create = fs_create, .utimens = fs_utimens,
+};
+
+/* ---- JavaScript thread ---- */
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "sosfuse3: " #call " failed"); return NULL; } } while (0)
+
+static napi_value make_number(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static napi_value make_path(napi_env env, const char *p) {
+  napi_value out;
+  if (p == NULL) { napi_get_null(env, &out); return out; }
+  napi_create_string_utf8(env, p, NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
+/* Calls dispatch(op, request, path, path2, n0, n1, n2, buffer). */
+static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, void *data) {
+  session_t *s = (session_t *) context;
+  request_t *r = (request_t *) data;
+  if (env == NULL) { /* the runtime is going away: fail the operation */
+    if (r != NULL && r->op < OP_COUNT) { r->result = -EIO; sem_post(&r->done); }
+    return;
+  }
+  napi_value undefined, argv[8];
+  napi_get_undefined(env, &undefined);
+  if (r == NULL || r->op >= OP_COUNT) {
+    argv[0] = make_number(env, r == NULL ? OP_ENDED : r->op);
+    for (int i = 1; i < 8; i++) argv[i] = undefined;
+    napi_call_function(env, undefined, dispatch, 8, argv, NULL);
+    return;
+  }
+  argv[0] = make_number(env, r->op);
+  napi_create_external(env, r, NULL, NULL, &argv[1]);
+  argv[2] = make_path(env, r->path);
+  argv[3] = make_path(env, r->path2);
+  argv[4] = make_number(env, r->num[0]);
+  argv[5] = make_number(env, r->num[1]);
+  argv[6] = make_number(env, r->num[2]);
+  argv[7] = undefined;
+  if (r->op == OP_READ || r->op == OP_WRITE) {
+    void *target = r->op == OP_READ ? (void *) r->buf : (void *) r->wbuf;
+    napi_status st = napi_cannot_run_js;
+    if (s->external_buffers) {
+      st = napi_create_external_buffer(env, r->len, target, NULL, NULL, &argv[7]);
+      if (st == napi_no_external_buffers_allowed) s->external_buffers = 0;
+    }
+    if (st != napi_ok) {
+      void *copy;
+      if (r->op == OP_WRITE) st = napi_create_buffer_copy(env, r->len, r->wbuf, &copy, &argv[7]);
+      else st = napi_create_buffer(env, r->len, &copy, &argv[7]);
+      if (st != napi_ok) { r->result = -ENOMEM; sem_post(&r->done); return; }
+    }
+  }
+  napi_status st = napi_call_function(env, undefined, dispatch, 8, argv, NULL);
+  if (st == napi_pending_exception) {
+    /* A throwing handler must not leave the kernel waiting. JavaScript
+     * answers in a finally, so reaching this means it had no chance to. */
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+}
+
+static request_t *request_arg(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  return (request_t *) p;
+}
+
+static void fill_stat(struct stat *st, const double *f) {
+  memset(st, 0, sizeof *st);
+  st->st_mode = (mode_t) f[ST_MODE];
+  st->st_uid = (uid_t) f[ST_UID];
+  st->st_gid = (gid_t) f[ST_GID];
+  st->st_size = (off_t) f[ST_SIZE];
+  st->st_nlink = (nlink_t) f[ST_NLINK];
+  st->st_blocks = (blkcnt_t) f[ST_BLOCKS];
+  st->st_blksize = (blksize_t) f[ST_BLKSIZE];
+  const int which[3] = { ST_ATIME_MS, ST_MTIME_MS, ST_CTIME_MS };
+  struct timespec *ts[3] = { &st->st_atim, &st->st_mtim, &st->st_ctim };
+  for (int i = 0; i < 3; i++) {
+    double ms = f[which[i]];
+    double sec = ms >= 0 ? (double) (int64_t) (ms / 1000) : -(double) (int64_t) (-ms / 1000 + 0.999999);
+    ts[i]->tv_sec = (time_t) sec;
+    ts[i]->tv_nsec = (long) ((ms - sec * 1000) * 1e6);
+  }
+}
+
+static int float64_array(napi_env env, napi_value v, double **data, size_t *length) {
+  napi_typedarray_type type;
+  void *raw;
+  napi_value ab;
+  size_t offset;
+  if (napi_get_typedarray_info(env, v, &type, length, &raw, &ab, &offset) != napi_ok || type != napi_float64_array) return 0;
+  *data = (double *) raw;
+  return 1;
+}
+
+/*
+ * reply(request, result, extra?): answers a request. Per operation, extra is
+ *   getattr: Float64Array of ST_FIELDS; statfs: Float64Array of SF_FIELDS;
+ *   open/create: the handle number; readdir: [names, Float64Array of
+ *   ST_FIELDS per name], copied into the folder handle; read: the Buffer given to dispatch (detached here,
+ *   or copied where it is not libfuse's memory); write: the Buffer, detached.
+ * A result < 0 is -errno and extra is ignored (read/write buffers are still
+ * detached, so late writes by the handler cannot reach libfuse's memory).
+ */
+static napi_value reply(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) { napi_throw_type_error(env, NULL, "reply(request, result, extra?)"); return NULL; }
+  request_t *r = request_arg(env, argv[0]);
+  if (r == NULL) { napi_throw_type_error(env, NULL, "reply: not a request"); return NULL; }
+  int32_t result;
+  CHECK(napi_get_value_int32(env, argv[1], &result));
+  napi_value extra = argc >= 3 ? argv[2] : NULL;
+
+  if ((r->op == OP_READ || r->op == OP_WRITE) && extra != NULL) {
+    void *data;
+    size_t length;
+    bool is_buffer = false;
+    napi_is_buffer(env, extra, &is_buffer);
+    if (is_buffer && napi_get_buffer_info(env, extra, &data, &length) == napi_ok) {
+      void *target = r->op == OP_READ ? (void *) r->buf : (void *) r->wbuf;
+      if (r->op == OP_READ && data != target && result > 0) {
+        size_t n = (size_t) result < length ? (size_t) result : length;
+        if (n > r->len) n = r->len;
+        memcpy(r->buf, data, n);
+      }
+      if (data == target) {
+        napi_typedarray_type type;
+        size_t l, off;
+        void *raw;
+        napi_value ab;
+        if (napi_get_typedarray_info(env, extra, &type, &l, &raw, &ab, &off) == napi_ok) napi_detach_arraybuffer(env, ab);
+      }
+    }
+    if (r->op == OP_READ && result > (int32_t) r->len) result = -EIO;
+  } else if (result >= 0 && extra != NULL) {
+    double *f;
+    size_t n;
+    switch (r->op) {
+      case OP_GETATTR:
+        if (float64_array(env, extra, &f, &n) && n >= ST_FIELDS) fill_stat(r->st, f);
+        else result = -EIO;
+        break;
+      case OP_STATFS:
+        if (float64_array(env, extra, &f, &n) && n >= SF_FIELDS) {
+          memset(r->stv, 0, sizeof *r->stv);
+          r->stv->f_bsize = (unsigned long) f[SF_BSIZE];
+          r->stv->f_frsize = (unsigned long) f[SF_FRSIZE];
+          r->stv->f_blocks = (fsblkcnt_t) f[SF_BLOCKS];
+          r->stv->f_bfree = (fsblkcnt_t) f[SF_BFREE];
+          r->stv->f_bavail = (fsblkcnt_t) f[SF_BAVAIL];
+          r->stv->f_files = (fsfilcnt_t) f[SF_FILES];
+          r->stv->f_ffree = (fsfilcnt_t) f[SF_FFREE];
+          r->stv->f_favail = (fsfilcnt_t) f[SF_FAVAIL];
+          r->stv->f_namemax = (unsigned long) f[SF_NAMEMAX];
+        } else result = -EIO;
+        break;
+      case OP_OPEN:
+      case OP_CREATE: {
+        double fh;
+        if (napi_get_value_double(env, extra, &fh) == napi_ok && fh >= 0) r->fi->fh = (uint64_t) fh;
+        else result = -EIO;
+        break;
+      }
+      case OP_READDIR: {
+        napi_value names, stats;
+        uint32_t count;
+        if (napi_get_element(env, extra, 0, &names) != napi_ok || napi_get_element(env, extra, 1, &stats) != napi_ok
+            || napi_get_array_length(env, names, &count) != napi_ok || !float64_array(env, stats, &f, &n) || n < (size_t) count * ST_FIELDS) {
+          result = -EIO;
+          break;
+        }
+        dirlist_t *d = r->dir;
+        d->names = calloc(count ? count : 1, sizeof *d->names);
+        d->stats = calloc(count ? count : 1, sizeof *d->stats);
+        if (d->names == NULL || d->stats == NULL) { dirlist_clear(d); result = -ENOMEM; break; }
+        char name[1024];
+        for (uint32_t i = 0; i < count; i++) {
+          napi_value v;
+          size_t len;
+          if (napi_get_element(env, names, i, &v) != napi_ok || napi_get_value_string_utf8(env, v, name, sizeof name, &len) != napi_ok) { result = -EIO; break; }
+          if (len >= sizeof name - 1) continue; /* longer than any name the kernel passes (NAME_MAX) */
+          char *copy = strdup(name);
+          if (copy == NULL) { result = -ENOMEM; break; }
+          struct stat *st = &d->stats[d->count];
+          fill_stat(st, f + (size_t) i * ST_FIELDS);
+          /* libfuse numbers the entries it looks up; "." and ".." keep
+           * ours, and readdir(3) hides an entry numbered 0. */
+          st->st_ino = 0xffffffff; /* libfuse's FUSE_UNKNOWN_INO */
+          d->names[d->count++] = copy;
+        }
+        if (result < 0) dirlist_clear(d);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  r->result = result;
+  sem_post(&r->done);
+  return NULL;
+}
+
+static void *loop_thread(void *arg) {
+  session_t *s = (session_t *) arg;
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, s->max_threads);
+  fuse_loop_cfg_set_idle_threads(cfg, s->idle_threads);
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  fuse_loop_mt(s->fuse, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  fuse_unmount(s->fuse);
+  fuse_destroy(s->fuse);
+  s->fuse = NULL;
+  /* A static marker: this thread ends before JavaScript reads the call. */
+  static request_t ended_marker = { .op = OP_ENDED };
+  napi_call_threadsafe_function(s->tsfn, &ended_marker, napi_tsfn_blocking);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+static void session_finalize(napi_env env, void *data, void *hint) {
+  (void) env; (void) hint;
+  free(data);
+}
+
+static int get_uint(napi_env env, napi_value obj, const char *key, unsigned *out) {
+  napi_value v;
+  uint32_t u;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_get_value_uint32(env, v, &u) != napi_ok) return 0;
+  *out = u;
+  return 1;
+}
+
+static int get_double(napi_env env, napi_value obj, const char *key, double *out) {
+  napi_value v;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_get_value_double(env, v, out) != napi_ok) return 0;
+  return 1;
+}
+
+/*
+ * mount(mountPoint, args, tuning, dispatch): mounts and starts the loop.
+ *   args: libfuse command-line arguments after the program name
+ *     (["-o", "fsname=...,allow_other", "-d"]);
+ *   tuning: { maxWrite, maxReadahead, maxBackground, congestionThreshold,
+ *     maxThreads, idleThreads, entryTimeout, attrTimeout, negativeTimeout };
+ *   dispatch: called for each operation as described at dispatch_to_js,
+ *     once with OP_READY when the kernel's INIT is answered and once with
+ *     OP_ENDED when the file system is gone.
+ * Throws with libfuse's reason on stderr when the mount fails.
+ */
+static napi_value mount(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) { napi_throw_type_error(env, NULL, "mount(mountPoint, args, tuning, dispatch)"); return NULL; }
+
+  char mountpoint[4096];
+  size_t len;
+  CHECK(napi_get_value_string_utf8(env, argv[0], mountpoint, sizeof mountpoint, &len));
+
+  session_t *s = calloc(1, sizeof *s);
+  if (s == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  s->external_buffers = 1;
+  napi_value tuning = argv[2];
+  if (!get_uint(env, tuning, "maxWrite", &s->max_write) || !get_uint(env, tuning, "maxReadahead", &s->max_readahead)
+      || !get_uint(env, tuning, "maxBackground", &s->max_background) || !get_uint(env, tuning, "congestionThreshold", &s->congestion_threshold)
+      || !get_uint(env, tuning, "maxThreads", &s->max_threads) || !get_uint(env, tuning, "idleThreads", &s->idle_threads)
+      || !get_double(env, tuning, "entryTimeout", &s->entry_timeout) || !get_double(env, tuning, "attrTimeout", &s->attr_timeout)
+      || !get_double(env, tuning, "negativeTimeout", &s->negative_timeout)) {
+    free(s);
+    napi_throw_type_error(env, NULL, "mount: tuning needs maxWrite, maxReadahead, maxBackground, congestionThreshold, maxThreads, idleThreads, entryTimeout, attrTimeout, negativeTimeout");
+    return NULL;
+  }
+
+  uint32_t nargs;
+  if (napi_get_array_length(env, argv[1], &nargs) != napi_ok || nargs > 30) { free(s); napi_throw_type_error(env, NULL, "mount: args must be an array of strings"); return NULL; }
+  char *fargv[32];
+  int fargc = 0;
+  fargv[fargc++] = strdup("sosmount");
+  for (uint32_t i = 0; i < nargs; i++) {
+    napi_value v;
+    char arg[4096];
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_get_value_string_utf8(env, v, arg, sizeof arg, &len) != napi_ok) {
+      for (int j = 0; j < fargc; j++) free(fargv[j]);
+      free(s);
+      napi_throw_type_error(env, NULL, "mount: args must be an array of strings");
+      return NULL;
+    }
+    fargv[fargc++] = strdup(arg);
+  }
+  struct fuse_args args = FUSE_ARGS_INIT(fargc, fargv);
+
+  napi_value name;
+  napi_create_string_utf8(env, "sosfuse3", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[3], NULL, name, 0, 1, s, session_finalize, s, dispatch_to_js, &s->tsfn) != napi_ok) {
+    for (int j = 0; j < fargc; j++) free(fargv[j]);
+    free(s);
+    napi_throw_error(env, NULL, "mount: cannot create the dispatch queue");
+    return NULL;
+  }
+
+  s->fuse = fuse_new(&args, &operations, sizeof operations, s);
+  int mounted = s->fuse != NULL && fuse_mount(s->fuse, mountpoint) == 0;
+  fuse_opt_free_args(&args);
+  for (int j = 0; j < fargc; j++) free(fargv[j]);
+  if (!mounted) {
+    if (s->fuse != NULL) fuse_destroy(s->fuse);
+    s->fuse = NULL;
+    /* Releasing the queue frees the session (session_finalize). */
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    napi_throw_error(env, "EFUSE", "libfuse could not mount (its reason is on stderr)");
+    return NULL;
+  }
+  if (pthread_create(&s->thread, NULL, loop_thread, s) != 0) {
+    fuse_unmount(s->fuse);
+    fuse_destroy(s->fuse);
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    napi_throw_error(env, NULL, "mount: cannot start the FUSE thread");
+    return NULL;
+  }
+  pthread_detach(s->thread);
+  return NULL;
+}
+
+static napi_value init_module(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "mount", NULL, mount, NULL, NULL, NULL, napi_default, NULL },
+    { "reply", NULL, reply, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_value v;
+  napi_create_uint32(env, OP_ENDED, &v);
+  napi_set_named_property(env, exports, "OP_ENDED", v);
+  napi_create_uint32(env, OP_READY, &v);
+  napi_set_named_property(env, exports, "OP_READY", v);
+  napi_create_uint32(env, ST_FIELDS, &v);
+  napi_set_named_property(env, exports, "STAT_FIELDS", v);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init_module)
