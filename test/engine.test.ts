@@ -293,6 +293,33 @@ describe('folders made with mkdir', () => {
     await assert.rejects(fs.getattr('/fresh/other'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
     assert.ok((c.requestCounts.get('GetObject') ?? 0) > 0, 'past the TTL a lookup asks S3 again');
   });
+
+  test('a file written early stays visible while later files keep the folder known, past its own TTL, and a deleted one goes', async () => {
+    const c = new RecordingClient();
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, { ...CONFIG, allowDelete: true }, { clock: { now: () => now } });
+    await fs.mkdir('/fresh');
+    await fs.mkdir('/fresh/sub');
+    const write = async (p: string): Promise<void> => {
+      const fd = await fs.create(p, 0);
+      await fs.write(p, fd, Buffer.from('x'), 0);
+      await fs.flush(p, fd);
+      await fs.release(p, fd);
+    };
+    await write('/fresh/first');
+    await write('/fresh/sub/deep');
+    for (let i = 0; i < 5; i++) {
+      now += CONFIG.metadataTtlMs / 2;
+      await write(`/fresh/later${i}`);
+    }
+    const lookups = (c.requestCounts.get('GetObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
+    assert.equal((await fs.getattr('/fresh/first')).size, 1, 'written more than a TTL ago, and still there');
+    assert.equal((await fs.getattr('/fresh/sub')).mode & 0o170000, 0o040000, 'a folder made and filled here');
+    await assert.rejects(fs.getattr('/fresh/never'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
+    assert.equal((c.requestCounts.get('GetObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0), lookups, 'answered without a request');
+    await fs.unlink('/fresh/first');
+    await assert.rejects(fs.getattr('/fresh/first'), (e: unknown) => e instanceof FsError && e.errno === 'ENOENT');
+  });
 });
 
 describe('lookups by listing', () => {

@@ -100,6 +100,15 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     await m.unmount();
   });
 
+  test('files written one after another into a new folder all stay visible, also once the first is older than the TTL', async (t) => {
+    const m = await mountBucket(t, world, {});
+    const dir = path.join(m.mnt, 'new');
+    const r = await sh(`mkdir ${q(dir)} && for i in 1 2 3 4; do echo $i > ${q(dir)}/f$i; sleep 0.6; done; stat -c '%s %n' ${q(dir)}/f1 ${q(dir)}/f4`, m.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['2', '2']);
+    await m.unmount();
+  });
+
   test('libfuse 2 (SOSMOUNT_FUSE_BINDING=libfuse2): a file copied in is in the bucket whole, and lists and reads back', async (t) => {
     const m = await mountBucket(t, world, { env: { SOSMOUNT_FUSE_BINDING: 'libfuse2' } });
     const body = pattern('libfuse2', 3 * 1024 * 1024 + 17);

@@ -70,6 +70,12 @@ interface ReadHandle {
 
 type Handle = WriteHandle | ReadHandle;
 
+/** A folder this mount made: until when we know all it holds, and what we wrote there. */
+interface OwnedDir {
+  until: number;
+  entries: Map<string, RemoteEntry>;
+}
+
 type Node =
   | { kind: 'dir'; local: boolean }
   | { kind: 'file'; info: ObjectInfo }
@@ -81,6 +87,8 @@ const O_DSYNC = fsConstants.O_DSYNC ?? 0;
 const O_ACCMODE = 3;
 /** See readdir: time a stat of one listed entry may take, for the TTL of a listing. */
 const LISTING_GRACE_MS_PER_ENTRY = 2;
+/** Names an owned folder remembers before it is looked up like any other (ownedDirs). */
+const OWNED_ENTRIES_MAX = 10_000;
 /** Bytes a lookup by name fetches from the start of a file (fetchRemote); the kernel's first read of a file is 16 KiB. */
 const FIRST_BLOCK_BYTES = 64 * 1024;
 /** First blocks kept for the open that follows a lookup. */
@@ -115,9 +123,11 @@ export class S3FileSystem {
    * folder lock, so without this every new file in a fresh folder costs a
    * lookup round trip (measured on a 40 ms WAN: 20 files/s). The knowledge
    * lasts while the folder is local, then for the metadata TTL after our
-   * last upload into it, like a cached "missing" for the whole folder.
+   * last upload into it, like a cached "missing" for the whole folder; what
+   * we wrote there is remembered as long (at most OWNED_ENTRIES_MAX names,
+   * then the folder is looked up as any other).
    */
-  private readonly ownedDirs = new Map<string, number>();
+  private readonly ownedDirs = new Map<string, OwnedDir>();
   private readonly writing = new Map<string, WriteHandle>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
@@ -202,13 +212,25 @@ export class S3FileSystem {
     return undefined;
   }
 
-  private ownsContents(dir: string): boolean {
-    if (this.localDirs.has(dir)) return this.ownedDirs.has(dir);
-    const until = this.ownedDirs.get(dir);
-    if (until === undefined) return false;
-    if (until > this.clock.now()) return true;
+  /** What we know a folder this mount made holds, while we know it all. */
+  private ownedContents(dir: string): OwnedDir | undefined {
+    const owned = this.ownedDirs.get(dir);
+    if (owned === undefined) return undefined;
+    if (this.localDirs.has(dir) || owned.until > this.clock.now()) return owned;
     this.ownedDirs.delete(dir);
-    return false;
+    return undefined;
+  }
+
+  /** Records an entry we made in an owned folder, which stays owned for the TTL from now. */
+  private noteOwned(dir: string, path: string, entry: RemoteEntry): void {
+    const owned = this.ownedContents(dir);
+    if (!owned) return;
+    owned.entries.set(path, entry);
+    if (owned.entries.size > OWNED_ENTRIES_MAX) {
+      this.ownedDirs.delete(dir);
+      return;
+    }
+    owned.until = this.clock.now() + this.config.metadataTtlMs;
   }
 
   /** What local state and the cache say of a path, without a request. */
@@ -222,7 +244,8 @@ export class S3FileSystem {
       this.refreshAhead(path);
       return Promise.resolve(cached);
     }
-    if (this.ownsContents(parentPath(path))) return Promise.resolve({ kind: 'missing' });
+    const owned = this.ownedContents(parentPath(path));
+    if (owned) return Promise.resolve(owned.entries.get(path) ?? { kind: 'missing' });
     const name = baseName(path);
     if (!isValidName(name)) return Promise.resolve({ kind: 'missing' });
     let pending = this.lookups.get(path);
@@ -623,10 +646,15 @@ export class S3FileSystem {
       const info: ObjectInfo = { key: h.uploader.key, sizeBytes, etag, lastModified: new Date(this.clock.now()) };
       this.cache.set(h.path, { kind: 'file', info });
       // The folders above now exist in the bucket.
-      for (let p = parentPath(h.path); p !== '/'; p = parentPath(p)) {
+      let child = h.path;
+      let entry: RemoteEntry = { kind: 'file', info };
+      for (let p = parentPath(h.path); ; p = parentPath(p)) {
+        this.noteOwned(p, child, entry);
+        if (p === '/') break;
         this.localDirs.delete(p);
         this.cache.set(p, { kind: 'dir' });
-        if (this.ownedDirs.has(p)) this.ownedDirs.set(p, this.clock.now() + this.config.metadataTtlMs);
+        child = p;
+        entry = { kind: 'dir' };
       }
       this.log.info('upload complete', { op: 'upload', key: h.uploader.key, sizeBytes, durationMs: this.clock.now() - started });
     } catch (err) {
@@ -672,6 +700,7 @@ export class S3FileSystem {
       if (!this.config.allowDelete) throw refuse('unlinkNotAllowed', path);
       await this.client.deleteObject(node.info.key);
       this.cache.set(path, { kind: 'missing' });
+      this.ownedContents(parentPath(path))?.entries.delete(path);
       this.log.info('deleted', { op: 'unlink', key: node.info.key });
     });
   }
@@ -683,7 +712,7 @@ export class S3FileSystem {
       await this.requireParentDir(path);
       if (await this.resolve(path)) throw refuse('mkdirExists', path);
       this.localDirs.add(path);
-      this.ownedDirs.set(path, Number.POSITIVE_INFINITY);
+      this.ownedDirs.set(path, { until: Number.POSITIVE_INFINITY, entries: new Map() });
     });
   }
 
