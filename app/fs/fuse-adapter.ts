@@ -153,7 +153,16 @@ function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMount
     getattr: (path) => fs.getattr(path),
     readdir: (path) => fs.readdir(path),
     open: (path, flags) => fs.open(path, flags),
-    create: (path, flags) => fs.create(path, flags),
+    create: async (path, flags) => {
+      const fd = await fs.create(path, flags);
+      try {
+        return { fd, stat: await fs.getattr(path) };
+      } catch (err) {
+        // The kernel will not know the handle: end the upload it began.
+        await fs.release(path, fd).catch(() => {});
+        throw err;
+      }
+    },
     read: (path, fd, target, position) => fs.read(path, fd, target, target.length, position),
     write: (path, fd, data, position) => fs.write(path, fd, data, position),
     flush: (path, fd) => fs.flush(path, fd),

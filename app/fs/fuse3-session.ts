@@ -34,9 +34,12 @@ interface NativeTuning {
   entryTimeout: number; attrTimeout: number; negativeTimeout: number;
 }
 
+/** What an answer carries besides its result, per operation (see reply() in sosfuse3.c). */
+type Reply = Float64Array | number | [number, Float64Array] | [string[], Float64Array] | Buffer;
+
 interface NativeBinding {
   mount(mountPoint: string, args: string[], tuning: NativeTuning, dispatch: Dispatch): void;
-  reply(req: NativeRequest, result: number, extra?: Float64Array | number | [string[], Float64Array] | Buffer): void;
+  reply(req: NativeRequest, result: number, extra?: Reply): void;
   readonly OP_READY: number;
   readonly OP_ENDED: number;
   readonly STAT_FIELDS: number;
@@ -75,7 +78,8 @@ export interface Fuse3Handlers {
   getattr(path: string): Promise<Stat>;
   readdir(path: string): Promise<{ names: string[]; stats: Stat[] }>;
   open(path: string, flags: number): Promise<number>;
-  create(path: string, flags: number, mode: number): Promise<number>;
+  /** The new file's handle and its attributes (the kernel needs both at once). */
+  create(path: string, flags: number, mode: number): Promise<{ fd: number; stat: Stat }>;
   /** Fills `target` (the kernel's buffer) and resolves to the bytes read. */
   read(path: string, fd: number, target: Buffer, position: number): Promise<number>;
   /** `data` is libfuse's memory, valid until the promise settles. */
@@ -232,7 +236,7 @@ export class Fuse3Session {
     const p = path ?? '';
     let answered = false;
     let timer: NodeJS.Timeout | undefined;
-    const answer = (result: number, extra?: Float64Array | number | [string[], Float64Array] | Buffer): void => {
+    const answer = (result: number, extra?: Reply): void => {
       if (answered) return;
       answered = true;
       if (timer) clearTimeout(timer);
@@ -264,7 +268,7 @@ export class Fuse3Session {
           h.open(p, n0).then((fd) => answer(0, fd), fail);
           break;
         case 'create':
-          h.create(p, n0, n1).then((fd) => answer(0, fd), fail);
+          h.create(p, n0, n1).then(({ fd, stat }) => { const row = new Float64Array(10); putStat(row, 0, stat); answer(0, [fd, row]); }, fail);
           break;
         case 'read':
           h.read(p, n1, buf!, n0).then((n) => answer(n), fail);

@@ -102,7 +102,30 @@ static int call_js(session_t *s, request_t *r) {
   memset(&r, 0, sizeof r); \
   r.op = (opcode);
 
+/*
+ * The attributes of the file this thread just created. libfuse's create
+ * asks getattr for them right after create() returns, on the same thread
+ * and with the same path, while the kernel holds the folder's lock: the
+ * answer to create carries them, saving a second trip to JavaScript per
+ * new file.
+ */
+static __thread struct {
+  char *path; /* a copy: libfuse frees its own after the create */
+  struct stat st;
+} just_created;
+
+static void forget_created(void) {
+  free(just_created.path);
+  just_created.path = NULL;
+}
+
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  if (just_created.path != NULL) {
+    int same = strcmp(just_created.path, path) == 0;
+    if (same) *st = just_created.st;
+    forget_created();
+    if (same) return 0;
+  }
   REQUEST(OP_GETATTR) r.path = path; r.st = st; r.fi = fi;
   return call_js(s, &r);
 }
@@ -165,8 +188,15 @@ static int fs_open(const char *path, struct fuse_file_info *fi) {
 }
 
 static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
-  REQUEST(OP_CREATE) r.path = path; r.fi = fi; r.num[0] = fi->flags; r.num[1] = mode;
-  return call_js(s, &r);
+  struct stat st;
+  REQUEST(OP_CREATE) r.path = path; r.fi = fi; r.num[0] = fi->flags; r.num[1] = mode; r.st = &st;
+  forget_created();
+  int res = call_js(s, &r);
+  if (res == 0) {
+    just_created.path = strdup(path);
+    just_created.st = st;
+  }
+  return res;
 }
 
 static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi) {
@@ -259,6 +289,11 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   }
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  /* libfuse 3 turns this on by default: the kernel would then ask for the
+   * attributes of an open file before reads each time they are older than
+   * the TTL (a listing request in the middle of a read). Open drops a file's
+   * cached pages instead (no keep_cache), as with libfuse 2. */
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   cfg->entry_timeout = s->entry_timeout;
   cfg->attr_timeout = s->attr_timeout;
   cfg->negative_timeout = s->negative_timeout;
@@ -387,7 +422,7 @@ static int float64_array(napi_env env, napi_value v, double **data, size_t *leng
 /*
  * reply(request, result, extra?): answers a request. Per operation, extra is
  *   getattr: Float64Array of ST_FIELDS; statfs: Float64Array of SF_FIELDS;
- *   open/create: the handle number; readdir: [names, Float64Array of
+ *   open: the handle number; create: [handle, Float64Array of ST_FIELDS]; readdir: [names, Float64Array of
  *   ST_FIELDS per name], copied into the folder handle; read: the Buffer given to dispatch (detached here,
  *   or copied where it is not libfuse's memory); write: the Buffer, detached.
  * A result < 0 is -errno and extra is ignored (read/write buffers are still
@@ -447,11 +482,22 @@ static napi_value reply(napi_env env, napi_callback_info info) {
           r->stv->f_namemax = (unsigned long) f[SF_NAMEMAX];
         } else result = -EIO;
         break;
-      case OP_OPEN:
-      case OP_CREATE: {
+      case OP_OPEN: {
         double fh;
         if (napi_get_value_double(env, extra, &fh) == napi_ok && fh >= 0) r->fi->fh = (uint64_t) fh;
         else result = -EIO;
+        break;
+      }
+      case OP_CREATE: {
+        napi_value v, row;
+        double fh;
+        if (napi_get_element(env, extra, 0, &v) == napi_ok && napi_get_value_double(env, v, &fh) == napi_ok && fh >= 0
+            && napi_get_element(env, extra, 1, &row) == napi_ok && float64_array(env, row, &f, &n) && n >= ST_FIELDS) {
+          r->fi->fh = (uint64_t) fh;
+          fill_stat(r->st, f);
+        } else {
+          result = -EIO;
+        }
         break;
       }
       case OP_READDIR: {
