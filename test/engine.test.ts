@@ -335,6 +335,20 @@ describe('lookups by listing', () => {
     }
   });
 
+  test('a listing with entries answers the lookup of its own folder for the TTL, with no request', async () => {
+    const c = new RecordingClient();
+    c.put('docs/a', 'x');
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    await fs.getattr('/docs');
+    now += CONFIG.metadataTtlMs - 1;
+    await fs.readdir('/docs');
+    const before = (c.requestCounts.get('GetObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0);
+    now += 2; // past the TTL of the lookup before the listing, not of the listing
+    assert.equal((await fs.getattr('/docs')).mode & 0o170000, 0o040000);
+    assert.equal((c.requestCounts.get('GetObject') ?? 0) + (c.requestCounts.get('ListObjectsV2') ?? 0), before);
+  });
+
   test('the folder index finds where a page starts and takes a fresh page in place of what it covered', () => {
     const idx = new FolderIndex(['a', 'b/', 'c', 'd', 'e']);
     assert.equal(idx.before('c'), 'b/');

@@ -411,6 +411,9 @@ export class S3FileSystem {
       // stats of 10,000 keys would each send HeadObject and ListObjectsV2.
       const listedAt = this.clock.now() + LISTING_GRACE_MS_PER_ENTRY * (dirs.size + files.size);
       this.cache.sweep();
+      // A listing with entries proves the folder: the kernel looks it up
+      // again when its entry expires during a long listing.
+      if (path !== '/' && dirs.size + files.size > 0) this.cache.set(path, { kind: 'dir' });
       this.folderIndexes.set(path, new FolderIndex(positions));
       const names: string[] = ['.', '..'];
       const stats: Stat[] = [this.dirStat(), this.dirStat()];
