@@ -14,14 +14,7 @@ import { fuse3Unavailable } from '../app/fs/fuse3-session.js';
 import { createLogger } from '../app/log.js';
 import { startWorld, mountBucket, objectMd5, seedOnDisk, type World } from './helpers/faults-fixture.js';
 import { md5, pattern } from './helpers/faults-io.js';
-import { run } from './helpers/processes.js';
-
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-
-async function sh(script: string, env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  const r = await run('/bin/bash', ['-c', script], { env, timeoutMs: 60_000 });
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
-}
+import { run, sh, shellQuote } from './helpers/processes.js';
 
 /** The JSON log lines with this message. */
 function logLines(log: string, msg: string): Array<Record<string, unknown>> {
@@ -68,7 +61,7 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     const names = Array.from({ length: 300 }, (_, i) => `f${String(i).padStart(3, '0')}.txt`);
     await seedOnDisk(world, bucket, names.map((n, i) => [`many/${n}`, 'x'.repeat(i + 1)]));
     const m = await mountBucket(t, world, { bucket, flags: ['--metadata-ttl', '60'] });
-    const r = await sh(`ls -l ${q(path.join(m.mnt, 'many'))}`, m.env);
+    const r = await sh(`ls -l ${shellQuote(path.join(m.mnt, 'many'))}`, { env: m.env, timeoutMs: 60_000 });
     assert.equal(r.code, 0, r.stderr);
     const rows = r.stdout.trim().split('\n').slice(1);
     assert.equal(rows.length, 300);
@@ -103,7 +96,7 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
   test('files written one after another into a new folder all stay visible, also once the first is older than the TTL', async (t) => {
     const m = await mountBucket(t, world, {});
     const dir = path.join(m.mnt, 'new');
-    const r = await sh(`mkdir ${q(dir)} && for i in 1 2 3 4; do echo $i > ${q(dir)}/f$i; sleep 0.6; done; stat -c '%s %n' ${q(dir)}/f1 ${q(dir)}/f4`, m.env);
+    const r = await sh(`mkdir ${shellQuote(dir)} && for i in 1 2 3 4; do echo $i > ${shellQuote(dir)}/f$i; sleep 0.6; done; stat -c '%s %n' ${shellQuote(dir)}/f1 ${shellQuote(dir)}/f4`, { env: m.env, timeoutMs: 60_000 });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['2', '2']);
     await m.unmount();
@@ -114,7 +107,7 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     const body = pattern('libfuse2', 3 * 1024 * 1024 + 17);
     const src = path.join(m.work, 'src.bin');
     await writeFile(src, body);
-    const cp = await sh(`cp ${q(src)} ${q(path.join(m.mnt, 'copied.bin'))} && ls -l ${q(m.mnt)} && md5sum < ${q(path.join(m.mnt, 'copied.bin'))}`, m.env);
+    const cp = await sh(`cp ${shellQuote(src)} ${shellQuote(path.join(m.mnt, 'copied.bin'))} && ls -l ${shellQuote(m.mnt)} && md5sum < ${shellQuote(path.join(m.mnt, 'copied.bin'))}`, { env: m.env, timeoutMs: 60_000 });
     assert.equal(cp.code, 0, cp.stderr);
     assert.match(cp.stdout, new RegExp(`${body.length} .* copied\\.bin`));
     assert.ok(cp.stdout.includes(md5(body)), cp.stdout);

@@ -12,15 +12,8 @@ import path from 'node:path';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { startWorld, mountBucket, putObject, seedOnDisk, type World } from './helpers/faults-fixture.js';
 import { pattern, md5 } from './helpers/faults-io.js';
-import { run } from './helpers/processes.js';
+import { sh, shellQuote } from './helpers/processes.js';
 import type { S3Operation } from './helpers/fault-proxy.js';
-
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-
-async function sh(script: string, env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  const r = await run('/bin/bash', ['-c', script], { env, timeoutMs: 60_000 });
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
-}
 
 async function counted(world: World, work: () => Promise<void>): Promise<Partial<Record<S3Operation, number>>> {
   const before = (await world.proxy.stats()).requests;
@@ -51,10 +44,10 @@ describe('lookups', () => {
     await putObject(world.s3, m.bucket, 'docs/small.bin', small);
     await putObject(world.s3, m.bucket, 'docs/big.bin', big);
     await putObject(world.s3, m.bucket, 'docs/empty', '');
-    assert.equal((await sh(`stat ${q(path.join(m.mnt, 'docs'))}`, m.env)).code, 0);
+    assert.equal((await sh(`stat ${shellQuote(path.join(m.mnt, 'docs'))}`, { env: m.env, timeoutMs: 60_000 })).code, 0);
 
     const smallReqs = await counted(world, async () => {
-      const r = await sh(`md5sum < ${q(path.join(m.mnt, 'docs', 'small.bin'))}`, m.env);
+      const r = await sh(`md5sum < ${shellQuote(path.join(m.mnt, 'docs', 'small.bin'))}`, { env: m.env, timeoutMs: 60_000 });
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout.split(' ')[0], md5(small));
     });
@@ -62,16 +55,16 @@ describe('lookups', () => {
     assert.equal(smallReqs.HeadObject ?? 0, 0);
 
     const headReqs = await counted(world, async () => {
-      const r = await sh(`head -c 100 ${q(path.join(m.mnt, 'docs', 'big.bin'))} | md5sum`, m.env);
+      const r = await sh(`head -c 100 ${shellQuote(path.join(m.mnt, 'docs', 'big.bin'))} | md5sum`, { env: m.env, timeoutMs: 60_000 });
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout.split(' ')[0], md5(big.subarray(0, 100)));
     });
     // The lookup's GET served the first read; the prefetcher may start reading ahead after it.
     assert.ok((headReqs.GetObject ?? 0) <= 2, JSON.stringify(headReqs));
-    const whole = await sh(`md5sum < ${q(path.join(m.mnt, 'docs', 'big.bin'))}`, m.env);
+    const whole = await sh(`md5sum < ${shellQuote(path.join(m.mnt, 'docs', 'big.bin'))}`, { env: m.env, timeoutMs: 60_000 });
     assert.equal(whole.stdout.split(' ')[0], md5(big), 'the whole file reads back exactly, past the first block');
 
-    const empty = await sh(`stat -c %s ${q(path.join(m.mnt, 'docs', 'empty'))} && wc -c < ${q(path.join(m.mnt, 'docs', 'empty'))}`, m.env);
+    const empty = await sh(`stat -c %s ${shellQuote(path.join(m.mnt, 'docs', 'empty'))} && wc -c < ${shellQuote(path.join(m.mnt, 'docs', 'empty'))}`, { env: m.env, timeoutMs: 60_000 });
     assert.equal(empty.code, 0, empty.stderr);
     assert.deepEqual(empty.stdout.trim().split('\n'), ['0', '0'], 'an empty object (416 for its first block) is an empty file');
     await m.unmount();
@@ -83,12 +76,12 @@ describe('lookups', () => {
     await seedOnDisk(world, bucket, names.map((n): [string, string] => [`set/${n}`, `contents of ${n}`]));
     const m = await mountBucket(t, world, { bucket });
     const dir = path.join(m.mnt, 'set');
-    const listed = await sh(`ls ${q(dir)} | wc -l`, m.env);
+    const listed = await sh(`ls ${shellQuote(dir)} | wc -l`, { env: m.env, timeoutMs: 60_000 });
     assert.equal(listed.stdout.trim(), '300');
     // Past the listing's trust (1 s TTL + 2 ms per entry).
     await new Promise((r) => setTimeout(r, 2_500));
     const reqs = await counted(world, async () => {
-      const r = await sh(`cd ${q(dir)} && for f in f*; do cat "$f"; echo; done | sort | md5sum`, m.env);
+      const r = await sh(`cd ${shellQuote(dir)} && for f in f*; do cat "$f"; echo; done | sort | md5sum`, { env: m.env, timeoutMs: 60_000 });
       assert.equal(r.code, 0, r.stderr);
       const expected = md5(Buffer.from(names.map((n) => `contents of ${n}\n`).sort().join('')));
       assert.equal(r.stdout.split(' ')[0], expected, 'every file reads its own contents');
@@ -103,7 +96,7 @@ describe('lookups', () => {
     await world.s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'set/f0100' }));
     await putObject(world.s3, bucket, 'set/f0100a', 'new');
     await new Promise((r) => setTimeout(r, 1_500));
-    const seen = await sh(`cd ${q(dir)}; cat f0100 2>&1; cat f0100a`, m.env);
+    const seen = await sh(`cd ${shellQuote(dir)}; cat f0100 2>&1; cat f0100a`, { env: m.env, timeoutMs: 60_000 });
     assert.match(seen.stdout, /No such file or directory/);
     assert.match(seen.stdout, /new$/);
     await m.unmount();

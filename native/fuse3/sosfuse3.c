@@ -422,9 +422,10 @@ static int float64_array(napi_env env, napi_value v, double **data, size_t *leng
 /*
  * reply(request, result, extra?): answers a request. Per operation, extra is
  *   getattr: Float64Array of ST_FIELDS; statfs: Float64Array of SF_FIELDS;
- *   open: the handle number; create: [handle, Float64Array of ST_FIELDS]; readdir: [names, Float64Array of
- *   ST_FIELDS per name], copied into the folder handle; read: the Buffer given to dispatch (detached here,
- *   or copied where it is not libfuse's memory); write: the Buffer, detached.
+ *   open: the handle number; create: [handle, Float64Array of ST_FIELDS];
+ *   readdir: [names, Float64Array of ST_FIELDS per name], copied into the
+ *   folder handle; read: the Buffer given to dispatch (detached here, or
+ *   copied where it is not libfuse's memory); write: the Buffer, detached.
  * A result < 0 is -errno and extra is ignored (read/write buffers are still
  * detached, so late writes by the handler cannot reach libfuse's memory).
  */

@@ -50,6 +50,11 @@ export function run(cmd: string, args: readonly string[], opts: { cwd?: string; 
   });
 }
 
+/** Quotes a word for a POSIX shell script. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 export function sh(script: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
   return run('bash', ['-c', script], opts);
 }
