@@ -7,12 +7,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { chooseFuseBinding } from '../app/fs/fuse-adapter.js';
 import { fuse3Unavailable } from '../app/fs/fuse3-session.js';
 import { createLogger } from '../app/log.js';
-import { startWorld, mountBucket, objectMd5, seedOnDisk, type World } from './helpers/faults-fixture.js';
+import { gone, isMounted, mountBucket, objectMd5, seedOnDisk, startWorld, waitUntil, type World } from './helpers/faults-fixture.js';
 import { md5, pattern } from './helpers/faults-io.js';
 import { run, sh, shellQuote } from './helpers/processes.js';
 
@@ -100,6 +101,15 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['2', '2']);
     await m.unmount();
+  });
+
+  test('libfuse 3: SIGTERM unmounts and the worker exits although a program still has its current folder inside the mount', async (t) => {
+    const m = await mountBucket(t, world, {});
+    const holder = spawn('sleep', ['30'], { cwd: m.mnt, stdio: 'ignore' });
+    t.after(() => { holder.kill('SIGKILL'); });
+    process.kill(m.workerPid, 'SIGTERM');
+    await waitUntil('the worker to exit', () => gone(m.workerPid), 15_000);
+    assert.equal(await isMounted(m.mnt), false, 'the folder is detached');
   });
 
   test('libfuse 2 (SOSMOUNT_FUSE_BINDING=libfuse2): a file copied in is in the bucket whole, and lists and reads back', async (t) => {

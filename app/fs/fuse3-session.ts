@@ -124,6 +124,9 @@ export interface Fuse3Options {
   onTimeout(op: Fuse3Op, path: string): void;
 }
 
+/** How long unmount() waits for the kernel connection to end after detaching. */
+const UNMOUNT_END_WAIT_MS = 2_000;
+
 const EIO = -5;
 const ENOSYS = -38;
 
@@ -193,7 +196,10 @@ export class Fuse3Session {
 
   /**
    * Detaches the mount (lazily, as fusermount -uz: programs holding files
-   * open keep them until they close) and waits for the connection to end.
+   * open keep them until they close) and waits a moment for the connection
+   * to end. It ends only when no program uses the file system any more (a
+   * shell whose current folder is inside keeps it), so waiting for that
+   * would keep the worker from ever exiting; its exit then ends it.
    */
   async unmount(): Promise<void> {
     if (!this.mounted || this.isEnded) return;
@@ -203,7 +209,9 @@ export class Fuse3Session {
         else resolve();
       });
     });
-    await this.ended;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.ended, new Promise<void>((resolve) => { timer = setTimeout(resolve, UNMOUNT_END_WAIT_MS); })]);
+    clearTimeout(timer);
   }
 
   get isMounted(): boolean {
