@@ -25,7 +25,7 @@ type NativeRequest = { readonly [nativeRequest]: true };
 
 type Dispatch = (
   op: number, req: NativeRequest, path: string | null, path2: string | null,
-  n0: number, n1: number, n2: number, buf: Buffer | undefined,
+  n0: number, n1: number, buf: Buffer | undefined,
 ) => void;
 
 interface NativeTuning {
@@ -189,7 +189,7 @@ export class Fuse3Session {
       entryTimeout: o.entryTimeoutSeconds,
       attrTimeout: o.attrTimeoutSeconds,
       negativeTimeout: o.negativeTimeoutSeconds,
-    }, (op, req, path, path2, n0, n1, n2, buf) => this.dispatch(op, req, path, path2, n0, n1, n2, buf));
+    }, (op, req, path, path2, n0, n1, buf) => this.dispatch(op, req, path, path2, n0, n1, buf));
     this.mounted = true;
     await ready;
   }
@@ -225,7 +225,7 @@ export class Fuse3Session {
     return out;
   }
 
-  private dispatch(op: number, req: NativeRequest, path: string | null, path2: string | null, n0: number, n1: number, _n2: number, buf: Buffer | undefined): void {
+  private dispatch(op: number, req: NativeRequest, path: string | null, path2: string | null, n0: number, n1: number, buf: Buffer | undefined): void {
     if (op === this.native.OP_READY) {
       this.readyResolve();
       return;

@@ -68,7 +68,7 @@ typedef struct {
   int op;
   const char *path;
   const char *path2;
-  double num[3];
+  double num[2];
   char *buf;             /* read: where the data goes */
   const char *wbuf;      /* write: the data */
   size_t len;
@@ -336,7 +336,7 @@ static napi_value make_path(napi_env env, const char *p) {
   return out;
 }
 
-/* Calls dispatch(op, request, path, path2, n0, n1, n2, buffer). */
+/* Calls dispatch(op, request, path, path2, n0, n1, buffer). */
 static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, void *data) {
   session_t *s = (session_t *) context;
   request_t *r = (request_t *) data;
@@ -344,12 +344,12 @@ static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, voi
     if (r != NULL && r->op < OP_COUNT) { r->result = -EIO; sem_post(&r->done); }
     return;
   }
-  napi_value undefined, argv[8];
+  napi_value undefined, argv[7];
   napi_get_undefined(env, &undefined);
   if (r == NULL || r->op >= OP_COUNT) {
     argv[0] = make_number(env, r == NULL ? OP_ENDED : r->op);
-    for (int i = 1; i < 8; i++) argv[i] = undefined;
-    napi_call_function(env, undefined, dispatch, 8, argv, NULL);
+    for (int i = 1; i < 7; i++) argv[i] = undefined;
+    napi_call_function(env, undefined, dispatch, 7, argv, NULL);
     return;
   }
   argv[0] = make_number(env, r->op);
@@ -358,23 +358,22 @@ static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, voi
   argv[3] = make_path(env, r->path2);
   argv[4] = make_number(env, r->num[0]);
   argv[5] = make_number(env, r->num[1]);
-  argv[6] = make_number(env, r->num[2]);
-  argv[7] = undefined;
+  argv[6] = undefined;
   if (r->op == OP_READ || r->op == OP_WRITE) {
     void *target = r->op == OP_READ ? (void *) r->buf : (void *) r->wbuf;
     napi_status st = napi_cannot_run_js;
     if (s->external_buffers) {
-      st = napi_create_external_buffer(env, r->len, target, NULL, NULL, &argv[7]);
+      st = napi_create_external_buffer(env, r->len, target, NULL, NULL, &argv[6]);
       if (st == napi_no_external_buffers_allowed) s->external_buffers = 0;
     }
     if (st != napi_ok) {
       void *copy;
-      if (r->op == OP_WRITE) st = napi_create_buffer_copy(env, r->len, r->wbuf, &copy, &argv[7]);
-      else st = napi_create_buffer(env, r->len, &copy, &argv[7]);
+      if (r->op == OP_WRITE) st = napi_create_buffer_copy(env, r->len, r->wbuf, &copy, &argv[6]);
+      else st = napi_create_buffer(env, r->len, &copy, &argv[6]);
       if (st != napi_ok) { r->result = -ENOMEM; sem_post(&r->done); return; }
     }
   }
-  napi_status st = napi_call_function(env, undefined, dispatch, 8, argv, NULL);
+  napi_status st = napi_call_function(env, undefined, dispatch, 7, argv, NULL);
   if (st == napi_pending_exception) {
     /* A throwing handler must not leave the kernel waiting. JavaScript
      * answers in a finally, so reaching this means it had no chance to. */
