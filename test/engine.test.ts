@@ -386,8 +386,9 @@ describe('lookups by listing', () => {
     const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
     await fs.readdir('/big');
     const lists = c.lists.length;
-    // The listing is trusted for the TTL plus 2 ms per entry; go to where less than half the TTL is left.
-    now += 2500 * 2 + CONFIG.metadataTtlMs * 0.6;
+    // A page's entries are trusted for the TTL plus 2 ms per entry listed up
+    // to that page (the first page: 1,000); go to where less than half the TTL is left.
+    now += 1000 * 2 + CONFIG.metadataTtlMs * 0.6;
     for (let i = 0; i < 3; i++) await fs.getattr('/big/f00000');
     assert.equal(c.lists.length, lists, 'one file looked up again and again does not fetch ahead');
     for (let i = 0; i < 10; i++) await fs.getattr(`/big/f${pad(i)}`);
@@ -441,6 +442,90 @@ describe('lookups by listing', () => {
     const heads = c.requestCounts.get('GetObject') ?? 0;
     assert.equal((await fs.getattr('/p/a')).mode & 0o170000, 0o040000);
     assert.equal(c.requestCounts.get('GetObject'), heads + 1, 'asked by name');
+  });
+});
+
+describe('folder listings streamed page by page', () => {
+  const pad = (i: number): string => String(i).padStart(5, '0');
+  test('the first page\'s entries are handed on while the next page is still on its way', async () => {
+    const c = new RecordingClient();
+    for (let i = 0; i < 2500; i++) c.put(`big/f${pad(i)}`, 'x');
+    const fs = new S3FileSystem(c, CONFIG);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => { release = r; });
+    const list = c.listObjects.bind(c);
+    c.listObjects = async (req) => { if (req.continuationToken) await gate; return list(req); };
+    const stream = fs.listDir('/big');
+    const first = await stream.next();
+    assert.equal(first.done, false);
+    assert.deepEqual(first.names.slice(0, 3), ['.', '..', 'f00000']);
+    // The page's last file waits for the next page: "f00999/" could be on it.
+    assert.equal(first.names.length, 2 + 999);
+    assert.equal(first.stats.length, first.names.length);
+    release();
+    const second = await stream.next();
+    const third = await stream.next();
+    assert.deepEqual([second.names.length, second.done, third.names.length, third.done], [1000, false, 501, true]);
+    assert.equal(c.lists.length, 1 + 3, 'the folder\'s lookup and three pages');
+  });
+
+  test('a folder hides the file of the same name also when the folder comes pages later', async () => {
+    const c = new RecordingClient();
+    // S3 lists "x", then "x-0000".."x-1499" (two pages), then the prefix "x/".
+    c.put('d/x', 'file');
+    for (let i = 0; i < 1500; i++) c.put(`d/x-${pad(i)}`, 'x');
+    c.put('d/x/inner', 'in the folder');
+    const fs = new S3FileSystem(c, CONFIG);
+    const stream = fs.listDir('/d');
+    const batches = [];
+    for (;;) {
+      const b = await stream.next();
+      batches.push(b);
+      if (b.done) break;
+    }
+    assert.equal(batches.length, 2);
+    assert.equal(batches[0]!.names.includes('x'), false, 'held back until the listing reached "x/"');
+    const all = batches.flatMap((b) => b.names);
+    assert.equal(all.filter((n) => n === 'x').length, 1);
+    const x = all.indexOf('x');
+    assert.equal(batches.flatMap((b) => b.stats)[x]!.mode & 0o170000, 0o040000, 'x is the folder');
+    assert.equal(all.length, 2 + 1500 + 1);
+  });
+
+  test('closing a listing early stops it: no more pages are fetched', async () => {
+    const c = new RecordingClient();
+    for (let i = 0; i < 3500; i++) c.put(`big/f${pad(i)}`, 'x');
+    const fs = new S3FileSystem(c, CONFIG);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => { release = r; });
+    const list = c.listObjects.bind(c);
+    c.listObjects = async (req: ListRequest, opts?: { signal?: AbortSignal }) => {
+      if (req.continuationToken) await gate;
+      if (opts?.signal?.aborted) throw new Error('aborted');
+      return list(req);
+    };
+    const stream = fs.listDir('/big');
+    await stream.next();
+    stream.close();
+    release();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(c.lists.length, 2, 'the folder\'s lookup and the first page: the page in flight was dropped, none followed');
+    await assert.rejects(stream.next());
+  });
+
+  test('a page that fails fails the listing after the entries already handed on', async () => {
+    const c = new RecordingClient();
+    for (let i = 0; i < 1500; i++) c.put(`big/f${pad(i)}`, 'x');
+    const fs = new S3FileSystem(c, CONFIG);
+    const list = c.listObjects.bind(c);
+    c.listObjects = async (req) => {
+      if (req.continuationToken) throw new S3RequestError('ServerError', { operation: 'ListObjectsV2', bucket: c.bucket, key: req.prefix, status: 500 }, 'injected failure');
+      return list(req);
+    };
+    const stream = fs.listDir('/big');
+    assert.equal((await stream.next()).names.length, 1001);
+    await assert.rejects(stream.next(), (err: unknown) => err instanceof FsError && err.errno === 'EIO');
+    await assert.rejects(fs.readdir('/big'), (err: unknown) => err instanceof FsError && err.errno === 'EIO');
   });
 });
 

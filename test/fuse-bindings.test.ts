@@ -82,6 +82,36 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     assert.ok((ops['getattr'] ?? 0) <= 5, `getattr per entry: ${JSON.stringify(ops)}`);
   });
 
+  test('libfuse 3: a program reads a big folder\'s first entries while its later pages are still on their way', async (t) => {
+    const bucket = `stream-${Date.now().toString(36)}`;
+    await seedOnDisk(world, bucket, Array.from({ length: 2500 }, (_, i): [string, string] => [`big/k${String(i).padStart(4, '0')}`, 'x']));
+    const m = await mountBucket(t, world, { bucket });
+    // The second page is held 3 s; a third page asked for means the second was answered.
+    await world.proxy.setRules([
+      { id: 'held', match: { op: 'ListObjectsV2', query: 'continuation-token' }, action: { kind: 'stall', ms: 3_000 }, times: 1 },
+      { id: 'later', match: { op: 'ListObjectsV2', query: 'continuation-token' }, action: { kind: 'stall', ms: 1 } },
+    ]);
+    t.after(() => world.proxy.clearRules());
+    const reader = spawn(process.execPath, ['-e', `
+      (async () => {
+        const d = await require('fs').promises.opendir(process.argv[1]);
+        let n = 0;
+        for await (const e of d) if (n++ === 0) console.log('first ' + e.name);
+        console.log('count ' + n);
+      })().catch((e) => { console.log('error ' + e.code); });`, path.join(m.mnt, 'big')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.after(() => { reader.kill('SIGKILL'); });
+    let out = '';
+    reader.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    await waitUntil('the first entry', () => out.includes('\n'), 30_000);
+    const stats = await world.proxy.stats();
+    assert.equal(out.split('\n')[0], 'first k0000');
+    assert.equal(stats.fired['held'], 1, 'the second page was asked for');
+    assert.equal(stats.fired['later'] ?? 0, 0, 'and not yet answered: the first entries came before the listing ended');
+    await waitUntil('the whole listing', () => /count|error/.test(out), 30_000);
+    assert.match(out, /\ncount 2500\n/);
+    await m.unmount();
+  });
+
   test('libfuse 3: a new file opened with O_SYNC is refused at create() (the open flags reach us) and no object appears', async (t) => {
     const m = await mountBucket(t, world, {});
     const file = path.join(m.mnt, 'sync-new.txt');

@@ -21,6 +21,7 @@ import {
   MAX_KEY_BYTES, baseName, compareKeyOrder, dirPrefix, fileKey, isInside, isValidName, joinPath, parentPath,
 } from './names.js';
 import { FolderIndex, FolderIndexes, pagePositions } from './folder-index.js';
+import { BatchQueue, HeldFiles } from './folder-listing.js';
 
 /** The mount's flags the model obeys, plus the numbers derived from them in mount.ts. */
 export interface FsConfig extends Pick<MountOptions,
@@ -46,6 +47,19 @@ export interface Stat {
   ctime: Date;
   blocks: number;
   blksize: number;
+}
+
+/** Entries of a folder listing as they arrive; `done` marks the last batch. */
+export interface DirBatch {
+  names: string[];
+  stats: Stat[];
+  done: boolean;
+}
+
+/** A folder listing being read: one next() at a time; close() ends it early. */
+export interface DirStream {
+  next(): Promise<DirBatch>;
+  close(): void;
 }
 
 export interface StatFs {
@@ -383,73 +397,113 @@ export class S3FileSystem {
     });
   }
 
-  /** Lists a folder; fills the metadata cache so `ls -l` needs no request per file. */
+  /** Lists a whole folder (the libfuse 2 binding and tests; the kernel takes listDir's batches). */
   async readdir(path: string): Promise<{ names: string[]; stats: Stat[] }> {
-    return this.guard(path, async () => {
-      const node = await this.resolve(path);
-      if (!node) throw refuse('notFound', path);
-      if (node.kind !== 'dir') throw refuse('notADirectory', path);
-      const prefix = dirPrefix(this.config.prefix, path);
-      const dirs = new Set<string>();
-      const files = new Map<string, ObjectInfo>();
-      let token: string | undefined;
-      const started = this.clock.now();
-      let pages = 0;
-      const positions: string[] = [];
-      do {
-        const page = await this.client.listObjects({ prefix, delimiter: '/', ...(token ? { continuationToken: token } : {}) });
-        pages++;
-        for (const p of pagePositions(prefix, page.objects.map((o) => o.key), page.commonPrefixes)) positions.push(p);
-        const entries = pageEntries(prefix, page);
-        for (const name of entries.dirs) dirs.add(name);
-        for (const [name, o] of entries.files) files.set(name, o);
-        token = page.nextContinuationToken;
-      } while (token);
-      // `ls -l` stats every entry after the listing, one FUSE round trip
-      // each: a big folder's entries stay trusted for the time such a pass
-      // takes (LISTING_GRACE_MS_PER_ENTRY each) on top of the TTL, or the
-      // stats of 10,000 keys would each send HeadObject and ListObjectsV2.
-      const listedAt = this.clock.now() + LISTING_GRACE_MS_PER_ENTRY * (dirs.size + files.size);
-      this.cache.sweep();
-      // A listing with entries proves the folder: the kernel looks it up
-      // again when its entry expires during a long listing.
-      if (path !== '/' && dirs.size + files.size > 0) this.cache.set(path, { kind: 'dir' });
-      this.folderIndexes.set(path, new FolderIndex(positions));
-      const names: string[] = ['.', '..'];
-      const stats: Stat[] = [this.dirStat(), this.dirStat()];
-      for (const name of dirs) {
-        const child = joinPath(path, name);
-        this.cache.set(child, { kind: 'dir' }, listedAt);
+    const stream = this.listDir(path);
+    const names: string[] = [];
+    const stats: Stat[] = [];
+    for (;;) {
+      const batch = await stream.next();
+      for (const n of batch.names) names.push(n);
+      for (const st of batch.stats) stats.push(st);
+      if (batch.done) return { names, stats };
+    }
+  }
+
+  /**
+   * Lists a folder as a stream of batches, one per ListObjectsV2 page, each
+   * handed on while the next page is fetched: the kernel and `ls` work
+   * through the first entries while the rest are on their way. Fills the
+   * metadata cache as it goes, so `ls -l` needs no request per file.
+   */
+  listDir(path: string): DirStream {
+    const queue = new BatchQueue<DirBatch>();
+    const abort = new AbortController();
+    this.guard(path, () => this.runListing(path, queue, abort.signal)).catch((err: unknown) => queue.fail(err));
+    return {
+      next: () => queue.next(),
+      close: () => abort.abort(),
+    };
+  }
+
+  private async runListing(path: string, queue: BatchQueue<DirBatch>, signal: AbortSignal): Promise<void> {
+    const node = await this.resolve(path);
+    if (!node) throw refuse('notFound', path);
+    if (node.kind !== 'dir') throw refuse('notADirectory', path);
+    const prefix = dirPrefix(this.config.prefix, path);
+    const started = this.clock.now();
+    const shown = new Set<string>();
+    const held = new HeldFiles<ObjectInfo>();
+    const positions: string[] = [];
+    let token: string | undefined;
+    let pages = 0;
+    let listed = 0;
+    let proved = path === '/';
+    this.cache.sweep();
+    do {
+      const page = await this.client.listObjects({ prefix, delimiter: '/', ...(token ? { continuationToken: token } : {}) }, { signal });
+      pages++;
+      token = page.nextContinuationToken;
+      const pagePos = pagePositions(prefix, page.objects.map((o) => o.key), page.commonPrefixes);
+      for (const p of pagePos) positions.push(p);
+      const entries = pageEntries(prefix, page);
+      held.add(entries.files);
+      const files = held.release(token ? pagePos[pagePos.length - 1] ?? '' : undefined);
+      const names: string[] = pages === 1 ? ['.', '..'] : [];
+      const stats: Stat[] = pages === 1 ? [this.dirStat(), this.dirStat()] : [];
+      // `ls -l` stats every entry it is handed; a big folder's entries stay
+      // trusted for the time such a pass takes (LISTING_GRACE_MS_PER_ENTRY
+      // each) on top of the TTL, or the stats of 10,000 keys could each
+      // send HeadObject and ListObjectsV2.
+      listed += entries.dirs.length + files.length;
+      const listedAt = this.clock.now() + LISTING_GRACE_MS_PER_ENTRY * listed;
+      for (const name of entries.dirs) {
+        if (shown.has(name)) continue;
+        shown.add(name);
+        this.cache.set(joinPath(path, name), { kind: 'dir' }, listedAt);
         names.push(name);
         stats.push(this.dirStat());
       }
       for (const [name, info] of files) {
-        if (dirs.has(name)) continue;
         const child = joinPath(path, name);
-        if (this.localDirs.has(child)) continue;
+        if (shown.has(name) || this.localDirs.has(child)) continue;
+        shown.add(name);
         this.cache.set(child, { kind: 'file', info }, listedAt);
         const w = this.writing.get(child);
         names.push(name);
         stats.push(w ? this.statOf({ kind: 'writing', handle: w }) : this.fileStat(info.sizeBytes, info.lastModified));
       }
-      const shown = new Set(names);
-      for (const d of this.localDirs) {
-        if (parentPath(d) === path && !shown.has(baseName(d))) {
-          names.push(baseName(d));
-          stats.push(this.dirStat());
-          shown.add(baseName(d));
-        }
+      // A listing with entries proves the folder: the kernel looks it up
+      // again when its entry expires during a long listing.
+      if (!proved && shown.size > 0) {
+        this.cache.set(path, { kind: 'dir' });
+        proved = true;
       }
-      for (const [p, w] of this.writing) {
-        if (parentPath(p) === path && !shown.has(baseName(p))) {
-          names.push(baseName(p));
-          stats.push(this.statOf({ kind: 'writing', handle: w }));
-          shown.add(baseName(p));
-        }
+      if (!token) {
+        this.folderIndexes.set(path, new FolderIndex(positions));
+        this.appendLocalEntries(path, shown, names, stats);
+        this.log.debug('readdir', { op: 'readdir', key: prefix, entries: shown.size, pages, durationMs: this.clock.now() - started });
       }
-      this.log.debug('readdir', { op: 'readdir', key: prefix, entries: names.length - 2, pages, durationMs: this.clock.now() - started });
-      return { names, stats };
-    });
+      queue.push({ names, stats, done: !token });
+    } while (token);
+  }
+
+  /** Folders made here and files being written, where the listing did not show them. */
+  private appendLocalEntries(path: string, shown: Set<string>, names: string[], stats: Stat[]): void {
+    for (const d of this.localDirs) {
+      if (parentPath(d) === path && !shown.has(baseName(d))) {
+        names.push(baseName(d));
+        stats.push(this.dirStat());
+        shown.add(baseName(d));
+      }
+    }
+    for (const [p, w] of this.writing) {
+      if (parentPath(p) === path && !shown.has(baseName(p))) {
+        names.push(baseName(p));
+        stats.push(this.statOf({ kind: 'writing', handle: w }));
+        shown.add(baseName(p));
+      }
+    }
   }
 
   statfs(): StatFs {

@@ -151,7 +151,7 @@ function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMount
   fail: (op: string, path: string, err: unknown) => number): FuseMount {
   const handlers: Fuse3Handlers = {
     getattr: (path) => fs.getattr(path),
-    readdir: (path) => fs.readdir(path),
+    listDir: (path) => fs.listDir(path),
     open: (path, flags) => fs.open(path, flags),
     create: async (path, flags) => {
       const fd = await fs.create(path, flags);

@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
-import type { Stat, StatFs } from './filesystem.js';
+import type { DirStream, Stat, StatFs } from './filesystem.js';
 
 /** The operations, in the order of `enum op` in sosfuse3.c. */
 export const FUSE3_OPS = [
@@ -15,7 +15,7 @@ export const FUSE3_OPS = [
   'fsync', 'release', 'unlink', 'mkdir', 'rmdir', 'rename', 'link',
   'symlink', 'chmod', 'chown', 'utimens', 'truncate', 'mknod',
   'readlink', 'statfs', 'getxattr', 'setxattr', 'listxattr',
-  'removexattr',
+  'removexattr', 'releasedir',
 ] as const;
 export type Fuse3Op = typeof FUSE3_OPS[number];
 
@@ -35,7 +35,7 @@ interface NativeTuning {
 }
 
 /** What an answer carries besides its result, per operation (see reply() in sosfuse3.c). */
-type Reply = Float64Array | number | [number, Float64Array] | [string[], Float64Array] | Buffer;
+type Reply = Float64Array | number | [number, Float64Array] | [string[], Float64Array, number] | Buffer;
 
 interface NativeBinding {
   mount(mountPoint: string, args: string[], tuning: NativeTuning, dispatch: Dispatch): void;
@@ -76,7 +76,8 @@ export function fuse3Unavailable(): string | undefined {
 /** What the file system does for each operation; a rejection is mapped by `errno`. */
 export interface Fuse3Handlers {
   getattr(path: string): Promise<Stat>;
-  readdir(path: string): Promise<{ names: string[]; stats: Stat[] }>;
+  /** Starts listing a folder; the kernel takes its entries batch by batch. */
+  listDir(path: string): DirStream;
   open(path: string, flags: number): Promise<number>;
   /** The new file's handle and its attributes (the kernel needs both at once). */
   create(path: string, flags: number, mode: number): Promise<{ fd: number; stat: Stat }>;
@@ -162,6 +163,8 @@ export class Fuse3Session {
   private mounted = false;
   private isEnded = false;
   private readonly served = new Array<number>(FUSE3_OPS.length).fill(0);
+  /** Listings being read, by the binding's folder handle id. */
+  private readonly listings = new Map<number, DirStream>();
 
   constructor(readonly mountPoint: string, private readonly handlers: Fuse3Handlers, private readonly options: Fuse3Options) {
     this.native = binding();
@@ -269,8 +272,32 @@ export class Fuse3Session {
         case 'getattr':
           h.getattr(p).then((s) => { const row = new Float64Array(10); putStat(row, 0, s); answer(0, row); }, fail);
           break;
-        case 'readdir':
-          h.readdir(p).then(({ names, stats }) => answer(0, [names, statRows(stats)]), fail);
+        case 'readdir': {
+          // n0: 0 starts a pass (offset 0), 1 asks for the next batch; n1: the handle's id.
+          let stream = this.listings.get(n1);
+          if (n0 === 0) {
+            stream?.close();
+            stream = h.listDir(p);
+            this.listings.set(n1, stream);
+          } else if (stream === undefined) {
+            // The pass failed earlier: it cannot go on where it stopped.
+            answer(EIO);
+            break;
+          }
+          const current = stream;
+          current.next().then(({ names, stats, done }) => {
+            if (done && this.listings.get(n1) === current) this.listings.delete(n1);
+            answer(0, [names, statRows(stats), done ? 1 : 0]);
+          }, (err: unknown) => {
+            if (this.listings.get(n1) === current) this.listings.delete(n1);
+            fail(err);
+          });
+          break;
+        }
+        case 'releasedir':
+          this.listings.get(n1)?.close();
+          this.listings.delete(n1);
+          answer(0);
           break;
         case 'open':
           h.open(p, n0).then((fd) => answer(0, fd), fail);

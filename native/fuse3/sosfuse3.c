@@ -36,7 +36,7 @@ enum op {
   OP_FSYNC, OP_RELEASE, OP_UNLINK, OP_MKDIR, OP_RMDIR, OP_RENAME, OP_LINK,
   OP_SYMLINK, OP_CHMOD, OP_CHOWN, OP_UTIMENS, OP_TRUNCATE, OP_MKNOD,
   OP_READLINK, OP_STATFS, OP_GETXATTR, OP_SETXATTR, OP_LISTXATTR,
-  OP_REMOVEXATTR,
+  OP_REMOVEXATTR, OP_RELEASEDIR,
   OP_COUNT,
   OP_READY = 100, /* not an operation: the kernel accepted the session */
   OP_ENDED = 101  /* not an operation: the loop has ended */
@@ -56,12 +56,19 @@ typedef struct {
   double entry_timeout, attr_timeout, negative_timeout;
 } session_t;
 
-/* A folder's listing, kept per open folder handle: the kernel reads it in
- * chunks (offsets), and JavaScript is asked once per pass (offset 0). */
+/*
+ * A folder's listing, kept per open folder handle. The kernel reads it in
+ * chunks (offsets); JavaScript streams it, one batch per listing page, so
+ * the kernel and the program take the first entries while the next pages
+ * are still on their way. A pass starts at offset 0.
+ */
 typedef struct {
-  uint32_t count;
+  uint32_t count, capacity;
   char **names;
   struct stat *stats;
+  double id;     /* names the listing on the JavaScript side */
+  int started;   /* JavaScript holds a listing for this handle */
+  int complete;  /* JavaScript sent the last batch */
 } dirlist_t;
 
 typedef struct {
@@ -137,19 +144,27 @@ static void dirlist_clear(dirlist_t *d) {
   d->names = NULL;
   d->stats = NULL;
   d->count = 0;
+  d->capacity = 0;
+  d->complete = 0;
 }
 
 static int fs_opendir(const char *path, struct fuse_file_info *fi) {
   (void) path;
+  static uint64_t next_id = 1;
   dirlist_t *d = calloc(1, sizeof *d);
   if (d == NULL) return -ENOMEM;
+  d->id = (double) __atomic_fetch_add(&next_id, 1, __ATOMIC_RELAXED);
   fi->fh = (uint64_t) (uintptr_t) d;
   return 0;
 }
 
 static int fs_releasedir(const char *path, struct fuse_file_info *fi) {
-  (void) path;
   dirlist_t *d = (dirlist_t *) (uintptr_t) fi->fh;
+  if (d->started && !d->complete) {
+    /* The program stopped reading early: JavaScript ends the listing. */
+    REQUEST(OP_RELEASEDIR) r.path = path; r.fi = fi; r.num[1] = d->id;
+    call_js(s, &r);
+  }
   dirlist_clear(d);
   free(d);
   return 0;
@@ -159,27 +174,40 @@ static int is_dot_or_dotdot(const char *name) {
   return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
+/* Asks JavaScript for the first batch of a pass (more = 0) or the next one. */
+static int dirlist_fetch(const char *path, struct fuse_file_info *fi, dirlist_t *d, int more) {
+  REQUEST(OP_READDIR) r.path = path; r.fi = fi; r.dir = d; r.num[0] = more; r.num[1] = d->id;
+  d->started = 1;
+  return call_js(s, &r);
+}
+
 /*
  * Entries are passed with their offsets (i + 1), not with offset 0: libfuse
  * 3.14's high-level API (Debian 12's) drops the attributes of a listing
  * filled at offset 0 from READDIRPLUS replies (fixed upstream in 3.17), and
- * the kernel would then send a LOOKUP per entry.
+ * the kernel would then send a LOOKUP per entry. A reply holds what has
+ * arrived; only a reply that would be empty waits for the next batch.
  */
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
   dirlist_t *d = (dirlist_t *) (uintptr_t) fi->fh;
   if (off == 0) {
     dirlist_clear(d);
-    REQUEST(OP_READDIR) r.path = path; r.fi = fi; r.dir = d;
-    int res = call_js(s, &r);
+    int res = dirlist_fetch(path, fi, d, 0);
     if (res != 0) return res;
   }
   int plus = (flags & FUSE_READDIR_PLUS) != 0;
-  for (uint32_t i = (uint32_t) off; i < d->count; i++) {
-    /* "." and ".." are never looked up by the kernel from a listing. */
-    enum fuse_fill_dir_flags fill = plus && !is_dot_or_dotdot(d->names[i]) ? FUSE_FILL_DIR_PLUS : 0;
-    if (filler(buf, d->names[i], &d->stats[i], (off_t) i + 1, fill) != 0) break;
+  uint32_t i = off < 0 ? 0 : (uint32_t) off;
+  int filled = 0;
+  for (;;) {
+    for (; i < d->count; i++, filled++) {
+      /* "." and ".." are never looked up by the kernel from a listing. */
+      enum fuse_fill_dir_flags fill = plus && !is_dot_or_dotdot(d->names[i]) ? FUSE_FILL_DIR_PLUS : 0;
+      if (filler(buf, d->names[i], &d->stats[i], (off_t) i + 1, fill) != 0) return 0;
+    }
+    if (filled > 0 || d->complete) return 0;
+    int res = dirlist_fetch(path, fi, d, 1);
+    if (res != 0) return res;
   }
-  return 0;
 }
 
 static int fs_open(const char *path, struct fuse_file_info *fi) {
@@ -422,8 +450,9 @@ static int float64_array(napi_env env, napi_value v, double **data, size_t *leng
  * reply(request, result, extra?): answers a request. Per operation, extra is
  *   getattr: Float64Array of ST_FIELDS; statfs: Float64Array of SF_FIELDS;
  *   open: the handle number; create: [handle, Float64Array of ST_FIELDS];
- *   readdir: [names, Float64Array of ST_FIELDS per name], copied into the
- *   folder handle; read: the Buffer given to dispatch (detached here, or
+ *   readdir: [names, Float64Array of ST_FIELDS per name, 1 if the last
+ *   batch else 0], appended to the folder handle's listing;
+ *   releasedir: nothing; read: the Buffer given to dispatch (detached here, or
  *   copied where it is not libfuse's memory); write: the Buffer, detached.
  * A result < 0 is -errno and extra is ignored (read/write buffers are still
  * detached, so late writes by the handler cannot reach libfuse's memory).
@@ -501,17 +530,26 @@ static napi_value reply(napi_env env, napi_callback_info info) {
         break;
       }
       case OP_READDIR: {
-        napi_value names, stats;
+        napi_value names, stats, last;
         uint32_t count;
+        int32_t done = 0;
         if (napi_get_element(env, extra, 0, &names) != napi_ok || napi_get_element(env, extra, 1, &stats) != napi_ok
+            || napi_get_element(env, extra, 2, &last) != napi_ok || napi_get_value_int32(env, last, &done) != napi_ok
             || napi_get_array_length(env, names, &count) != napi_ok || !float64_array(env, stats, &f, &n) || n < (size_t) count * ST_FIELDS) {
           result = -EIO;
           break;
         }
         dirlist_t *d = r->dir;
-        d->names = calloc(count ? count : 1, sizeof *d->names);
-        d->stats = calloc(count ? count : 1, sizeof *d->stats);
-        if (d->names == NULL || d->stats == NULL) { dirlist_clear(d); result = -ENOMEM; break; }
+        if (d->count + count > d->capacity) {
+          uint32_t cap = d->capacity ? d->capacity : 64;
+          while (cap < d->count + count) cap *= 2;
+          char **nn = realloc(d->names, cap * sizeof *nn);
+          if (nn != NULL) d->names = nn;
+          struct stat *ns = nn != NULL ? realloc(d->stats, cap * sizeof *ns) : NULL;
+          if (ns != NULL) d->stats = ns;
+          if (nn == NULL || ns == NULL) { result = -ENOMEM; break; }
+          d->capacity = cap;
+        }
         char name[1024];
         for (uint32_t i = 0; i < count; i++) {
           napi_value v;
@@ -527,7 +565,7 @@ static napi_value reply(napi_env env, napi_callback_info info) {
           st->st_ino = 0xffffffff; /* libfuse's FUSE_UNKNOWN_INO */
           d->names[d->count++] = copy;
         }
-        if (result < 0) dirlist_clear(d);
+        if (result >= 0) d->complete = done != 0;
         break;
       }
       default:
