@@ -66,6 +66,8 @@ export interface ObjectClient {
    * kind PreconditionFailed instead of returning mixed versions. The body
    * is a plain Node stream: the prefetcher consumes it with 'data' events,
    * which costs far less CPU per chunk than async iteration (issue 4).
+   * The signal may go unwatched until the response starts (the SDK client
+   * sends GETs without it): a caller that gives up destroys the body.
    */
   getObject(key: string, range: ByteRange, opts?: RequestOptions & { ifMatch?: string }): Promise<Readable>;
   putObject(key: string, body: Uint8Array, opts?: RequestOptions): Promise<{ etag: string }>;

@@ -117,6 +117,9 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
     region: resolveRegion(config),
     ...(config.endpointUrl !== undefined ? { endpoint: config.endpointUrl } : {}),
     forcePathStyle: config.forcePathStyle,
+    // Reuse the resolved middleware of a command class for sends without
+    // options (sendOptions): resolving it costs ~0.3 ms of CPU per request.
+    cacheMiddleware: true,
     credentials: credentialProvider(config),
     retryStrategy: new OutageRetryStrategy({ ...DEFAULT_RETRY_POLICY, ...(config.maxAttempts !== undefined ? { maxAttempts: config.maxAttempts } : {}) }),
     requestChecksumCalculation: checksums,
@@ -140,6 +143,19 @@ export function decodeListedKey(encoded: string): string {
 
 function etagOf(raw: string | undefined): string {
   return raw ?? '';
+}
+
+/**
+ * A send's options: none without a signal, so the SDK reuses the command
+ * class's resolved middleware (cacheMiddleware). GETs are always sent
+ * without one, being the most frequent request: a prefetcher stops a
+ * discarded transfer by destroying its body (prefetcher.ts), and a lookup's
+ * GET is small. A send with options also empties the SDK's cache, which is
+ * why ListObjectsV2, whose commands carry their own middleware, always has
+ * options: a cached handler would keep the first command's.
+ */
+function sendOptions(signal: AbortSignal | undefined): { abortSignal: AbortSignal } | undefined {
+  return signal ? { abortSignal: signal } : undefined;
 }
 
 /** What the SDK is left to parse once ours has taken a listing. */
@@ -191,13 +207,13 @@ export class SdkObjectClient implements ObjectClient {
 
   async headBucket(opts: RequestOptions = {}): Promise<void> {
     await this.call('HeadBucket', undefined, () =>
-      this.s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: opts.signal }));
+      this.s3.send(new HeadBucketCommand({ Bucket: this.bucket }), sendOptions(opts.signal)));
   }
 
   async headObject(key: string, opts: RequestOptions = {}): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.call('HeadObject', key, () =>
-        this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: opts.signal }));
+        this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), sendOptions(opts.signal)));
       return {
         key,
         sizeBytes: out.ContentLength ?? 0,
@@ -214,7 +230,7 @@ export class SdkObjectClient implements ObjectClient {
     let out;
     try {
       out = await this.call('GetObject', key, () =>
-        this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${maxBytes - 1}` }), { abortSignal: opts.signal }));
+        this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${maxBytes - 1}` })));
     } catch (err) {
       if (err instanceof S3RequestError && err.kind === 'NoSuchKey') return undefined;
       // An empty object has no byte 0 (416), an archived one cannot be read
@@ -279,7 +295,7 @@ export class SdkObjectClient implements ObjectClient {
         Key: key,
         Range: `bytes=${range.start}-${range.end - 1}`,
         ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}),
-      }), { abortSignal: opts.signal }));
+      })));
     // On Node the SDK's body is the http.IncomingMessage itself; body errors
     // (a reset mid-stream) are classified by the reader (toS3Error).
     const body = out.Body;
@@ -293,7 +309,7 @@ export class SdkObjectClient implements ObjectClient {
       this.s3.send(new PutObjectCommand({
         Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength,
         ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
-      }), { abortSignal: opts.signal }));
+      }), sendOptions(opts.signal)));
     return { etag: etagOf(out.ETag) };
   }
 
@@ -302,7 +318,7 @@ export class SdkObjectClient implements ObjectClient {
       this.s3.send(new CreateMultipartUploadCommand({
         Bucket: this.bucket, Key: key,
         ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
-      }), { abortSignal: opts.signal }));
+      }), sendOptions(opts.signal)));
     if (!out.UploadId) throw toS3Error(new Error('no UploadId in response'), { operation: 'CreateMultipartUpload', bucket: this.bucket, key });
     return out.UploadId;
   }
@@ -311,7 +327,7 @@ export class SdkObjectClient implements ObjectClient {
     const out = await this.call('UploadPart', key, () =>
       this.s3.send(new UploadPartCommand({
         Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.byteLength,
-      }), { abortSignal: opts.signal }));
+      }), sendOptions(opts.signal)));
     return etagOf(out.ETag);
   }
 
@@ -320,17 +336,17 @@ export class SdkObjectClient implements ObjectClient {
       this.s3.send(new CompleteMultipartUploadCommand({
         Bucket: this.bucket, Key: key, UploadId: uploadId,
         MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
-      }), { abortSignal: opts.signal }));
+      }), sendOptions(opts.signal)));
     return { etag: etagOf(out.ETag) };
   }
 
   async abortMultipartUpload(key: string, uploadId: string, opts: RequestOptions = {}): Promise<void> {
     await this.call('AbortMultipartUpload', key, () =>
-      this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: opts.signal }));
+      this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), sendOptions(opts.signal)));
   }
 
   async deleteObject(key: string, opts: RequestOptions = {}): Promise<void> {
     await this.call('DeleteObject', key, () =>
-      this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: opts.signal }));
+      this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), sendOptions(opts.signal)));
   }
 }
