@@ -112,6 +112,22 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     await m.unmount();
   });
 
+  test('libfuse 3: closing a file opened for reading costs no trip to the engine; closing a written file still completes its upload', async (t) => {
+    const bucket = `flush-${Date.now().toString(36)}`;
+    await seedOnDisk(world, bucket, Array.from({ length: 20 }, (_, i): [string, string] => [`r/f${i}`, `body ${i}`]));
+    const m = await mountBucket(t, world, { bucket });
+    const r = await sh(`cat ${shellQuote(path.join(m.mnt, 'r'))}/f* > /dev/null && echo written > ${shellQuote(path.join(m.mnt, 'w.txt'))}`, { env: m.env, timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await objectMd5(world.s3, bucket, 'w.txt'), md5(Buffer.from('written\n')), 'in the bucket when the shell closed it');
+    await m.unmount();
+    const [unmounted] = logLines(await m.log(), 'unmounted');
+    const ops = unmounted?.['fuseOperations'] as Record<string, number> | undefined;
+    assert.ok(ops);
+    assert.equal(ops['release'], 21, JSON.stringify(ops));
+    // The shell closes the written file twice (the redirection dup2s it to fd 1); the 20 reads close none.
+    assert.ok(ops['flush'] === 1 || ops['flush'] === 2, `only the written file's closes reached the engine: ${JSON.stringify(ops)}`);
+  });
+
   test('libfuse 3: a new file opened with O_SYNC is refused at create() (the open flags reach us) and no object appears', async (t) => {
     const m = await mountBucket(t, world, {});
     const file = path.join(m.mnt, 'sync-new.txt');

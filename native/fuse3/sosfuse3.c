@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse.h>
 #include <node_api.h>
 #include <pthread.h>
@@ -86,6 +87,15 @@ typedef struct {
   int result;
   sem_t done;
 } request_t;
+
+/*
+ * Set in a handle opened read-only. flush() of such a handle has nothing
+ * to do (no upload), and a file read by a program is flushed at every
+ * close: it is answered here, without a trip to JavaScript.
+ */
+#define FH_READ_ONLY (1ULL << 52)
+/* The handle number JavaScript gave. */
+#define JS_FH(fi) ((double) ((fi)->fh & ~FH_READ_ONLY))
 
 static session_t *current_session(void) {
   return (session_t *) fuse_get_context()->private_data;
@@ -228,27 +238,28 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 }
 
 static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi) {
-  REQUEST(OP_READ) r.path = path; r.fi = fi; r.buf = buf; r.len = len; r.num[0] = (double) off; r.num[1] = (double) fi->fh;
+  REQUEST(OP_READ) r.path = path; r.fi = fi; r.buf = buf; r.len = len; r.num[0] = (double) off; r.num[1] = JS_FH(fi);
   return call_js(s, &r);
 }
 
 static int fs_write(const char *path, const char *buf, size_t len, off_t off, struct fuse_file_info *fi) {
-  REQUEST(OP_WRITE) r.path = path; r.fi = fi; r.wbuf = buf; r.len = len; r.num[0] = (double) off; r.num[1] = (double) fi->fh;
+  REQUEST(OP_WRITE) r.path = path; r.fi = fi; r.wbuf = buf; r.len = len; r.num[0] = (double) off; r.num[1] = JS_FH(fi);
   return call_js(s, &r);
 }
 
 static int fs_flush(const char *path, struct fuse_file_info *fi) {
-  REQUEST(OP_FLUSH) r.path = path; r.fi = fi; r.num[1] = (double) fi->fh;
+  if (fi->fh & FH_READ_ONLY) return 0;
+  REQUEST(OP_FLUSH) r.path = path; r.fi = fi; r.num[1] = JS_FH(fi);
   return call_js(s, &r);
 }
 
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
-  REQUEST(OP_FSYNC) r.path = path; r.fi = fi; r.num[0] = datasync; r.num[1] = (double) fi->fh;
+  REQUEST(OP_FSYNC) r.path = path; r.fi = fi; r.num[0] = datasync; r.num[1] = JS_FH(fi);
   return call_js(s, &r);
 }
 
 static int fs_release(const char *path, struct fuse_file_info *fi) {
-  REQUEST(OP_RELEASE) r.path = path; r.fi = fi; r.num[1] = (double) fi->fh;
+  REQUEST(OP_RELEASE) r.path = path; r.fi = fi; r.num[1] = JS_FH(fi);
   return call_js(s, &r);
 }
 
@@ -278,7 +289,7 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
   return call_js(s, &r);
 }
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
-  REQUEST(OP_TRUNCATE) r.path = path; r.fi = fi; r.num[0] = (double) size; r.num[1] = fi ? (double) fi->fh : -1;
+  REQUEST(OP_TRUNCATE) r.path = path; r.fi = fi; r.num[0] = (double) size; r.num[1] = fi ? JS_FH(fi) : -1;
   return call_js(s, &r);
 }
 static int fs_statfs(const char *path, struct statvfs *stv) { REQUEST(OP_STATFS) r.path = path; r.stv = stv; return call_js(s, &r); }
@@ -513,8 +524,12 @@ static napi_value reply(napi_env env, napi_callback_info info) {
         break;
       case OP_OPEN: {
         double fh;
-        if (napi_get_value_double(env, extra, &fh) == napi_ok && fh >= 0) r->fi->fh = (uint64_t) fh;
-        else result = -EIO;
+        if (napi_get_value_double(env, extra, &fh) == napi_ok && fh >= 0 && fh < (double) FH_READ_ONLY) {
+          r->fi->fh = (uint64_t) fh;
+          if ((r->fi->flags & O_ACCMODE) == O_RDONLY) r->fi->fh |= FH_READ_ONLY;
+        } else {
+          result = -EIO;
+        }
         break;
       }
       case OP_CREATE: {
