@@ -77,7 +77,8 @@ describe('bad input', () => {
     const getId = `DENIED${randomBytes(6).toString('hex').toUpperCase()}`;
     const listId = `DENIED${randomBytes(6).toString('hex').toUpperCase()}`;
     await world.proxy.setRules([
-      { id: 'get', match: { op: 'GetObject' }, action: { kind: 'error', status: 403, code: 'AccessDenied', message: 'Access Denied', requestId: getId } },
+      // Only doc.txt's GET: the lookup of `folder` must fail on its listing, not race a refused GET.
+      { id: 'get', match: { op: 'GetObject', key: 'doc.txt' }, action: { kind: 'error', status: 403, code: 'AccessDenied', message: 'Access Denied', requestId: getId } },
       { id: 'list', match: { op: 'ListObjectsV2', query: 'prefix=folder%2F' }, action: { kind: 'error', status: 403, code: 'AccessDenied', message: 'Access Denied', requestId: listId } },
     ]);
     let read: IoEvent[];

@@ -28,6 +28,7 @@ import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { S3RequestError, toS3Error } from './errors.js';
+import { DirectGet, type DirectGetConfig } from './direct-get.js';
 import { parseListObjectsV2, type ParsedListing } from './list-xml.js';
 import { DEFAULT_RETRY_POLICY, OutageRetryStrategy } from './retry-strategy.js';
 import type {
@@ -110,10 +111,12 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
   // `sosmount` user cannot act on that, and package.json states our engines.
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
   const agentOptions = { keepAlive: true, maxSockets: config.maxConnections, keepAliveMsecs: 10_000 };
+  const httpAgent = new http.Agent(agentOptions);
+  const httpsAgent = new https.Agent(agentOptions);
   // Non-AWS endpoints (SOS, MinIO, s3rver) reject the SDK's default aws-chunked
   // checksummed uploads; mount-s3's `--upload-checksums off` exists for the same reason.
   const checksums = config.uploadChecksums === 'off' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
-  return new S3Client({
+  const s3 = new S3Client({
     region: resolveRegion(config),
     ...(config.endpointUrl !== undefined ? { endpoint: config.endpointUrl } : {}),
     forcePathStyle: config.forcePathStyle,
@@ -125,8 +128,8 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
     requestChecksumCalculation: checksums,
     responseChecksumValidation: checksums,
     requestHandler: new NodeHttpHandler({
-      httpAgent: new http.Agent(agentOptions),
-      httpsAgent: new https.Agent(agentOptions),
+      httpAgent,
+      httpsAgent,
       connectionTimeout: config.connectTimeoutMs ?? 10_000,
       // The idle timeout is what catches a stalled request (Smithy's
       // requestTimeout only warns unless told to throw, and would bound the
@@ -134,7 +137,12 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
       socketTimeout: config.requestTimeoutMs ?? 10_000,
     }),
   });
+  directGetConfigs.set(s3, { httpAgent, httpsAgent, connectTimeoutMs: config.connectTimeoutMs ?? 10_000, socketTimeoutMs: config.requestTimeoutMs ?? 10_000 });
+  return s3;
 }
+
+/** The agents and timeouts of the clients made here, for their GETs that bypass the SDK (direct-get.ts). */
+const directGetConfigs = new WeakMap<S3Client, DirectGetConfig>();
 
 /** encoding-type=url is form encoding: '+' stands for a space (botocore decodes with unquote_plus). */
 export function decodeListedKey(encoded: string): string {
@@ -191,10 +199,15 @@ export class SdkObjectClient implements ObjectClient {
   private readonly s3: S3Client;
   private readonly storageClass: string | undefined;
 
+  /** GETs without the SDK's middleware, where the client was made by createS3Client. */
+  private readonly direct: DirectGet | undefined;
+
   constructor(s3: S3Client, bucket: string, storageClass?: string) {
     this.s3 = s3;
     this.bucket = bucket;
     this.storageClass = storageClass;
+    const direct = directGetConfigs.get(s3);
+    this.direct = direct && new DirectGet(s3, bucket, direct);
   }
 
   private async call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T> {
@@ -227,6 +240,17 @@ export class SdkObjectClient implements ObjectClient {
   }
 
   async getFirstBytes(key: string, maxBytes: number, opts: RequestOptions = {}): Promise<FirstBytes | undefined> {
+    const direct = await this.direct?.get(key, { start: 0, end: maxBytes }, { notFoundIsAnswer: true });
+    if (direct?.kind === 'missing') return undefined;
+    if (direct?.kind === 'ok') {
+      const h = direct.response.headers;
+      const length = h['content-length'] !== undefined ? Number(h['content-length']) : undefined;
+      return this.firstBytesOf(key, maxBytes, opts, direct.response, {
+        total: totalFromContentRange(h['content-range']) ?? length,
+        lastModified: h['last-modified'] !== undefined ? new Date(h['last-modified']) : undefined,
+        etag: h.etag,
+      });
+    }
     let out;
     try {
       out = await this.call('GetObject', key, () =>
@@ -238,16 +262,26 @@ export class SdkObjectClient implements ObjectClient {
       if (err instanceof S3RequestError && (err.status === 416 || err.code === 'InvalidObjectState')) return this.headWithoutBytes(key, opts);
       throw err;
     }
+    return this.firstBytesOf(key, maxBytes, opts, out.Body, {
+      total: totalFromContentRange(out.ContentRange) ?? out.ContentLength,
+      lastModified: out.LastModified,
+      etag: out.ETag,
+    });
+  }
+
+  private async firstBytesOf(key: string, maxBytes: number, opts: RequestOptions, body: unknown,
+    meta: { total: number | undefined; lastModified: Date | undefined; etag: string | undefined }): Promise<FirstBytes | undefined> {
     let data: Buffer;
     try {
-      data = await readBody(out.Body, maxBytes);
+      data = await readBody(body, maxBytes);
     } catch {
       // The body broke after the headers: the lookup still has its answer.
       return this.headWithoutBytes(key, opts);
     }
-    const total = totalFromContentRange(out.ContentRange) ?? out.ContentLength ?? data.length;
+    const total = meta.total ?? data.length;
+    const lastModified = meta.lastModified && !Number.isNaN(meta.lastModified.getTime()) ? meta.lastModified : new Date(0);
     return {
-      info: { key, sizeBytes: total, lastModified: out.LastModified ?? new Date(0), etag: etagOf(out.ETag) },
+      info: { key, sizeBytes: total, lastModified, etag: etagOf(meta.etag) },
       data: data.length > total ? data.subarray(0, total) : data,
     };
   }
@@ -289,6 +323,8 @@ export class SdkObjectClient implements ObjectClient {
   }
 
   async getObject(key: string, range: ByteRange, opts: RequestOptions & { ifMatch?: string } = {}): Promise<Readable> {
+    const direct = await this.direct?.get(key, range, opts.ifMatch ? { ifMatch: opts.ifMatch } : {});
+    if (direct?.kind === 'ok') return direct.response;
     const out = await this.call('GetObject', key, () =>
       this.s3.send(new GetObjectCommand({
         Bucket: this.bucket,
