@@ -217,10 +217,6 @@ export class Fuse3Session {
     clearTimeout(timer);
   }
 
-  get isMounted(): boolean {
-    return this.mounted && !this.isEnded;
-  }
-
   /** How many requests of each operation the kernel sent (those sent at least once). */
   operationCounts(): Partial<Record<Fuse3Op, number>> {
     const out: Partial<Record<Fuse3Op, number>> = {};

@@ -39,6 +39,8 @@ interface Target {
   protocol: 'http:' | 'https:';
   hostname: string;
   port: number | undefined;
+  /** The Host header: host name (bracketed if IPv6) and any non-default port. */
+  host: string;
   /** Path of the bucket's root, without a trailing '/'. */
   basePath: string;
   signer: SignatureV4;
@@ -62,8 +64,7 @@ export class DirectGet {
   /** Where GETs go and how they are signed (for the logs and tests). */
   async describe(): Promise<{ url: string; region: string; service: string }> {
     const t = await this.resolveTarget();
-    const host = t.port === undefined ? t.hostname : `${t.hostname}:${t.port}`;
-    return { url: `${t.protocol}//${host}${t.basePath}/`, region: t.region, service: t.service };
+    return { url: `${t.protocol}//${t.host}${t.basePath}/`, region: t.region, service: t.service };
   }
 
   /** The bucket's endpoint and signing scope, as the SDK resolves them for GetObject. */
@@ -82,6 +83,7 @@ export class DirectGet {
         protocol: url.protocol,
         hostname: url.hostname.replace(/^\[|\]$/g, ''),
         port: url.port === '' ? undefined : Number(url.port),
+        host: url.host,
         basePath: url.pathname.replace(/\/+$/, ''),
         signer: new SignatureV4({ credentials: c.credentials, region, service, sha256: c.sha256, uriEscapePath: false, applyChecksum: false }),
         region,
@@ -98,10 +100,9 @@ export class DirectGet {
     } catch (err) {
       return { kind: 'fallback', reason: `endpoint: ${(err as Error).message}` };
     }
-    const host = t.port === undefined ? t.hostname : `${t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname}:${t.port}`;
     const path = `${t.basePath}/${keyPath(key)}`;
     const headers: Record<string, string> = {
-      host,
+      host: t.host,
       range: `bytes=${range.start}-${range.end - 1}`,
       'x-amz-content-sha256': EMPTY_SHA256,
       ...(opts.ifMatch ? { 'if-match': opts.ifMatch } : {}),
