@@ -11,7 +11,7 @@ import { MemoryBudget } from '../app/s3/memory-budget.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/s3/prefetcher.js';
 import { Uploader, maxObjectBytes, partSizeFor } from '../app/s3/uploader.js';
 import { S3RequestError } from '../app/s3/errors.js';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { ByteRange, ListPage, ListRequest } from '../app/s3/object-client.js';
 import { compareKeyOrder } from '../app/fs/names.js';
 import { FolderIndex } from '../app/fs/folder-index.js';
@@ -38,6 +38,30 @@ class RecordingClient extends MemoryObjectClient {
       throw new S3RequestError('ServerError', { operation: 'UploadPart', bucket: this.bucket, key, status: 500 }, 'injected failure');
     }
     return super.uploadPart(key, uploadId, partNumber, body);
+  }
+}
+
+/** Holds every GET's body until open(); aborted transfers end with an error, as a destroyed socket does. */
+class GatedClient extends MemoryObjectClient {
+  private gate: Promise<void>;
+  private release!: () => void;
+  held = 0;
+  constructor() {
+    super();
+    this.gate = new Promise((r) => { this.release = r; });
+  }
+  open(): void {
+    this.release();
+  }
+  override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<Readable> {
+    const inner = await super.getObject(key, range, opts);
+    const out = new PassThrough();
+    this.held++;
+    void this.gate.then(() => {
+      this.held--;
+      if (!out.destroyed) inner.pipe(out);
+    });
+    return out;
   }
 }
 
@@ -104,6 +128,29 @@ describe('prefetcher', () => {
     assert.equal(p.stats.resets, 0);
     await p.read(30 * MiB, 4096, Buffer.alloc(4096));
     assert.equal(p.stats.resets, 1);
+    p.close();
+  });
+
+  test('reads in parallel on one handle: a far read resets the window without failing the reads still waiting in it', async () => {
+    // The kernel sends a handle's reads concurrently (its readahead, or a
+    // program's threads calling pread on one descriptor); a read that moves
+    // the window must not cancel the transfer another read is waiting for.
+    const c = new GatedClient();
+    const body = randomBytes(64 * MiB);
+    c.put('p', body);
+    const p = new Prefetcher(c, 'p', body.length, undefined, new MemoryBudget(256 * MiB));
+    const offsets = [0, 40 * MiB, 8 * MiB + 4096, 20 * MiB, 0, 50 * MiB + 3, 40 * MiB + 128 * 1024];
+    const bufs = offsets.map(() => Buffer.alloc(256 * 1024));
+    const reads = offsets.map((off, i) => p.read(off, bufs[i]!.length, bufs[i]!));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(c.held > 0, 'the first transfers are still held when the later reads move the window');
+    c.open();
+    const counts = await Promise.all(reads);
+    offsets.forEach((off, i) => {
+      assert.equal(counts[i], bufs[i]!.length);
+      assert.ok(bufs[i]!.equals(body.subarray(off, off + bufs[i]!.length)), `bytes at ${off}`);
+    });
+    assert.ok(p.stats.resets >= 3);
     p.close();
   });
 

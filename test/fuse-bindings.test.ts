@@ -8,12 +8,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { chooseFuseBinding } from '../app/fs/fuse-adapter.js';
 import { fuse3Unavailable } from '../app/fs/fuse3-session.js';
 import { createLogger } from '../app/log.js';
-import { gone, isMounted, mountBucket, objectMd5, seedOnDisk, startWorld, waitUntil, type World } from './helpers/faults-fixture.js';
+import { gone, isMounted, mountBucket, objectMd5, putObject, seedOnDisk, startWorld, waitUntil, type World } from './helpers/faults-fixture.js';
 import { md5, pattern } from './helpers/faults-io.js';
 import { run, sh, shellQuote } from './helpers/processes.js';
 
@@ -126,6 +127,31 @@ describe('real mounts through each binding', { skip: process.platform !== 'linux
     assert.equal(ops['release'], 21, JSON.stringify(ops));
     // The shell closes the written file twice (the redirection dup2s it to fd 1); the 20 reads close none.
     assert.ok(ops['flush'] === 1 || ops['flush'] === 2, `only the written file's closes reached the engine: ${JSON.stringify(ops)}`);
+  });
+
+  test('threads reading far-apart parts of one descriptor at once all get their bytes, and no read fails in the engine', async (t) => {
+    // The kernel sends a descriptor's reads to the engine concurrently; one
+    // that moves the read-ahead window used to cancel the transfer another
+    // was waiting for (EIO, which the kernel hid by reading the page again).
+    const bucket = `preads-${Date.now().toString(36)}`;
+    const body = pattern('preads', 48 * 1024 * 1024);
+    await world.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await putObject(world.s3, bucket, 'data.bin', body);
+    const m = await mountBucket(t, world, { bucket });
+    const offsets = [0, 40, 8, 24, 1, 32, 16, 44].map((mib) => mib * 1024 * 1024 + 4096);
+    const r = await run(process.execPath, ['-e', `
+      const fs = require('fs'), crypto = require('crypto');
+      const fd = fs.openSync(process.argv[1], 'r');
+      const offsets = JSON.parse(process.argv[2]);
+      Promise.all(offsets.map((off) => new Promise((resolve, reject) => {
+        const buf = Buffer.alloc(1024 * 1024);
+        fs.read(fd, buf, 0, buf.length, off, (err, n) => err ? reject(err) : resolve(crypto.createHash('md5').update(buf.subarray(0, n)).digest('hex')));
+      }))).then((sums) => console.log(JSON.stringify(sums)), (err) => { console.log(err.code); process.exitCode = 1; });`,
+    path.join(m.mnt, 'data.bin'), JSON.stringify(offsets)], { env: { ...m.env, UV_THREADPOOL_SIZE: '8' }, timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout) as string[], offsets.map((off) => md5(body.subarray(off, off + 1024 * 1024))));
+    await m.unmount();
+    assert.deepEqual(logLines(await m.log(), 'read failed'), []);
   });
 
   test('libfuse 3: a new file opened with O_SYNC is refused at create() (the open flags reach us) and no object appears', async (t) => {

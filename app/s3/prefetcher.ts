@@ -93,6 +93,8 @@ class Segment {
   done = false;
   /** Let go by the window; a lingering transfer only keeps its connection. */
   discarded = false;
+  /** Reads waiting for this segment's bytes: its transfer is not cancelled under them. */
+  readers = 0;
   error: Error | undefined;
   readonly controller = new AbortController();
   private waiters: Array<() => void> = [];
@@ -236,13 +238,24 @@ export class Prefetcher {
     for (const seg of [...this.segments]) {
       if (seg.end <= pos) continue;
       if (seg.start > pos) break;
+      if (seg.discarded && seg.controller.signal.aborted) {
+        // A concurrent read on this handle (the kernel's readahead, or a
+        // program's threads sharing a descriptor) moved the window away
+        // before this read reached the part: read the rest anew.
+        this.servedBytes += written;
+        return written + await this.readOnce(pos, end - pos, target.subarray(written));
+      }
       const upTo = Math.min(end, seg.end);
+      seg.readers++;
       try {
         await seg.waitFor(upTo);
       } catch (err) {
         // Drop the failed part so the next read starts a fresh request.
         this.dropFrom(seg);
         throw err;
+      } finally {
+        seg.readers--;
+        if (seg.discarded) this.stopIfUnwanted(seg);
       }
       written += seg.copyTo(pos, upTo, target, written);
       pos = upTo;
@@ -351,9 +364,14 @@ export class Prefetcher {
     // Aborting a request destroys its connection, and the next request then
     // pays for a new one (a round trip or two on a WAN). A request with
     // little left is allowed to finish instead; its bytes are dropped.
-    if (!seg.done && seg.size - seg.received > LINGER_MAX_BYTES) seg.controller.abort();
     seg.discarded = true;
     this.budget.release(seg.size);
+    this.stopIfUnwanted(seg);
+  }
+
+  /** Cancels a discarded segment's transfer once no read waits for it, unless it is nearly done. */
+  private stopIfUnwanted(seg: Segment): void {
+    if (seg.readers === 0 && !seg.done && seg.size - seg.received > LINGER_MAX_BYTES) seg.controller.abort();
   }
 
   private dropFrom(failed: Segment): void {
