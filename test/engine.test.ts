@@ -90,6 +90,25 @@ describe('prefetcher', () => {
     p.close();
   });
 
+  test('1 MiB reads (read_ahead_kb raised) arriving out of order, by up to 2 MiB, keep the window and let it grow', async () => {
+    const c = new RecordingClient();
+    const body = randomBytes(64 * MiB);
+    c.put('big', body);
+    const p = new Prefetcher(c, 'big', body.length, undefined, new MemoryBudget(256 * MiB));
+    // After the first two, each group of three 1 MiB reads arrives newest
+    // first, as the kernel's concurrent readahead requests can.
+    const order: number[] = [0, 1];
+    for (let g = 2; g < 64; g += 3) order.push(...[g + 2, g + 1, g].filter((i) => i < 64));
+    const out = Buffer.alloc(body.length);
+    for (const i of order) {
+      assert.equal(await p.read(i * MiB, MiB, out.subarray(i * MiB, (i + 1) * MiB)), MiB);
+    }
+    assert.ok(out.equals(body));
+    assert.equal(p.stats.resets, 0);
+    assert.ok(c.ranges.length <= 14, `requests: ${c.ranges.length}`);
+    p.close();
+  });
+
   test('reading only the head of a big object costs one small request', async () => {
     const c = new RecordingClient();
     c.put('big', randomBytes(40 * MiB));

@@ -28,7 +28,11 @@ export interface PrefetchConfig {
   maxWindowBytes: number;
   /** After a reset, the block fetched around a random read. */
   randomReadBlockBytes: number;
-  /** Data kept behind the furthest read, for the kernel's out-of-order reads (Mountpoint: 1 MiB). */
+  /**
+   * Data kept behind the furthest read, for the kernel's out-of-order reads.
+   * Mountpoint keeps 1 MiB, enough for 128 KiB reads; where read_ahead_kb
+   * is raised the kernel has 1 MiB reads in flight, up to 2 MiB apart.
+   */
   backwardSeekBytes: number;
   /** Attempts for one part when its body breaks mid-stream (the SDK retries only until headers). */
   maxBodyAttempts: number;
@@ -81,7 +85,7 @@ export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
   partSizeBytes: 8 * 1024 * 1024,
   maxWindowBytes: 64 * 1024 * 1024,
   randomReadBlockBytes: 16 * 1024,
-  backwardSeekBytes: 1024 * 1024,
+  backwardSeekBytes: 4 * 1024 * 1024,
   maxBodyAttempts: 6,
 };
 
@@ -223,8 +227,11 @@ export class Prefetcher {
     if (!this.covers(offset)) this.reset(offset);
     // The reader reached the newest request: the access is sequential, so
     // the window doubles and from now on is kept full ahead of the reader.
+    // "Reached" is any overlap: a read of 1 MiB may start just before the
+    // newest request and, by the time the next arrives, the refill this one
+    // makes has moved the newest request ahead again.
     const newest = this.segments[this.segments.length - 1];
-    const caughtUp = newest !== undefined && offset >= newest.start;
+    const caughtUp = newest !== undefined && end > newest.start;
     this.highWater = Math.max(this.highWater, end);
     this.ensureRequested(end);
     if (caughtUp) {
@@ -275,7 +282,11 @@ export class Prefetcher {
   private covers(offset: number): boolean {
     const first = this.segments[0];
     if (!first) return false;
-    if (offset < first.start || offset < this.highWater - this.config.backwardSeekBytes) return false;
+    // Anything still held is served, also behind the newest read: the
+    // kernel's concurrent reads arrive out of order, by as much as its
+    // readahead window (1 MiB where read_ahead_kb is raised), and what
+    // stays behind is already bounded by trimBehind().
+    if (offset < first.start) return false;
     // Reading exactly where the window ends is still sequential.
     return offset <= this.requestedEnd;
   }
