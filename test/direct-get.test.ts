@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Readable } from 'node:stream';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DirectGet, keyPath } from '../app/s3/direct-get.js';
+import { HttpGetPool } from '../app/s3/http-get.js';
 import { S3RequestError } from '../app/s3/errors.js';
 import { createS3Client, SdkObjectClient, type S3ConnectionConfig } from '../app/s3/sdk-client.js';
 import { zoneEndpoint } from '../app/s3/zones.js';
@@ -21,7 +22,7 @@ import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 const KEYS = ['plain', 'with space', 'plus+sign', 'per%cent', 'amp&and=eq?q#h', "bang!quote'(paren)*star", 'tilde~', 'é/ü/😀', 'dir/sub/file.txt', '\uE000private'];
 
 /** For clients that only resolve where they would send. */
-const UNUSED_AGENTS = { httpAgent: new http.Agent(), httpsAgent: new https.Agent(), connectTimeoutMs: 1, socketTimeoutMs: 1 };
+const UNUSED_AGENTS = { httpAgent: new http.Agent(), httpsAgent: new https.Agent(), pool: new HttpGetPool({ maxSockets: 1, connectTimeoutMs: 1, socketTimeoutMs: 1, idleTimeoutMs: 1 }), connectTimeoutMs: 1, socketTimeoutMs: 1 };
 
 function connection(endpointUrl: string, extra: Partial<S3ConnectionConfig> = {}): S3ConnectionConfig {
   return {
@@ -62,6 +63,7 @@ describe('GETs without the SDK middleware', () => {
   test('the server accepts their signatures and sends the asked range, for keys of every kind', async () => {
     const direct = new DirectGet(createS3Client(connection(server.endpoint)), 'direct', {
       httpAgent: new http.Agent({ keepAlive: true }), httpsAgent: new https.Agent(), connectTimeoutMs: 5_000, socketTimeoutMs: 5_000,
+      pool: new HttpGetPool({ maxSockets: 4, connectTimeoutMs: 5_000, socketTimeoutMs: 5_000, idleTimeoutMs: 4_000 }),
     });
     for (const k of KEYS) {
       const a = await direct.get(k, { start: 2, end: 6 });

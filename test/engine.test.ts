@@ -173,6 +173,32 @@ describe('prefetcher', () => {
     p.close();
   });
 
+  test('read-ahead slabs reused across files, seeks and closes never mix one file\'s bytes into another\'s', async () => {
+    const c = new RecordingClient();
+    const bodies = [0, 1, 2, 3].map(() => randomBytes(24 * MiB + 4097));
+    bodies.forEach((b, i) => c.put(`f${i}`, b));
+    const budget = new MemoryBudget(32 * MiB);
+    for (let round = 0; round < 2; round++) {
+      const ps = bodies.map((b, i) => new Prefetcher(c, `f${i}`, b.length, undefined, budget));
+      const outs = bodies.map((b) => Buffer.alloc(b.length));
+      // Interleaved sequential reads, with a far seek and back in the middle.
+      for (let off = 0; off < 24 * MiB + 4097; off += 96 * 1024) {
+        await Promise.all(ps.map(async (p, i) => {
+          if (off === 12 * MiB) {
+            const probe = Buffer.alloc(5000);
+            await p.read(20 * MiB + 3, probe.length, probe);
+            assert.ok(probe.equals(bodies[i]!.subarray(20 * MiB + 3, 20 * MiB + 5003)));
+          }
+          const n = Math.min(96 * 1024, bodies[i]!.length - off);
+          assert.equal(await p.read(off, n, outs[i]!.subarray(off, off + n)), n);
+        }));
+      }
+      outs.forEach((o, i) => assert.ok(o.equals(bodies[i]!), `file ${i}, round ${round}`));
+      for (const p of ps) p.close();
+    }
+    assert.equal(budget.used, 0);
+  });
+
   test('the per-mount budget bounds read-ahead across open files', async () => {
     const c = new RecordingClient();
     c.put('a', randomBytes(64 * MiB));

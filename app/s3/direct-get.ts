@@ -13,6 +13,10 @@
  * sends the same GET through the SDK, which retries, corrects a clock
  * skew and builds the typed error with its request id as for every other
  * request. A GET is idempotent, so sending it twice is safe.
+ *
+ * Lookups (get) go on the SDK client's keep-alive agent, whose connection
+ * the mount's first requests have opened; the read-ahead's GETs (getInto)
+ * on a pool of connections read without a buffer per chunk (http-get.ts).
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -20,16 +24,21 @@ import { getEndpointFromInstructions } from '@smithy/core/endpoints';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import type { ByteRange } from './object-client.js';
+import type { ByteRange, RangeSink } from './object-client.js';
+import { HttpGetError, type HttpGetPool } from './http-get.js';
 
 export type DirectAnswer =
   | { kind: 'ok'; response: http.IncomingMessage }
   | { kind: 'missing' }
   | { kind: 'fallback'; reason: string };
 
+export type DirectDelivery = { kind: 'delivered' } | { kind: 'fallback'; reason: string };
+
 export interface DirectGetConfig {
   httpAgent: http.Agent;
   httpsAgent: https.Agent;
+  /** Connections of the read-ahead's GETs (getInto), read without a buffer per chunk. */
+  pool: HttpGetPool;
   connectTimeoutMs: number;
   /** Inactivity before the answer's headers; the body's reader has its own. */
   socketTimeoutMs: number;
@@ -93,30 +102,71 @@ export class DirectGet {
     return this.target;
   }
 
-  async get(key: string, range: ByteRange, opts: { ifMatch?: string; notFoundIsAnswer?: boolean } = {}): Promise<DirectAnswer> {
+  /** The signed request of a ranged GET, or why there is none. */
+  private async prepare(key: string, range: ByteRange, ifMatch: string | undefined):
+  Promise<{ t: Target; path: string; headers: Record<string, string> } | { reason: string }> {
     let t: Target;
     try {
       t = await this.resolveTarget();
     } catch (err) {
-      return { kind: 'fallback', reason: `endpoint: ${(err as Error).message}` };
+      return { reason: `endpoint: ${(err as Error).message}` };
     }
     const path = `${t.basePath}/${keyPath(key)}`;
     const headers: Record<string, string> = {
       host: t.host,
       range: `bytes=${range.start}-${range.end - 1}`,
       'x-amz-content-sha256': EMPTY_SHA256,
-      ...(opts.ifMatch ? { 'if-match': opts.ifMatch } : {}),
+      ...(ifMatch ? { 'if-match': ifMatch } : {}),
     };
-    let signed;
     try {
       const offset = this.s3.config.systemClockOffset ?? 0;
-      signed = await t.signer.sign(
+      const signed = await t.signer.sign(
         { method: 'GET', protocol: t.protocol, hostname: t.hostname, ...(t.port !== undefined ? { port: t.port } : {}), path, query: {}, headers },
         { signingDate: new Date(Date.now() + offset), signingRegion: t.region, signingService: t.service },
       );
+      return { t, path, headers: signed.headers };
     } catch (err) {
-      return { kind: 'fallback', reason: `signing: ${(err as Error).message}` };
+      return { reason: `signing: ${(err as Error).message}` };
     }
+  }
+
+  /**
+   * A read-ahead GET whose body goes straight to `sink`, on the pool's
+   * connections. `fallback`: nothing was written and the caller sends the
+   * GET through the SDK. A break during the body throws a network error
+   * (the sink keeps what arrived; the caller asks for the rest).
+   */
+  async getInto(key: string, range: ByteRange, sink: RangeSink, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<DirectDelivery> {
+    const req = await this.prepare(key, range, opts.ifMatch);
+    if ('reason' in req) return { kind: 'fallback', reason: req.reason };
+    const { t } = req;
+    const want = range.end - range.start;
+    try {
+      const out = await this.config.pool.get(
+        { protocol: t.protocol, hostname: t.hostname, port: t.port ?? (t.protocol === 'https:' ? 443 : 80) },
+        req.path, req.headers,
+        (head) => {
+          const length = Number(head.headers.get('content-length'));
+          // 200 to a range: the server ignored it. Taken only when it is the
+          // range anyway (a small object read from 0); else the SDK path.
+          return head.status === 206 || (head.status === 200 && range.start === 0 && length <= want) ? sink : undefined;
+        },
+        opts.signal,
+      );
+      return out.kind === 'delivered' ? { kind: 'delivered' } : { kind: 'fallback', reason: `status ${out.head.status}` };
+    } catch (err) {
+      if (opts.signal?.aborted) throw Object.assign(new Error('read aborted'), { code: 'ABORT_ERR' });
+      if (err instanceof HttpGetError && err.phase === 'before-head') return { kind: 'fallback', reason: err.message };
+      const code = err instanceof HttpGetError && err.code === 'ETIMEDOUT' ? 'ETIMEDOUT' : 'ECONNRESET';
+      throw Object.assign(new Error(`GET ${key}: ${(err as Error).message}`), { code });
+    }
+  }
+
+  async get(key: string, range: ByteRange, opts: { ifMatch?: string; notFoundIsAnswer?: boolean } = {}): Promise<DirectAnswer> {
+    const req = await this.prepare(key, range, opts.ifMatch);
+    if ('reason' in req) return { kind: 'fallback', reason: req.reason };
+    const { t, path } = req;
+    const signed = { headers: req.headers };
     return new Promise<DirectAnswer>((resolve) => {
       let settled = false;
       const settle = (a: DirectAnswer): void => {

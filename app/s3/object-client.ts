@@ -45,6 +45,15 @@ export interface CompletedPart {
   etag: string;
 }
 
+/**
+ * Where a GET's body goes. The bytes are valid only during the call (the
+ * transport reuses its buffer): the sink copies what it keeps, and ignores
+ * bytes past the range it asked for.
+ */
+export interface RangeSink {
+  write(bytes: Buffer): void;
+}
+
 export interface RequestOptions {
   signal?: AbortSignal;
 }
@@ -70,6 +79,13 @@ export interface ObjectClient {
    * sends GETs without it): a caller that gives up destroys the body.
    */
   getObject(key: string, range: ByteRange, opts?: RequestOptions & { ifMatch?: string }): Promise<Readable>;
+  /**
+   * The same GET, its body written to `sink` without a stream in between;
+   * resolves once the whole range is written. Optional: a client without it
+   * is read through getObject. A failure after some bytes were written
+   * leaves them in the sink (the caller asks for the rest).
+   */
+  getObjectInto?(key: string, range: ByteRange, sink: RangeSink, opts?: RequestOptions & { ifMatch?: string }): Promise<void>;
   putObject(key: string, body: Uint8Array, opts?: RequestOptions): Promise<{ etag: string }>;
   createMultipartUpload(key: string, opts?: RequestOptions): Promise<string>;
   uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, opts?: RequestOptions): Promise<string>;

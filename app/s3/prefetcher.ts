@@ -10,14 +10,18 @@
  * window (forward anywhere in it; backward up to `backwardSeekBytes`, which
  * covers the kernel's out-of-order readahead) keep the window; any other
  * seek resets it and fetches only a small aligned block, so random small
- * reads cost little. Bytes are kept as the chunks the socket delivered and
- * copied once, into the kernel's buffer; the window's bytes are drawn from
- * a per-mount {@link MemoryBudget}.
+ * reads cost little. Bytes are copied from the socket into reused slabs
+ * and from there into the kernel's buffer; the window's bytes are drawn
+ * from a per-mount {@link MemoryBudget}.
  */
-import type { Readable } from 'node:stream';
-import type { ObjectClient, ObjectInfo } from './object-client.js';
+import type { ObjectClient, ObjectInfo, RangeSink } from './object-client.js';
 import { S3RequestError, isRetryable, toS3Error } from './errors.js';
 import type { MemoryBudget } from './memory-budget.js';
+import { SLAB_BYTES, SlabPool } from './slab-pool.js';
+import { streamInto } from './stream-into.js';
+
+/** Read-ahead slabs of every prefetcher in the process (one mount per worker). */
+const sharedSlabs = new SlabPool();
 
 export interface PrefetchConfig {
   /** First request of a stream that starts at offset 0. Mountpoint's value: 1 MiB + 128 KiB. */
@@ -38,45 +42,6 @@ export interface PrefetchConfig {
   maxBodyAttempts: number;
 }
 
-/**
- * Feeds a GET's body into a segment with 'data' events (an async iterator
- * per chunk cost a third of the worker's CPU on a loopback read). Bytes past
- * the segment's end are dropped, but the body is read to its end: leaving
- * early destroys the socket, and every GET would then pay a new connection
- * (measured on wan: one connection per request). Resolves at the body's
- * end, rejects if it breaks or closes early.
- */
-function receive(body: Readable, seg: Segment): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let ended = false;
-    const onData = (chunk: Buffer | Uint8Array): void => {
-      if (seg.done) return;
-      const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      const room = seg.end - (seg.start + seg.received);
-      seg.push(buf.length > room ? buf.subarray(0, room) : buf);
-      // Serve readers at once; the rest of the body only keeps the connection.
-      if (room <= buf.length) seg.finish();
-    };
-    // A discarded segment stops its transfer even if the HTTP layer no longer watches the signal.
-    const signal = seg.controller.signal;
-    const onAbort = (): void => {
-      body.destroy(new Error('read aborted'));
-    };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    body.on('data', onData);
-    body.once('end', () => {
-      ended = true;
-      resolve();
-    });
-    body.once('error', reject);
-    body.once('close', () => {
-      signal.removeEventListener('abort', onAbort);
-      if (!ended) reject(Object.assign(new Error('response body closed early'), { code: 'ECONNRESET' }));
-    });
-  });
-}
-
 /** See discard(): what is cheaper to receive and drop than a new connection. */
 const LINGER_MAX_BYTES = 512 * 1024;
 
@@ -89,39 +54,74 @@ export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
   maxBodyAttempts: 6,
 };
 
-class Segment {
+/**
+ * One ranged GET of the window. Its bytes are copied, as they arrive, into
+ * slabs from the pool (a segment smaller than a slab gets a buffer of its
+ * size), given back once the window has let the segment go, no read is
+ * copying from it and its transfer can write no more.
+ */
+class Segment implements RangeSink {
   readonly start: number;
   readonly end: number;
-  readonly chunks: Buffer[] = [];
+  private slabs: Buffer[] = [];
+  private readonly slabBytes: number;
   received = 0;
   done = false;
   /** Let go by the window; a lingering transfer only keeps its connection. */
   discarded = false;
-  /** Reads waiting for this segment's bytes: its transfer is not cancelled under them. */
+  /** Reads waiting for or copying this segment's bytes. */
   readers = 0;
+  /** A GET is writing into the segment. */
+  writing = false;
+  private freed = false;
   error: Error | undefined;
   readonly controller = new AbortController();
   private waiters: Array<() => void> = [];
 
-  constructor(start: number, end: number) {
+  constructor(start: number, end: number, private readonly pool: SlabPool) {
     this.start = start;
     this.end = end;
+    this.slabBytes = Math.min(SLAB_BYTES, Math.max(1, end - start));
   }
 
   get size(): number {
     return this.end - this.start;
   }
 
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.received += chunk.length;
-    this.wake();
+  /** Bytes of the GET; those past the segment's end are dropped (the body is still read to its end). */
+  write(bytes: Buffer): void {
+    if (this.done || this.freed) return;
+    const n = Math.min(bytes.length, this.size - this.received);
+    let copied = 0;
+    while (copied < n) {
+      const at = this.received + copied;
+      const index = Math.floor(at / this.slabBytes);
+      let slab = this.slabs[index];
+      if (!slab) {
+        slab = this.slabBytes === SLAB_BYTES ? this.pool.take() : Buffer.allocUnsafe(this.slabBytes);
+        this.slabs.push(slab);
+      }
+      const offset = at - index * this.slabBytes;
+      copied += bytes.copy(slab, offset, copied, copied + Math.min(n - copied, this.slabBytes - offset));
+    }
+    this.received += n;
+    // Serve readers at once; the rest of the body only keeps the connection.
+    if (this.received >= this.size) this.finish();
+    else this.wake();
   }
 
   finish(error?: Error): void {
     this.done = true;
     this.error = error;
     this.wake();
+  }
+
+  /** Gives the slabs back once nothing can read or write them any more. */
+  release(): void {
+    if (this.freed || !this.discarded || this.readers > 0 || this.writing) return;
+    this.freed = true;
+    if (this.slabBytes === SLAB_BYTES) for (const slab of this.slabs) this.pool.give(slab);
+    this.slabs = [];
   }
 
   private wake(): void {
@@ -140,17 +140,16 @@ class Segment {
 
   /** Copies [from, to) (absolute offsets, already received) into target at targetOffset. */
   copyTo(from: number, to: number, target: Buffer, targetOffset: number): number {
-    let pos = this.start;
+    let at = from - this.start;
+    const stop = Math.min(to - this.start, this.received);
     let written = 0;
-    for (const chunk of this.chunks) {
-      const chunkEnd = pos + chunk.length;
-      if (chunkEnd > from && pos < to) {
-        const s = Math.max(from, pos) - pos;
-        const e = Math.min(to, chunkEnd) - pos;
-        written += chunk.copy(target, targetOffset + written, s, e);
-      }
-      if (chunkEnd >= to) break;
-      pos = chunkEnd;
+    while (at < stop) {
+      const index = Math.floor(at / this.slabBytes);
+      const offset = at - index * this.slabBytes;
+      const n = Math.min(this.slabBytes - offset, stop - at);
+      this.slabs[index]!.copy(target, targetOffset + written, offset, offset + n);
+      written += n;
+      at += n;
     }
     return written;
   }
@@ -197,9 +196,8 @@ export class Prefetcher {
 
   /** Starts the window with bytes already fetched (the lookup's first block): the first read needs no request. */
   private seed(data: Buffer): void {
-    const seg = new Segment(0, data.length);
-    seg.push(data);
-    seg.finish();
+    const seg = new Segment(0, data.length, sharedSlabs);
+    seg.write(data);
     this.budget.forceReserve(seg.size);
     this.segments.push(seg);
     this.requestedEnd = seg.end;
@@ -256,15 +254,18 @@ export class Prefetcher {
       seg.readers++;
       try {
         await seg.waitFor(upTo);
+        written += seg.copyTo(pos, upTo, target, written);
       } catch (err) {
         // Drop the failed part so the next read starts a fresh request.
         this.dropFrom(seg);
         throw err;
       } finally {
         seg.readers--;
-        if (seg.discarded) this.stopIfUnwanted(seg);
+        if (seg.discarded) {
+          this.stopIfUnwanted(seg);
+          seg.release();
+        }
       }
-      written += seg.copyTo(pos, upTo, target, written);
       pos = upTo;
       if (pos >= end) break;
     }
@@ -328,24 +329,35 @@ export class Prefetcher {
   }
 
   private issue(start: number, end: number): void {
-    const seg = new Segment(start, end);
+    const seg = new Segment(start, end, sharedSlabs);
     this.segments.push(seg);
     this.requestedEnd = end;
     void this.fetch(seg);
   }
 
   private async fetch(seg: Segment): Promise<void> {
+    seg.writing = true;
+    try {
+      await this.fetchInto(seg);
+    } finally {
+      seg.writing = false;
+      seg.release();
+    }
+  }
+
+  private async fetchInto(seg: Segment): Promise<void> {
     let attempt = 0;
     for (;;) {
       attempt++;
       this.stats.requests++;
       try {
-        const from = seg.start + seg.received;
-        const body = await this.client.getObject(this.key, { start: from, end: seg.end }, {
-          signal: seg.controller.signal,
-          ...(this.etag ? { ifMatch: this.etag } : {}),
-        });
-        await receive(body, seg);
+        const range = { start: seg.start + seg.received, end: seg.end };
+        const opts = { signal: seg.controller.signal, ...(this.etag ? { ifMatch: this.etag } : {}) };
+        if (this.client.getObjectInto) {
+          await this.client.getObjectInto(this.key, range, seg, opts);
+        } else {
+          await streamInto(await this.client.getObject(this.key, range, opts), seg, seg.controller.signal);
+        }
         if (seg.done) return;
         if (seg.start + seg.received < seg.end) {
           throw toS3Error(Object.assign(new Error('response body ended early'), { code: 'ECONNRESET' }), { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
@@ -355,7 +367,8 @@ export class Prefetcher {
       } catch (err) {
         // Every byte arrived; only the end of the body failed.
         if (seg.done && !seg.error) return;
-        if (seg.controller.signal.aborted || seg.discarded) {
+        // A discarded part a read still waits for is fetched on.
+        if (seg.controller.signal.aborted || (seg.discarded && seg.readers === 0)) {
           seg.finish(new Error('read aborted'));
           return;
         }
@@ -378,6 +391,7 @@ export class Prefetcher {
     seg.discarded = true;
     this.budget.release(seg.size);
     this.stopIfUnwanted(seg);
+    seg.release();
   }
 
   /** Cancels a discarded segment's transfer once no read waits for it, unless it is nearly done. */

@@ -29,10 +29,12 @@ import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { S3RequestError, toS3Error } from './errors.js';
 import { DirectGet, type DirectGetConfig } from './direct-get.js';
+import { HttpGetPool } from './http-get.js';
+import { streamInto } from './stream-into.js';
 import { parseListObjectsV2, type ParsedListing } from './list-xml.js';
 import { DEFAULT_RETRY_POLICY, OutageRetryStrategy } from './retry-strategy.js';
 import type {
-  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RequestOptions,
+  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink, RequestOptions,
 } from './object-client.js';
 
 export interface StaticCredentials {
@@ -137,7 +139,12 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
       socketTimeout: config.requestTimeoutMs ?? 10_000,
     }),
   });
-  directGetConfigs.set(s3, { httpAgent, httpsAgent, connectTimeoutMs: config.connectTimeoutMs ?? 10_000, socketTimeoutMs: config.requestTimeoutMs ?? 10_000 });
+  const connectTimeoutMs = config.connectTimeoutMs ?? 10_000;
+  const socketTimeoutMs = config.requestTimeoutMs ?? 10_000;
+  // Idle connections are closed before the 5 s after which many servers
+  // (Node's among them) close theirs, so a GET rarely meets a closing one.
+  const pool = new HttpGetPool({ maxSockets: config.maxConnections, connectTimeoutMs, socketTimeoutMs, idleTimeoutMs: 4_000 });
+  directGetConfigs.set(s3, { httpAgent, httpsAgent, pool, connectTimeoutMs, socketTimeoutMs });
   return s3;
 }
 
@@ -325,6 +332,16 @@ export class SdkObjectClient implements ObjectClient {
   async getObject(key: string, range: ByteRange, opts: RequestOptions & { ifMatch?: string } = {}): Promise<Readable> {
     const direct = await this.direct?.get(key, range, opts.ifMatch ? { ifMatch: opts.ifMatch } : {});
     if (direct?.kind === 'ok') return direct.response;
+    return this.getObjectViaSdk(key, range, opts);
+  }
+
+  async getObjectInto(key: string, range: ByteRange, sink: RangeSink, opts: RequestOptions & { ifMatch?: string } = {}): Promise<void> {
+    const direct = await this.direct?.getInto(key, range, sink, opts);
+    if (direct?.kind === 'delivered') return;
+    await streamInto(await this.getObjectViaSdk(key, range, opts), sink, opts.signal);
+  }
+
+  private async getObjectViaSdk(key: string, range: ByteRange, opts: { ifMatch?: string }): Promise<Readable> {
     const out = await this.call('GetObject', key, () =>
       this.s3.send(new GetObjectCommand({
         Bucket: this.bucket,
