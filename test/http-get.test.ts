@@ -264,6 +264,20 @@ describe('answers the transport must not misread (a raw server)', () => {
     assert.equal(srv.connections(), 2, 'a new connection after the server said close');
   });
 
+  test('a long answer that is declined (a whole object for a range) is cut off after 64 KiB, not read to its end', async (t) => {
+    const srv = await rawServer(t, [(s) => {
+      s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${1024 * MiB}\r\n\r\n`);
+      s.write(Buffer.alloc(100 * 1024, 7)); // and then nothing more: reading on would stall
+    }]);
+    const p = newPool(t, { socketTimeoutMs: 5_000 });
+    const t0 = Date.now();
+    const out = await p.get(srv.target, '/b/k', { host: 'x' }, () => undefined);
+    assert.equal(out.kind, 'declined');
+    assert.equal(out.kind === 'declined' ? out.body.length : 0, 64 * 1024);
+    assert.ok(Date.now() - t0 < 4_000, 'without waiting for the rest');
+    assert.equal(p.connectionCount, 0, 'the connection was dropped');
+  });
+
   test('with maxSockets 1, parallel GETs wait for the one connection; an idle one is closed after the idle timeout', async (t) => {
     const srv = await rawServer(t, Array.from({ length: 5 }, (_, i) => `HTTP/1.1 206 Partial Content\r\nContent-Length: 1\r\n\r\n${i}`));
     const p = newPool(t, { maxSockets: 1, idleTimeoutMs: 200 });

@@ -263,10 +263,19 @@ export class HttpGetPool {
     ex.received += data.length;
     if (ex.sink) {
       if (data.length > 0) ex.sink.write(data);
-    } else if (ex.declinedBytes < DECLINED_BODY_BYTES) {
+    } else {
       const keep = data.subarray(0, DECLINED_BODY_BYTES - ex.declinedBytes);
-      ex.declined.push(Buffer.from(keep));
+      if (keep.length > 0) ex.declined.push(Buffer.from(keep));
       ex.declinedBytes += keep.length;
+      if (ex.declinedBytes >= DECLINED_BODY_BYTES && ex.received < ex.bodyLength) {
+        // A long answer nobody wants (a whole object sent for a range):
+        // dropping the connection costs less than reading it to its end.
+        conn.exchange = undefined;
+        conn.socket.destroy();
+        this.release(conn.key);
+        ex.resolve({ kind: 'declined', head: ex.head!, body: Buffer.concat(ex.declined) });
+        return;
+      }
     }
     // The sink may have aborted the request (destroying the socket).
     if (conn.exchange !== ex || ex.received < ex.bodyLength) return;
