@@ -60,9 +60,13 @@ export interface FuseMountOptions {
 
 /**
  * FUSE settings and their reasons (DESIGN.md, "Performance design").
- * - max_read / max_readahead 1 MiB: the kernel asks for big sequential
- *   reads; the prefetcher serves them from its window. libfuse 3 passes
- *   them whole (max_pages); libfuse 2 splits them into 128 KiB requests.
+ * - max_read / max_readahead 1 MiB: the most the kernel may ask for at
+ *   once; the prefetcher serves it from its window. The kernel's readahead
+ *   is also bounded by the mount's read_ahead_kb (/sys/class/bdi/0:N,
+ *   128 KiB unless root raises it), so sequential reads mostly arrive as
+ *   128 KiB requests; raised to 1 MiB they arrive whole with libfuse 3
+ *   (max_pages), out of order by up to 2 MiB, which the prefetcher keeps
+ *   for (backwardSeekBytes). libfuse 2 splits them into 128 KiB requests.
  * - max_write: 1 MiB on libfuse 3; on libfuse 2 big_writes with 128 KiB,
  *   without which it sends 4 KiB writes and writing runs ten times slower.
  * - atomic_o_trunc: open(O_TRUNC) of an existing object reaches us as one

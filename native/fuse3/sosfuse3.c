@@ -5,7 +5,8 @@
  * READDIRPLUS (a listing hands the kernel every entry's attributes, so
  * `ls -l` does not send one LOOKUP per entry), parallel lookups in one
  * folder, and requests of up to 1 MiB (max_pages) where libfuse 2 caps
- * reads and writes at 128 KiB.
+ * them at 128 KiB: writes; reads too where the mount's read_ahead_kb
+ * allows (the kernel's readahead is 128 KiB unless root raises it).
  *
  * Threads: libfuse's multi-threaded loop runs the operations on its own
  * threads. Each operation fills a request on its thread's stack, queues it
