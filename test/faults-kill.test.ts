@@ -16,6 +16,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   gone, isMounted, memoryOf, mountBucket, objectExists, objectMd5, pendingUploads, putObject, startWorld, statWithin,
@@ -58,6 +59,12 @@ describe('the worker is killed (SIGKILL) mid-read and mid-write', () => {
     await Promise.all([reader.waitEvent('paused', 120_000), writer.waitEvent('paused', 120_000)]);
     // Mid-write for S3 too: the multipart upload has begun and parts are stored.
     await waitUntil('the multipart upload of partial.bin to begin', async () => (await pendingUploads(world, m.bucket)).some((u) => u.key === 'partial.bin'), 60_000);
+    // The server lists an upload a moment before its answer reaches the
+    // worker and the worker notes the id in its journal; a kill inside that
+    // moment leaves an upload no one can know of (its id never reached us).
+    // The kill is meant for after it.
+    const journal = path.join(m.home, '.local', 'state', 'sos-mount', 'uploads', `${m.workerPid}.json`);
+    await waitUntil('the worker to note the upload in its journal', async () => (await readFile(journal, 'utf8').catch(() => '')).includes('partial.bin'), 10_000);
 
     const killedAt = Date.now();
     process.kill(m.workerPid, 'SIGKILL');
