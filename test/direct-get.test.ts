@@ -10,7 +10,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import type { Readable } from 'node:stream';
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { DirectGet, keyPath } from '../app/s3/direct-get.js';
 import { HttpGetPool } from '../app/s3/http-get.js';
 import { S3RequestError } from '../app/s3/errors.js';
@@ -113,5 +113,88 @@ describe('GETs without the SDK middleware', () => {
   test('a wrong secret is refused by the server and reported by the SDK, not taken for a missing key', async () => {
     const client = new SdkObjectClient(createS3Client(connection(server.endpoint, { credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'wrong' }, maxAttempts: 1 })), 'direct');
     await assert.rejects(client.getFirstBytes('plain', 64), (err: unknown) => err instanceof S3RequestError && err.status === 403);
+  });
+});
+
+describe('small files PUT without the SDK middleware', () => {
+  let server: TestS3Server;
+  let proxy: FaultProxy;
+  let s3: S3Client;
+
+  before(async () => {
+    server = await startS3Server({ buckets: ['direct'] });
+    proxy = await startFaultProxy({ targetPort: server.port });
+    s3 = server.client();
+  });
+  after(async () => {
+    s3.destroy();
+    await proxy.stop();
+    await server.stop();
+  });
+
+  async function stored(key: string): Promise<{ body: string; etag: string | undefined; storageClass: string | undefined }> {
+    const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: key }));
+    return { body: await out.Body!.transformToString(), etag: out.ETag, storageClass: out.StorageClass };
+  }
+
+  test('the server takes their signatures (payload hash included), one request each, for keys of every kind', async () => {
+    const client = new SdkObjectClient(createS3Client(connection(proxy.endpoint)), 'direct');
+    await proxy.resetStats();
+    for (const k of KEYS) {
+      const { etag } = await client.putObject(`put/${k}`, Buffer.from(`body of ${k}`));
+      const got = await stored(`put/${k}`);
+      assert.equal(got.body, `body of ${k}`, k);
+      assert.equal(etag, got.etag, k);
+    }
+    assert.deepEqual((await proxy.stats()).requests, { PutObject: KEYS.length });
+  });
+
+  test('an error answer is handed to the SDK: a 503 is retried there, a refusal comes back typed with its request id', async () => {
+    const client = new SdkObjectClient(createS3Client(connection(proxy.endpoint)), 'direct');
+    await proxy.resetStats();
+    await proxy.setRules([{ id: '503', match: { op: 'PutObject' }, action: { kind: 'error', status: 503, code: 'SlowDown' }, times: 2 }]);
+    await client.putObject('put/retried', Buffer.from('retried'));
+    assert.equal((await stored('put/retried')).body, 'retried');
+    assert.equal((await proxy.stats()).requests.PutObject, 3, 'ours, the SDK\'s refused first attempt, its retry');
+    await proxy.setRules([{ id: 'denied', match: { op: 'PutObject' }, action: { kind: 'error', status: 403, code: 'AccessDenied', requestId: 'REQ-PUT' } }]);
+    await assert.rejects(client.putObject('put/denied', Buffer.from('x')), (err: unknown) =>
+      err instanceof S3RequestError && err.kind === 'AccessDenied' && err.requestId === 'REQ-PUT');
+    await proxy.setRules([{ id: 'reset', match: { op: 'PutObject' }, action: { kind: 'reset-request' }, times: 1 }]);
+    await client.putObject('put/after-reset', Buffer.from('after reset'));
+    assert.equal((await stored('put/after-reset')).body, 'after reset');
+    await proxy.clearRules();
+  });
+
+  test('a wrong secret is refused and reported, and an aborted upload rejects without storing anything', async () => {
+    const wrong = new SdkObjectClient(createS3Client(connection(server.endpoint, { credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'wrong' }, maxAttempts: 1 })), 'direct');
+    await assert.rejects(wrong.putObject('put/wrong', Buffer.from('x')), (err: unknown) => err instanceof S3RequestError && err.status === 403);
+    const client = new SdkObjectClient(createS3Client(connection(server.endpoint)), 'direct');
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(client.putObject('put/aborted', Buffer.from('x'), { signal: ac.signal }));
+    await assert.rejects(stored('put/aborted'));
+  });
+
+  test('the storage class is sent; with additional checksums asked for, the SDK sends the PUT (it adds them)', async () => {
+    const seen: Array<{ url: string; headers: http.IncomingHttpHeaders }> = [];
+    const capture = http.createServer((req, res) => {
+      seen.push({ url: req.url ?? '', headers: req.headers });
+      req.resume();
+      req.on('end', () => { res.setHeader('ETag', '"e"'); res.end(); });
+    });
+    await new Promise<void>((r) => capture.listen(0, '127.0.0.1', r));
+    try {
+      const ep = `http://127.0.0.1:${(capture.address() as { port: number }).port}`;
+      await new SdkObjectClient(createS3Client(connection(ep)), 'direct', 'STANDARD_IA').putObject('k', Buffer.from('hello'));
+      await new SdkObjectClient(createS3Client(connection(ep, { uploadChecksums: 'crc32c' })), 'direct').putObject('k', Buffer.from('hello'));
+      assert.equal(seen.length, 2);
+      assert.equal(seen[0]!.url, '/direct/k');
+      assert.equal(seen[0]!.headers['x-amz-storage-class'], 'STANDARD_IA');
+      assert.equal(seen[0]!.headers['x-amz-content-sha256'], '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824');
+      assert.equal(seen[1]!.url, '/direct/k?x-id=PutObject', 'the SDK\'s request');
+      assert.ok(Object.keys(seen[1]!.headers).some((h) => h.startsWith('x-amz-checksum-') || h === 'x-amz-sdk-checksum-algorithm' || h === 'x-amz-trailer'), JSON.stringify(seen[1]!.headers));
+    } finally {
+      capture.close();
+    }
   });
 });

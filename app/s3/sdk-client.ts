@@ -144,7 +144,7 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
   // Idle connections are closed before the 5 s after which many servers
   // (Node's among them) close theirs, so a GET rarely meets a closing one.
   const pool = new HttpGetPool({ maxSockets: config.maxConnections, connectTimeoutMs, socketTimeoutMs, idleTimeoutMs: 4_000 });
-  directGetConfigs.set(s3, { httpAgent, httpsAgent, pool, connectTimeoutMs, socketTimeoutMs });
+  directGetConfigs.set(s3, { httpAgent, httpsAgent, pool, connectTimeoutMs, socketTimeoutMs, directPuts: config.uploadChecksums === 'off' });
   return s3;
 }
 
@@ -208,6 +208,8 @@ export class SdkObjectClient implements ObjectClient {
 
   /** GETs without the SDK's middleware, where the client was made by createS3Client. */
   private readonly direct: DirectGet | undefined;
+  /** Small files' PutObject without the SDK's middleware (direct-get.ts). */
+  private readonly directPuts: boolean;
 
   constructor(s3: S3Client, bucket: string, storageClass?: string) {
     this.s3 = s3;
@@ -215,6 +217,7 @@ export class SdkObjectClient implements ObjectClient {
     this.storageClass = storageClass;
     const direct = directGetConfigs.get(s3);
     this.direct = direct && new DirectGet(s3, bucket, direct);
+    this.directPuts = direct?.directPuts === true;
   }
 
   private async call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T> {
@@ -358,6 +361,14 @@ export class SdkObjectClient implements ObjectClient {
   }
 
   async putObject(key: string, body: Uint8Array, opts: RequestOptions = {}): Promise<{ etag: string }> {
+    if (this.direct && this.directPuts) {
+      const direct = this.direct;
+      const sent = await this.call('PutObject', key, () => direct.put(key, body, {
+        ...(this.storageClass ? { storageClass: this.storageClass } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      }));
+      if (sent.kind === 'ok') return { etag: sent.etag };
+    }
     const out = await this.call('PutObject', key, () =>
       this.s3.send(new PutObjectCommand({
         Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength,
