@@ -145,6 +145,32 @@ export class DirectGet {
   }
 
   /**
+   * A request on the SDK client's agent, with its connect timeout and the
+   * inactivity timeout (which stays on for the answer's body: a stall
+   * destroys it with an error its reader sees, as with the SDK's handler).
+   */
+  private open(t: Target, method: 'GET' | 'PUT', path: string, headers: Record<string, string>): http.ClientRequest {
+    const mod = t.protocol === 'https:' ? https : http;
+    const req = mod.request({
+      protocol: t.protocol,
+      hostname: t.hostname,
+      ...(t.port !== undefined ? { port: t.port } : {}),
+      method,
+      path,
+      headers,
+      agent: t.protocol === 'https:' ? this.config.httpsAgent : this.config.httpAgent,
+    });
+    const connectTimer = setTimeout(() => req.destroy(new Error('connect timeout')), this.config.connectTimeoutMs);
+    req.on('socket', (socket) => {
+      if (!socket.connecting) clearTimeout(connectTimer);
+      else socket.once('connect', () => clearTimeout(connectTimer));
+    });
+    req.once('close', () => clearTimeout(connectTimer));
+    req.setTimeout(this.config.socketTimeoutMs, () => req.destroy(new Error('no answer in time')));
+    return req;
+  }
+
+  /**
    * PutObject of a small file without the SDK's middleware (about 1 ms of
    * CPU per request there), on the SDK client's agent. The payload's
    * SHA-256 is signed, so the server refuses a body that changed on the
@@ -169,30 +195,14 @@ export class DirectGet {
         if (settled) return;
         settled = true;
         opts.signal?.removeEventListener('abort', onAbort);
-        clearTimeout(connectTimer);
         fn();
       };
-      const mod = t.protocol === 'https:' ? https : http;
-      const r = mod.request({
-        protocol: t.protocol,
-        hostname: t.hostname,
-        ...(t.port !== undefined ? { port: t.port } : {}),
-        method: 'PUT',
-        path: req.path,
-        headers: req.headers,
-        agent: t.protocol === 'https:' ? this.config.httpsAgent : this.config.httpAgent,
-      });
+      const r = this.open(t, 'PUT', req.path, req.headers);
       const onAbort = (): void => {
         r.destroy();
         settle(() => reject(abortError()));
       };
       opts.signal?.addEventListener('abort', onAbort, { once: true });
-      const connectTimer = setTimeout(() => r.destroy(new Error('connect timeout')), this.config.connectTimeoutMs);
-      r.on('socket', (socket) => {
-        if (!socket.connecting) clearTimeout(connectTimer);
-        else socket.once('connect', () => clearTimeout(connectTimer));
-      });
-      r.setTimeout(this.config.socketTimeoutMs, () => r.destroy(new Error('no answer in time')));
       r.on('error', (err) => settle(() => resolve({ kind: 'fallback', reason: err.message })));
       r.on('response', (res) => {
         const etag = res.headers.etag;
@@ -252,30 +262,9 @@ export class DirectGet {
         settled = true;
         resolve(a);
       };
-      const mod = t.protocol === 'https:' ? https : http;
-      const req = mod.request({
-        protocol: t.protocol,
-        hostname: t.hostname,
-        ...(t.port !== undefined ? { port: t.port } : {}),
-        method: 'GET',
-        path,
-        headers: signed.headers,
-        agent: t.protocol === 'https:' ? this.config.httpsAgent : this.config.httpAgent,
-      });
-      const connectTimer = setTimeout(() => {
-        req.destroy(new Error('connect timeout'));
-      }, this.config.connectTimeoutMs);
-      req.on('socket', (socket) => {
-        if (!socket.connecting) clearTimeout(connectTimer);
-        else socket.once('connect', () => clearTimeout(connectTimer));
-      });
-      req.setTimeout(this.config.socketTimeoutMs, () => req.destroy(new Error('no answer in time')));
-      req.on('error', (err) => {
-        clearTimeout(connectTimer);
-        settle({ kind: 'fallback', reason: err.message });
-      });
+      const req = this.open(t, 'GET', path, signed.headers);
+      req.on('error', (err) => settle({ kind: 'fallback', reason: err.message }));
       req.on('response', (res) => {
-        clearTimeout(connectTimer);
         // The inactivity timeout stays on for the body: a stall destroys
         // it with an error its reader sees, as with the SDK's handler.
         const status = res.statusCode ?? 0;
