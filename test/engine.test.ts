@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { MemoryObjectClient } from '../app/s3/memory-client.js';
 import { MemoryBudget } from '../app/s3/memory-budget.js';
+import { SLAB_BYTES, SlabPool } from '../app/s3/slab-pool.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/s3/prefetcher.js';
 import { Uploader, maxObjectBytes, partSizeFor } from '../app/s3/uploader.js';
 import { S3RequestError } from '../app/s3/errors.js';
@@ -197,6 +198,20 @@ describe('prefetcher', () => {
       for (const p of ps) p.close();
     }
     assert.equal(budget.used, 0);
+  });
+
+  test('the slab pool keeps at most its cap of free slabs and gives them all back after a while without reads', async () => {
+    const pool = new SlabPool({ maxFree: 3, idleMs: 100 });
+    const slabs = [0, 1, 2, 3, 4].map(() => pool.take());
+    assert.ok(slabs.every((b) => b.length === SLAB_BYTES));
+    for (const b of slabs) pool.give(b);
+    pool.give(Buffer.alloc(100));
+    assert.equal(pool.freeCount, 3, 'the cap; a buffer of another size is not kept');
+    const again = pool.take();
+    assert.ok(slabs.includes(again), 'a free slab is reused');
+    pool.give(again);
+    await new Promise((r) => setTimeout(r, 350));
+    assert.equal(pool.freeCount, 0);
   });
 
   test('the per-mount budget bounds read-ahead across open files', async () => {

@@ -243,7 +243,7 @@ export class DirectGet {
       );
       return out.kind === 'delivered' ? { kind: 'delivered' } : { kind: 'fallback', reason: `status ${out.head.status}` };
     } catch (err) {
-      if (opts.signal?.aborted) throw Object.assign(new Error('read aborted'), { code: 'ABORT_ERR' });
+      if (opts.signal?.aborted) throw abortError();
       if (err instanceof HttpGetError && err.phase === 'before-head') return { kind: 'fallback', reason: err.message };
       const code = err instanceof HttpGetError && err.code === 'ETIMEDOUT' ? 'ETIMEDOUT' : 'ECONNRESET';
       throw Object.assign(new Error(`GET ${key}: ${(err as Error).message}`), { code });
@@ -251,10 +251,9 @@ export class DirectGet {
   }
 
   async get(key: string, range: ByteRange, opts: { ifMatch?: string; notFoundIsAnswer?: boolean } = {}): Promise<DirectAnswer> {
-    const req = await this.prepare(key, range, opts.ifMatch);
-    if ('reason' in req) return { kind: 'fallback', reason: req.reason };
-    const { t, path } = req;
-    const signed = { headers: req.headers };
+    const prepared = await this.prepare(key, range, opts.ifMatch);
+    if ('reason' in prepared) return { kind: 'fallback', reason: prepared.reason };
+    const { t, path, headers } = prepared;
     return new Promise<DirectAnswer>((resolve) => {
       let settled = false;
       const settle = (a: DirectAnswer): void => {
@@ -262,11 +261,9 @@ export class DirectGet {
         settled = true;
         resolve(a);
       };
-      const req = this.open(t, 'GET', path, signed.headers);
+      const req = this.open(t, 'GET', path, headers);
       req.on('error', (err) => settle({ kind: 'fallback', reason: err.message }));
       req.on('response', (res) => {
-        // The inactivity timeout stays on for the body: a stall destroys
-        // it with an error its reader sees, as with the SDK's handler.
         const status = res.statusCode ?? 0;
         // 200 to a range that does not start at 0: the server sent the whole
         // object from its start; the SDK path handles that as before.

@@ -75,7 +75,6 @@ interface Exchange {
   resolve: (o: GetOutcome) => void;
   reject: (e: HttpGetError) => void;
   headParts: Buffer[];
-  headBytes: number;
   head: ResponseHead | undefined;
   sink: BodySink | undefined;
   declined: Buffer[];
@@ -229,7 +228,7 @@ export class HttpGetPool {
       onHead,
       resolve: (o) => { finish(); resolve(o); },
       reject: (e) => { finish(); reject(e); },
-      headParts: [], headBytes: 0, head: undefined, sink: undefined, declined: [], declinedBytes: 0,
+      headParts: [], head: undefined, sink: undefined, declined: [], declinedBytes: 0,
       bodyLength: 0, received: 0, keepAlive: true,
     };
     if (signal) {
@@ -270,10 +269,8 @@ export class HttpGetPool {
       if (ex.declinedBytes >= DECLINED_BODY_BYTES && ex.received < ex.bodyLength) {
         // A long answer nobody wants (a whole object sent for a range):
         // dropping the connection costs less than reading it to its end.
-        conn.exchange = undefined;
-        conn.socket.destroy();
-        this.release(conn.key);
-        ex.resolve({ kind: 'declined', head: ex.head!, body: Buffer.concat(ex.declined) });
+        ex.keepAlive = false;
+        this.complete(conn, ex);
         return;
       }
     }
@@ -285,11 +282,10 @@ export class HttpGetPool {
   /** Collects the answer's head; returns the bytes after it, or undefined while it is incomplete (or failed). */
   private readHead(conn: Connection, ex: Exchange, data: Buffer): Buffer | undefined {
     ex.headParts.push(Buffer.from(data));
-    ex.headBytes += data.length;
     const all = ex.headParts.length === 1 ? ex.headParts[0]! : Buffer.concat(ex.headParts);
     const end = all.indexOf('\r\n\r\n');
     if (end < 0) {
-      if (ex.headBytes > MAX_HEAD_BYTES) conn.socket.destroy(new HttpGetError('answer head too large', 'before-head', 'EPROTO'));
+      if (all.length > MAX_HEAD_BYTES) conn.socket.destroy(new HttpGetError('answer head too large', 'before-head', 'EPROTO'));
       return undefined;
     }
     const lines = all.subarray(0, end).toString('latin1').split('\r\n');

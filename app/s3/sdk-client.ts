@@ -148,7 +148,7 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
   return s3;
 }
 
-/** The agents and timeouts of the clients made here, for their GETs that bypass the SDK (direct-get.ts). */
+/** The agents, read-ahead pool and timeouts of the clients made here, for their requests that bypass the SDK (direct-get.ts). */
 const directGetConfigs = new WeakMap<S3Client, DirectGetConfig>();
 
 /** encoding-type=url is form encoding: '+' stands for a space (botocore decodes with unquote_plus). */
