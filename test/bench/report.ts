@@ -44,6 +44,8 @@ export const FIGURES: Record<WorkloadName, Figure> = {
   ttfb: { label: 'time to first byte', unit: 'ms', higherIsBetter: false, digits: 1 },
   randread1: { label: 'random 4 KiB reads, 1 thread', unit: 'IOPS', higherIsBetter: true, digits: 0 },
   randread16: { label: 'random 4 KiB reads, 16 threads', unit: 'IOPS', higherIsBetter: true, digits: 0 },
+  randlarge1: { label: 'random 4 KiB reads in the large object, 1 thread', unit: 'IOPS', higherIsBetter: true, digits: 0 },
+  randlarge16: { label: 'random 4 KiB reads in the large object, 16 threads', unit: 'IOPS', higherIsBetter: true, digits: 0 },
   smallread: { label: 'list + read 64 KiB files, 16 parallel', unit: 's', higherIsBetter: false, digits: 2 },
   ls: { label: '`ls -l` of 10,000 keys, cold', unit: 'ms', higherIsBetter: false, digits: 0 },
   seqwrite: { label: 'sequential write (+ close)', unit: 'MiB/s', higherIsBetter: true, digits: 0 },
@@ -101,11 +103,16 @@ export function bestPeer(summaries: Partial<Record<ContenderName, Summary>>, fig
 
 export interface TargetCheck {
   text: string;
-  met: boolean | undefined;
+  /** undefined: cannot be judged from this run; null: the row has no target. */
+  met: boolean | undefined | null;
 }
 
 /** Issue 4's targets, by workload and profile. */
-export function target(workload: WorkloadName | 'rss', profile: string, ours: Summary | undefined, sdk: Summary | undefined, peer: Summary | undefined, rtt: number): TargetCheck | undefined {
+/**
+ * `peer`: the best peer's summary; `peersFailed`: there were peers and none gave a figure (all TIMEOUT or FAILED),
+ * which a figure of ours beats.
+ */
+export function target(workload: WorkloadName | 'rss', profile: string, ours: Summary | undefined, sdk: Summary | undefined, peer: Summary | undefined, rtt: number, peersFailed = false): TargetCheck | undefined {
   const r = ratio(ours, sdk);
   const okv = ours?.status === 'OK' ? ours.value : undefined;
   switch (workload) {
@@ -116,9 +123,16 @@ export function target(workload: WorkloadName | 'rss', profile: string, ours: Su
     case 'ls': return { text: '≤ 1.2× SDK', met: r === undefined ? false : r <= 1.2 };
     case 'smallread': return { text: '≤ 1.2× SDK', met: r === undefined ? false : r <= 1.2 };
     case 'randread1':
-    case 'randread16': {
+    case 'randread16':
+      // 200–2,000 reads spread over an object small enough to download whole in that time measure how fast a
+      // contender downloads it (s3fs does, rclone streams long ranges), not IOPS; issue 4 asks random reads to
+      // fetch only a small block. The IOPS target is judged on the large object.
+      return { text: 'none: a whole-object download wins here (see "Random reads")', met: null };
+    case 'randlarge1':
+    case 'randlarge16': {
+      if (peer === undefined) return { text: '≥ best peer', met: peersFailed && ours?.status === 'OK' ? true : undefined };
       const rp = ratio(ours, peer);
-      return { text: '≥ best peer', met: peer === undefined ? undefined : rp === undefined ? false : rp >= 1 };
+      return { text: '≥ best peer', met: rp === undefined ? false : rp >= 1 };
     }
     case 'seqwrite': return { text: '≥ 0.9× SDK', met: r === undefined ? false : r >= 0.9 };
     case 'smallwrite': return { text: '≥ 0.8× SDK', met: r === undefined ? false : r >= 0.8 };
@@ -126,6 +140,11 @@ export function target(workload: WorkloadName | 'rss', profile: string, ours: Su
   }
   void profile;
   return undefined;
+}
+
+function metCell(t: TargetCheck | undefined): string {
+  if (t?.met === null) return '–';
+  return t?.met === undefined ? '?' : t.met ? 'yes' : '**no**';
 }
 
 export function fmt(v: number | undefined, digits: number): string {
@@ -169,11 +188,12 @@ export function markdownTable(p: ProfileReport, contenders: ContenderName[], pee
     const best = bestPeer(s, fig, activePeers);
     const row = [fig.label, `${fig.unit} ${fig.higherIsBetter ? '↑' : '↓'}`];
     if (hasSdk) row.push(cell(s.sdk, fig.digits));
-    if (hasOurs) row.push(cell(s.ours, fig.digits), fmtRatio(ratio(s.ours, s.sdk)), best ? `${fmtRatio(ratio(s.ours, best.s))} (${best.name})` : '–');
+    const peersFailed = activePeers.some((c) => s[c]) && activePeers.every((c) => !s[c] || s[c]!.status !== 'OK');
+    if (hasOurs) row.push(cell(s.ours, fig.digits), fmtRatio(ratio(s.ours, s.sdk)), best ? `${fmtRatio(ratio(s.ours, best.s))} (${best.name})` : peersFailed ? 'no peer finished' : '–');
     for (const peer of activePeers) row.push(cell(s[peer], fig.digits), fmtRatio(ratio(s[peer], s.sdk)));
     if (hasOurs) {
-      const t = target(wl, p.profile, s.ours, s.sdk, best?.s, p.rttMs);
-      row.push(t?.text ?? '', t?.met === undefined ? '?' : t.met ? 'yes' : '**no**');
+      const t = target(wl, p.profile, s.ours, s.sdk, best?.s, p.rttMs, peersFailed);
+      row.push(t?.text ?? '', metCell(t));
     }
     lines.push(`| ${row.join(' | ')} |`);
   }
@@ -189,7 +209,7 @@ export function markdownTable(p: ProfileReport, contenders: ContenderName[], pee
     for (const peer of activePeers) row.push(fmt(s[peer]?.rssMiB, 0), fmtRatio(ratio(rssOf(peer), rssOf('sdk'))));
     if (hasOurs) {
       const t = target('rss', p.profile, s.ours, undefined, undefined, p.rttMs);
-      row.push(t?.text ?? '', t?.met === undefined ? '?' : t.met ? 'yes' : '**no**');
+      row.push(t?.text ?? '', metCell(t));
     }
     lines.push(`| ${row.join(' | ')} |`);
   }

@@ -142,6 +142,8 @@ interface Profile {
   proxy: Omit<ProxyConfig, 'targetHost' | 'targetPort' | 'listenPort'> | undefined;
   rttMs: number;
   bigSize: number;
+  /** The object of the large-object random reads: too big to download during them (Mountpoint's random-read benchmark reads a 100 GiB object). */
+  largeSize: number;
   writeSize: number;
   rand1: number;
   rand16: number;
@@ -156,6 +158,7 @@ function profileOf(name: string, quick: boolean): Profile {
     rttMs: wan ? 40 : 0,
     smallRead: quick ? 300 : 1000,
     smallWrite: quick ? 150 : 500,
+    largeSize: quick ? 2 * GiB : 8 * GiB,
   };
   const proxy = name === 'wan'
     ? { oneWayDelayMs: 20, rateBytesPerSec: 50_000_000, handshake: true, windowBytes: 4 * MiB }
@@ -168,7 +171,7 @@ function profileOf(name: string, quick: boolean): Profile {
 
 /** Time limit per workload; a run past it is TIMEOUT. */
 const LIMIT_S: Record<WorkloadName, number> = {
-  seqread: 300, ttfb: 30, randread1: 150, randread16: 150, smallread: 180, ls: 150, seqwrite: 400, smallwrite: 150,
+  seqread: 300, ttfb: 30, randread1: 150, randread16: 150, randlarge1: 150, randlarge16: 150, smallread: 180, ls: 150, seqwrite: 400, smallwrite: 150,
 };
 
 const bigKey = (size: number): string => `big-${size / MiB}m.bin`;
@@ -223,7 +226,7 @@ async function uploadBig(s3: S3Client, key: string, size: number, seed: number):
 }
 
 async function ensureData(s3: S3Client, profiles: Profile[]): Promise<void> {
-  const sizes = [...new Set(profiles.map((p) => p.bigSize))];
+  const sizes = [...new Set(profiles.flatMap((p) => [p.bigSize, p.largeSize]))];
   for (const size of sizes) {
     const key = bigKey(size);
     const head = await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key })).catch(() => undefined);
@@ -336,6 +339,11 @@ function taskFor(wl: WorkloadName, p: Profile, contender: ContenderName, root: s
       const n = wl === 'randread1' ? p.rand1 : p.rand16;
       return { op: 'randread', target: at(big), size: p.bigSize, seed: bigSeed(p.bigSize), offsets: randomOffsets(wl === 'randread1' ? 11 : 16, p.bigSize, n, 4 * KiB), threads: wl === 'randread1' ? 1 : 16 };
     }
+    case 'randlarge1':
+    case 'randlarge16': {
+      const n = wl === 'randlarge1' ? p.rand1 : p.rand16;
+      return { op: 'randread', target: at(bigKey(p.largeSize)), size: p.largeSize, seed: bigSeed(p.largeSize), offsets: randomOffsets(wl === 'randlarge1' ? 21 : 26, p.largeSize, n, 4 * KiB), threads: wl === 'randlarge1' ? 1 : 16 };
+    }
     case 'smallread': return { op: 'smallread', dir: contender === 'sdk' ? 'small/' : path.join(root, 'small'), count: p.smallRead, parallel: PARALLEL, seedBase: SMALL_SEED_BASE, size: SMALL_SIZE };
     case 'ls': return { op: 'ls', dir: contender === 'sdk' ? 'list10k/' : path.join(root, 'list10k'), expect: LIST_COUNT };
     case 'seqwrite': return { op: 'seqwrite', target: at(`${writePrefix}big.bin`), size: p.writeSize, seed: WRITE_SEED_BASE, partSize: PART, concurrency: SDK_INFLIGHT };
@@ -347,7 +355,7 @@ function figureOf(wl: WorkloadName, r: TaskResult): number {
   switch (wl) {
     case 'seqread': case 'seqwrite': return (r.bytes ?? 0) / MiB / r.seconds;
     case 'ttfb': case 'ls': return r.seconds * 1000;
-    case 'randread1': case 'randread16': return (r.ops ?? 0) / r.seconds;
+    case 'randread1': case 'randread16': case 'randlarge1': case 'randlarge16': return (r.ops ?? 0) / r.seconds;
     case 'smallread': return r.seconds;
     case 'smallwrite': return (r.ops ?? 0) / r.seconds;
   }
@@ -589,7 +597,7 @@ async function main(): Promise<void> {
       }
       const report: ProfileReport = {
         profile: p.name, rttMs: p.rttMs, measuredAt: new Date().toISOString(),
-        sizes: { bigObjectMiB: p.bigSize / MiB, writeMiB: p.writeSize / MiB, random1Ops: p.rand1, random16Ops: p.rand16, smallReadFiles: p.smallRead, smallWriteFiles: p.smallWrite, listKeys: LIST_COUNT, runs: opts.runs },
+        sizes: { bigObjectMiB: p.bigSize / MiB, largeObjectMiB: p.largeSize / MiB, writeMiB: p.writeSize / MiB, random1Ops: p.rand1, random16Ops: p.rand16, smallReadFiles: p.smallRead, smallWriteFiles: p.smallWrite, listKeys: LIST_COUNT, runs: opts.runs },
         summaries: {},
       };
       try {
@@ -684,7 +692,7 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     md.push('');
     md.push(`### ${r.profile}${r.rttMs ? ` (${r.rttMs} ms RTT, 400 Mbit/s shared)` : r.profile === 'lan' ? ' (loopback)' : ''}${r.measuredAt ? `, measured ${r.measuredAt.slice(0, 16).replace('T', ' ')} UTC` : ''}`);
     md.push('');
-    md.push(`Runs per figure: ${r.sizes['runs']}. Sizes: big object ${r.sizes['bigObjectMiB']} MiB, big write ${r.sizes['writeMiB']} MiB, random reads ${r.sizes['random1Ops']} (1 thread) / ${r.sizes['random16Ops']} (16 threads), ${r.sizes['smallReadFiles']} files read, ${r.sizes['smallWriteFiles']} files written, ${r.sizes['listKeys']} keys listed.`);
+    md.push(`Runs per figure: ${r.sizes['runs']}. Sizes: big object ${r.sizes['bigObjectMiB']} MiB, large object ${r.sizes['largeObjectMiB'] ?? '–'} MiB, big write ${r.sizes['writeMiB']} MiB, random reads ${r.sizes['random1Ops']} (1 thread) / ${r.sizes['random16Ops']} (16 threads), ${r.sizes['smallReadFiles']} files read, ${r.sizes['smallWriteFiles']} files written, ${r.sizes['listKeys']} keys listed.`);
     md.push('');
     md.push(markdownTable(r, opts.contenders, PEERS));
     const notes = failureNotes(r);

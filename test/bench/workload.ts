@@ -3,9 +3,9 @@
  * the one-line JSON a child prints when it is done.
  */
 
-export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite';
+export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'randlarge1' | 'randlarge16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite';
 
-export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'smallread', 'ls', 'seqwrite', 'smallwrite'];
+export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'randlarge1', 'randlarge16', 'smallread', 'ls', 'seqwrite', 'smallwrite'];
 
 /** What a child is asked to do. Paths are mount paths for fs children and keys for the SDK child. */
 export type Task =
