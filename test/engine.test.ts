@@ -110,6 +110,35 @@ describe('prefetcher', () => {
     p.close();
   });
 
+  test('a sequential reader that waits for bytes widens the window past one part: several GETs in flight', async () => {
+    // Every body arrives after a delay, as over a long round trip: a reader
+    // faster than one GET at a time waits, and the window must grow until
+    // enough GETs are in flight (it stopped at about one part and a half).
+    class SlowClient extends MemoryObjectClient {
+      inFlight = 0;
+      maxInFlight = 0;
+      override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<Readable> {
+        const inner = await super.getObject(key, range, opts);
+        const out = new PassThrough();
+        this.inFlight++;
+        this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+        out.once('close', () => { this.inFlight--; });
+        setTimeout(() => { if (!out.destroyed) inner.pipe(out); }, 20);
+        return out;
+      }
+    }
+    const c = new SlowClient();
+    const body = randomBytes(96 * MiB);
+    c.put('big', body);
+    const p = new Prefetcher(c, 'big', body.length, undefined, new MemoryBudget(256 * MiB));
+    const got = await readAll(p, body.length, 128 * 1024);
+    assert.ok(got.equals(body));
+    const parts = DEFAULT_PREFETCH_CONFIG.maxWindowBytes / DEFAULT_PREFETCH_CONFIG.partSizeBytes;
+    assert.ok(c.maxInFlight >= parts, `at most ${c.maxInFlight} GETs in flight, the window allows ${parts}`);
+    assert.equal(p.stats.resets, 0);
+    p.close();
+  });
+
   test('reading only the head of a big object costs one small request', async () => {
     const c = new RecordingClient();
     c.put('big', randomBytes(40 * MiB));
