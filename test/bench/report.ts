@@ -166,6 +166,8 @@ export interface ProfileReport {
   profile: string;
   /** When this profile was measured (ISO time). */
   measuredAt?: string;
+  /** Workloads kept from an earlier invocation (--merge with --only), and when they were measured. */
+  workloadMeasuredAt?: Partial<Record<WorkloadName, string>>;
   rttMs: number;
   sizes: Record<string, number | string>;
   summaries: Partial<Record<WorkloadName, Partial<Record<ContenderName, Summary>>>>;

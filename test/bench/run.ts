@@ -10,8 +10,9 @@
  *   [--only seqread,ttfb,...] [--contenders sdk,ours,s3fs,rclone] [--runs N]
  *   [--data-dir DIR] [--no-doc] [--json FILE] [--cpu-prof DIR] [--no-proxy-check]
  *   [--settle SECONDS] [--merge] [--report-only]
- * --merge keeps the other profiles' results found in the JSON file, so lan and
- * wan can be measured by separate invocations; --settle waits (default 10 s at
+ * --merge keeps the results found in the JSON file that this invocation does
+ * not measure (other profiles; with --only, a profile's other workloads), so
+ * lan and wan, or one workload after a change, can be measured separately; --settle waits (default 10 s at
  * most) before each run for other processes to leave the CPUs; --report-only
  * rewrites docs/benchmarks.md from the JSON file without measuring.
  */
@@ -569,12 +570,16 @@ async function main(): Promise<void> {
   const env: Env = { opts, server, direct, workDir, logDir };
   const all: Measurement[] = [];
   const reports: ProfileReport[] = [];
+  /** Profiles measured again, as the JSON file had them: their workloads outside --only are kept. */
+  const keptWorkloads = new Map<string, ProfileReport>();
   let proxyCheck: Record<string, Summary> = {};
   let linkCheck: ProxyCheckReport | undefined;
   if (opts.merge && fs.existsSync(opts.jsonOut)) {
     const prior = JSON.parse(fs.readFileSync(opts.jsonOut, 'utf8')) as { reports?: ProfileReport[]; measurements?: Measurement[]; proxyCheck?: Record<string, Summary>; linkCheck?: ProxyCheckReport };
     reports.push(...(prior.reports ?? []).filter((r) => !opts.profiles.includes(r.profile)));
-    all.push(...(prior.measurements ?? []).filter((m) => !opts.profiles.includes(m.profile) && (!opts.proxyCheck || !m.profile.startsWith('proxycheck'))));
+    for (const r of prior.reports ?? []) if (opts.profiles.includes(r.profile)) keptWorkloads.set(r.profile, r);
+    const remeasured = (m: Measurement): boolean => opts.profiles.includes(m.profile) && opts.only.includes(m.workload);
+    all.push(...(prior.measurements ?? []).filter((m) => !remeasured(m) && (!opts.proxyCheck || !m.profile.startsWith('proxycheck'))));
     if (!opts.proxyCheck) { proxyCheck = prior.proxyCheck ?? {}; linkCheck = prior.linkCheck; }
     log(`merge: keeping ${reports.map((r) => r.profile).join(', ') || 'no'} results from ${opts.jsonOut}`);
   }
@@ -600,6 +605,14 @@ async function main(): Promise<void> {
         sizes: { bigObjectMiB: p.bigSize / MiB, largeObjectMiB: p.largeSize / MiB, writeMiB: p.writeSize / MiB, random1Ops: p.rand1, random16Ops: p.rand16, smallReadFiles: p.smallRead, smallWriteFiles: p.smallWrite, listKeys: LIST_COUNT, runs: opts.runs },
         summaries: {},
       };
+      const kept = keptWorkloads.get(p.name);
+      if (kept) {
+        for (const [wl, byC] of Object.entries(kept.summaries) as Array<[WorkloadName, ProfileReport['summaries'][WorkloadName]]>) {
+          if (opts.only.includes(wl) || !byC) continue;
+          report.summaries[wl] = byC;
+          (report.workloadMeasuredAt ??= {})[wl] = kept.workloadMeasuredAt?.[wl] ?? kept.measuredAt ?? '';
+        }
+      }
       try {
         for (const wl of opts.only) {
           const byC: Partial<Record<ContenderName, Measurement[]>> = {};
@@ -692,6 +705,11 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     md.push('');
     md.push(`### ${r.profile}${r.rttMs ? ` (${r.rttMs} ms RTT, 400 Mbit/s shared)` : r.profile === 'lan' ? ' (loopback)' : ''}${r.measuredAt ? `, measured ${r.measuredAt.slice(0, 16).replace('T', ' ')} UTC` : ''}`);
     md.push('');
+    const older = Object.entries(r.workloadMeasuredAt ?? {}).filter(([, at]) => at);
+    if (older.length) {
+      md.push(`Kept from an earlier invocation: ${older.map(([wl, at]) => `${wl} (${at.slice(0, 16).replace('T', ' ')} UTC)`).join(', ')}; the rest measured as stated.`);
+      md.push('');
+    }
     md.push(`Runs per figure: ${r.sizes['runs']}. Sizes: big object ${r.sizes['bigObjectMiB']} MiB, large object ${r.sizes['largeObjectMiB'] ?? '–'} MiB, big write ${r.sizes['writeMiB']} MiB, random reads ${r.sizes['random1Ops']} (1 thread) / ${r.sizes['random16Ops']} (16 threads), ${r.sizes['smallReadFiles']} files read, ${r.sizes['smallWriteFiles']} files written, ${r.sizes['listKeys']} keys listed.`);
     md.push('');
     md.push(markdownTable(r, opts.contenders, PEERS));
