@@ -107,10 +107,10 @@ export interface TargetCheck {
   met: boolean | undefined | null;
 }
 
-/** Issue 4's targets, by workload and profile. */
 /**
- * `peer`: the best peer's summary; `peersFailed`: there were peers and none gave a figure (all TIMEOUT or FAILED),
- * which a figure of ours beats.
+ * Issue 4's targets, by workload and profile. `peer`: the best peer's
+ * summary; `peersFailed`: there were peers and none gave a figure (all
+ * TIMEOUT or FAILED), which a figure of ours beats.
  */
 export function target(workload: WorkloadName | 'rss', profile: string, ours: Summary | undefined, sdk: Summary | undefined, peer: Summary | undefined, rtt: number, peersFailed = false): TargetCheck | undefined {
   const r = ratio(ours, sdk);

@@ -12,9 +12,10 @@
  *   [--settle SECONDS] [--merge] [--report-only]
  * --merge keeps the results found in the JSON file that this invocation does
  * not measure (other profiles; with --only, a profile's other workloads), so
- * lan and wan, or one workload after a change, can be measured separately; --settle waits (default 10 s at
- * most) before each run for other processes to leave the CPUs; --report-only
- * rewrites docs/benchmarks.md from the JSON file without measuring.
+ * lan and wan, or one workload after a change, can be measured separately;
+ * --settle waits (default 10 s at most) before each run for other processes
+ * to leave the CPUs; --report-only rewrites docs/benchmarks.md from the JSON
+ * file without measuring.
  */
 import { execSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
