@@ -364,6 +364,22 @@ describe('fs model', () => {
     assert.equal(c.ranges.filter((r) => r.start === 0).length, 1, 'the block is handed out once; the second open reads with a GET');
   });
 
+  test('a --read-part-size larger than the default window still gets GETs of that size', async () => {
+    const c = new RecordingClient();
+    const body = randomBytes(160 * MiB);
+    c.put('big', body);
+    const fs = new S3FileSystem(c, { ...CONFIG, readPartSizeBytes: 40 * MiB, prefetchBudgetBytes: 256 * MiB });
+    const fd = await fs.open('/big', 0);
+    const out = Buffer.alloc(body.length);
+    for (let off = 0; off < body.length; off += MiB) {
+      assert.equal(await fs.read('/big', fd, out.subarray(off, off + MiB), MiB, off), MiB);
+    }
+    assert.ok(out.equals(body));
+    const largest = Math.max(...c.ranges.map((r) => r.end - r.start));
+    assert.equal(largest, 40 * MiB, `largest GET ${largest} bytes`);
+    await fs.release('/big', fd);
+  });
+
   test('a first block of another version of the file is not used', async () => {
     const c = new RecordingClient();
     c.put('v', 'old contents');

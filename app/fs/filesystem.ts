@@ -164,7 +164,16 @@ export class S3FileSystem {
     this.events = options.events ?? {};
     this.cache = new MetadataCache(config.metadataTtlMs, config.negativeMetadataTtlMs, this.clock);
     this.budget = new MemoryBudget(config.prefetchBudgetBytes);
-    this.prefetchConfig = { ...DEFAULT_PREFETCH_CONFIG, partSizeBytes: config.readPartSizeBytes, ...config.prefetch };
+    // The window holds at least as many parts as the default one, so a
+    // larger --read-part-size gets GETs of its size (the window caps each
+    // request); the per-mount budget still bounds the memory.
+    const partsInWindow = DEFAULT_PREFETCH_CONFIG.maxWindowBytes / DEFAULT_PREFETCH_CONFIG.partSizeBytes;
+    this.prefetchConfig = {
+      ...DEFAULT_PREFETCH_CONFIG,
+      partSizeBytes: config.readPartSizeBytes,
+      maxWindowBytes: Math.max(DEFAULT_PREFETCH_CONFIG.maxWindowBytes, partsInWindow * config.readPartSizeBytes),
+      ...config.prefetch,
+    };
     this.mountedAt = new Date(this.clock.now());
   }
 
