@@ -79,6 +79,11 @@ export class DirectGet {
 
   constructor(private readonly s3: S3Client, private readonly bucket: string, private readonly config: DirectGetConfig) {}
 
+  /** Whether put() may be used: no additional upload checksums are asked for (the SDK adds those). */
+  get sendsPuts(): boolean {
+    return this.config.directPuts === true;
+  }
+
   /** Where GETs go and how they are signed (for the logs and tests). */
   async describe(): Promise<{ url: string; region: string; service: string }> {
     const t = await this.resolveTarget();

@@ -208,8 +208,6 @@ export class SdkObjectClient implements ObjectClient {
 
   /** GETs without the SDK's middleware, where the client was made by createS3Client. */
   private readonly direct: DirectGet | undefined;
-  /** Small files' PutObject without the SDK's middleware (direct-get.ts). */
-  private readonly directPuts: boolean;
 
   constructor(s3: S3Client, bucket: string, storageClass?: string) {
     this.s3 = s3;
@@ -217,7 +215,6 @@ export class SdkObjectClient implements ObjectClient {
     this.storageClass = storageClass;
     const direct = directGetConfigs.get(s3);
     this.direct = direct && new DirectGet(s3, bucket, direct);
-    this.directPuts = direct?.directPuts === true;
   }
 
   private async call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T> {
@@ -361,7 +358,7 @@ export class SdkObjectClient implements ObjectClient {
   }
 
   async putObject(key: string, body: Uint8Array, opts: RequestOptions = {}): Promise<{ etag: string }> {
-    if (this.direct && this.directPuts) {
+    if (this.direct?.sendsPuts) {
       const direct = this.direct;
       const sent = await this.call('PutObject', key, () => direct.put(key, body, {
         ...(this.storageClass ? { storageClass: this.storageClass } : {}),

@@ -333,19 +333,17 @@ function taskFor(wl: WorkloadName, p: Profile, contender: ContenderName, root: s
   // root: a mount folder (ends without /) for mounts, '' for the SDK (keys).
   const at = (rel: string): string => (contender === 'sdk' ? rel : path.join(root, rel));
   const big = bigKey(p.bigSize);
+  const randomReads = (size: number, offsetSeed: number, threads: 1 | 16): Task => ({
+    op: 'randread', target: at(bigKey(size)), size, seed: bigSeed(size),
+    offsets: randomOffsets(offsetSeed, size, threads === 1 ? p.rand1 : p.rand16, 4 * KiB), threads,
+  });
   switch (wl) {
     case 'seqread': return { op: 'seqread', target: at(big), size: p.bigSize, seed: bigSeed(p.bigSize), partSize: PART, concurrency: SDK_INFLIGHT };
     case 'ttfb': return { op: 'ttfb', target: at(big) };
-    case 'randread1':
-    case 'randread16': {
-      const n = wl === 'randread1' ? p.rand1 : p.rand16;
-      return { op: 'randread', target: at(big), size: p.bigSize, seed: bigSeed(p.bigSize), offsets: randomOffsets(wl === 'randread1' ? 11 : 16, p.bigSize, n, 4 * KiB), threads: wl === 'randread1' ? 1 : 16 };
-    }
-    case 'randlarge1':
-    case 'randlarge16': {
-      const n = wl === 'randlarge1' ? p.rand1 : p.rand16;
-      return { op: 'randread', target: at(bigKey(p.largeSize)), size: p.largeSize, seed: bigSeed(p.largeSize), offsets: randomOffsets(wl === 'randlarge1' ? 21 : 26, p.largeSize, n, 4 * KiB), threads: wl === 'randlarge1' ? 1 : 16 };
-    }
+    case 'randread1': return randomReads(p.bigSize, 11, 1);
+    case 'randread16': return randomReads(p.bigSize, 16, 16);
+    case 'randlarge1': return randomReads(p.largeSize, 21, 1);
+    case 'randlarge16': return randomReads(p.largeSize, 26, 16);
     case 'smallread': return { op: 'smallread', dir: contender === 'sdk' ? 'small/' : path.join(root, 'small'), count: p.smallRead, parallel: PARALLEL, seedBase: SMALL_SEED_BASE, size: SMALL_SIZE };
     case 'ls': return { op: 'ls', dir: contender === 'sdk' ? 'list10k/' : path.join(root, 'list10k'), expect: LIST_COUNT };
     case 'seqwrite': return { op: 'seqwrite', target: at(`${writePrefix}big.bin`), size: p.writeSize, seed: WRITE_SEED_BASE, partSize: PART, concurrency: SDK_INFLIGHT };
