@@ -9,8 +9,8 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseMountArgs, UsageError, type MountOptions } from './options.js';
 import { createLogger, stderrSink } from './log.js';
-import { runMount, workerLogger } from './run-mount.js';
-import type { FromWorker, ToWorker, WorkerError } from './worker-protocol.js';
+import { runMount, workerLogger } from './worker/run-mount.js';
+import type { FromWorker, ToWorker, WorkerError } from './worker/protocol.js';
 
 /** How long the CLI waits for a worker to report the mount, mount-s3 style. */
 const MOUNT_WAIT_MS = 60_000;
@@ -33,7 +33,7 @@ async function foreground(options: MountOptions): Promise<number> {
 }
 
 async function background(options: MountOptions): Promise<number> {
-  const workerPath = fileURLToPath(new URL('./worker.js', import.meta.url));
+  const workerPath = fileURLToPath(new URL('./worker/worker.js', import.meta.url));
   const child = fork(workerPath, [], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],

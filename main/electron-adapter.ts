@@ -32,7 +32,7 @@ import {
 import ElectronStore from 'electron-store';
 import { createLogger, type Logger } from '../app/log.js';
 import { createS3Client } from '../app/s3/sdk-client.js';
-import type { ToWorker } from '../app/worker-protocol.js';
+import type { ToWorker } from '../app/worker/protocol.js';
 import { AppCore, type QuitChoice } from './app-core.js';
 import { createAutostart } from './autostart.js';
 import type { MenuAction, MenuModel } from './menu-model.js';

@@ -19,11 +19,11 @@
  * - Stopping never leaves a mount: a worker that does not end in time is
  *   killed and its mount point detached.
  */
-import { forceUnmount, isMountPoint, isStaleMount } from '../app/mount-point.js';
+import { forceUnmount, isMountPoint, isStaleMount } from '../app/worker/mount-point.js';
 import { parseMountArgs, type MountOptions } from '../app/options.js';
 import type { StaticCredentials } from '../app/s3/sdk-client.js';
 import { silentLogger, type Logger } from '../app/log.js';
-import type { FromWorker, MountErrorCode, ToWorker, WorkerError } from '../app/worker-protocol.js';
+import type { FromWorker, MountErrorCode, ToWorker, WorkerError } from '../app/worker/protocol.js';
 import type { MountConfig, MountStatus } from './model.js';
 import type { WorkerHandle, WorkerLauncher } from './worker-launcher.js';
 

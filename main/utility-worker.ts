@@ -12,4 +12,4 @@ if (!port) {
   process.exit(2);
 }
 bridgeParentPort(port, process as unknown as Parameters<typeof bridgeParentPort>[1]);
-await import('../app/worker.js');
+await import('../app/worker/worker.js');

@@ -8,7 +8,7 @@
  */
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { ToWorker } from '../app/worker-protocol.js';
+import type { ToWorker } from '../app/worker/protocol.js';
 
 /** What a launcher reports about one worker. `exit` comes exactly once, last. */
 export interface WorkerEvents {
@@ -30,7 +30,7 @@ export interface WorkerLauncher {
   launch(name: string, events: WorkerEvents): WorkerHandle;
 }
 
-export const WORKER_SCRIPT = fileURLToPath(new URL('../app/worker.js', import.meta.url));
+export const WORKER_SCRIPT = fileURLToPath(new URL('../app/worker/worker.js', import.meta.url));
 
 /**
  * The worker's environment: ours without what would change how a worker

@@ -21,7 +21,7 @@ import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand } from '@aws-s
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 import { closedPort, startErrorEndpoint } from './helpers/error-endpoint.js';
 import { CLI, awsHome, cleanEnv, execQuiet, fsOp, run, sh, sosmount, tempDir, waitFor, type RunResult } from './helpers/processes.js';
-import { isMountPoint } from '../app/mount-point.js';
+import { isMountPoint } from '../app/worker/mount-point.js';
 import { EXOSCALE_ZONES } from '../app/s3/zones.js';
 
 const GOOD = { accessKeyId: 'EXOCLI0123456789', secretAccessKey: 'cli-secret-Qz7vN3kP1xW9' };

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { isMountPoint } from '../app/mount-point.js';
+import { isMountPoint } from '../app/worker/mount-point.js';
 import { sh } from './helpers/processes.js';
 
 const DEMO = fileURLToPath(new URL('./demo.js', import.meta.url));

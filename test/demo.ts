@@ -11,7 +11,7 @@ import path from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { startS3Server } from './helpers/s3-server.js';
 import { CLI } from './helpers/processes.js';
-import { isMountPoint } from '../app/mount-point.js';
+import { isMountPoint } from '../app/worker/mount-point.js';
 
 const BUCKET = 'demo';
 

@@ -16,7 +16,7 @@ import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { isMountPoint, isStaleMount } from '../app/mount-point.js';
+import { isMountPoint, isStaleMount } from '../app/worker/mount-point.js';
 import { AppCore, type QuitChoice } from '../main/app-core.js';
 import { AUTOSTART_FILE, createAutostart } from '../main/autostart.js';
 import type { MenuItemModel } from '../main/menu-model.js';

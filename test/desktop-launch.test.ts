@@ -49,8 +49,8 @@ describe('the Electron boundary', () => {
   test('only main/electron-adapter loads electron or electron-store at run time; app/ never does', async () => {
     const loads = /(?:from\s+|import\s*\(\s*|require\s*\(\s*)['"](electron|electron-store)(?:\/[^'"]*)?['"]/;
     const offenders: string[] = [];
-    for (const dir of ['main', 'app', 'app/fs', 'app/s3']) {
-      for (const file of await readdir(path.join(DIST, dir))) {
+    for (const dir of ['main', 'app']) {
+      for (const file of await readdir(path.join(DIST, dir), { recursive: true })) {
         if (!file.endsWith('.js') && !file.endsWith('.cjs')) continue;
         const text = await readFile(path.join(DIST, dir, file), 'utf8');
         if (loads.test(text)) offenders.push(`${dir}/${file}`);

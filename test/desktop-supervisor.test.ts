@@ -14,7 +14,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { isMountPoint, isStaleMount } from '../app/mount-point.js';
+import { isMountPoint, isStaleMount } from '../app/worker/mount-point.js';
 import type { MountConfig, MountStatus } from '../main/model.js';
 import { CredentialsError, Supervisor, type SupervisorEvent } from '../main/supervisor.js';
 import { NodeWorkerLauncher, workerEnvironment, type WorkerHandle, type WorkerLauncher } from '../main/worker-launcher.js';

@@ -4,7 +4,7 @@
  * validation, start at login, the utility-process bridge, and how a
  * configured mount becomes worker options.
  */
-import type { ToWorker } from '../app/worker-protocol.js';
+import type { ToWorker } from '../app/worker/protocol.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';

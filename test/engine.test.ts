@@ -7,10 +7,10 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { MemoryObjectClient } from '../app/s3/memory-client.js';
-import { MemoryBudget } from '../app/s3/memory-budget.js';
-import { SLAB_BYTES, SlabPool } from '../app/s3/slab-pool.js';
-import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/s3/prefetcher.js';
-import { Uploader, maxObjectBytes, partSizeFor } from '../app/s3/uploader.js';
+import { MemoryBudget } from '../app/data/memory-budget.js';
+import { SLAB_BYTES, SlabPool } from '../app/data/slab-pool.js';
+import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/data/prefetcher.js';
+import { Uploader, maxObjectBytes, partSizeFor } from '../app/data/uploader.js';
 import { S3RequestError } from '../app/s3/errors.js';
 import { PassThrough, type Readable } from 'node:stream';
 import type { ByteRange, ListPage, ListRequest } from '../app/s3/object-client.js';
@@ -683,7 +683,7 @@ describe('folder listings streamed page by page', () => {
 
 describe('worker protocol', () => {
   test('malformed messages to a worker are rejected with a reason', async () => {
-    const { parseToWorker } = await import('../app/worker-protocol.js');
+    const { parseToWorker } = await import('../app/worker/protocol.js');
     assert.throws(() => parseToWorker('mount'), /not an object with a type/);
     assert.throws(() => parseToWorker({ type: 'format-disk' }), /unknown type "format-disk"/);
     assert.throws(() => parseToWorker({ type: 'mount', options: { bucket: 3 } }), /needs options with bucket and mountPoint/);

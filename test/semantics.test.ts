@@ -25,7 +25,7 @@ import {
   GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client,
 } from '@aws-sdk/client-s3';
 import { SEMANTICS, type SemanticsRule } from '../app/fs/errno.js';
-import { isMountPoint } from '../app/mount-point.js';
+import { isMountPoint } from '../app/worker/mount-point.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 import { awsHome, cleanEnv, fsOp, run, sh, sosmount, tempDir, waitFor } from './helpers/processes.js';
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { HeadObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 import { awsHome, cleanEnv, execQuiet, sh, sosmount, tempDir, waitFor } from './helpers/processes.js';
-import { isMountPoint } from '../app/mount-point.js';
+import { isMountPoint } from '../app/worker/mount-point.js';
 
 const EXO = { accessKeyId: 'EXO1234567890', secretAccessKey: 'tutorial-api-secret-0123456789' };
 

@@ -8,9 +8,9 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import type { ListPage, ObjectClient, ObjectInfo } from '../s3/object-client.js';
-import { MemoryBudget } from '../s3/memory-budget.js';
-import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../s3/prefetcher.js';
-import { PartLimitError, Uploader, type UploadTracker } from '../s3/uploader.js';
+import { MemoryBudget } from '../data/memory-budget.js';
+import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../data/prefetcher.js';
+import { PartLimitError, Uploader, type UploadTracker } from '../data/uploader.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
 import type { MountOptions } from '../options.js';

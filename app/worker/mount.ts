@@ -5,19 +5,19 @@
  */
 import { realpath } from 'node:fs/promises';
 import os from 'node:os';
-import type { MountOptions } from './options.js';
-import { metadataTtlMs } from './options.js';
-import type { Logger } from './log.js';
-import { createS3Client, credentialProvider, SdkObjectClient, type StaticCredentials } from './s3/sdk-client.js';
-import { S3RequestError, toS3Error } from './s3/errors.js';
-import type { ObjectClient } from './s3/object-client.js';
-import { S3FileSystem, type FsEvents } from './fs/filesystem.js';
-import { createFuse, type FuseMount } from './fs/fuse-adapter.js';
+import type { MountOptions } from '../options.js';
+import { metadataTtlMs } from '../options.js';
+import type { Logger } from '../log.js';
+import { createS3Client, credentialProvider, SdkObjectClient, type StaticCredentials } from '../s3/sdk-client.js';
+import { S3RequestError, toS3Error } from '../s3/errors.js';
+import type { ObjectClient } from '../s3/object-client.js';
+import { S3FileSystem, type FsEvents } from '../fs/filesystem.js';
+import { createFuse, type FuseMount } from '../fs/fuse-adapter.js';
 import { checkMountPoint, forceUnmount, isMountPoint } from './mount-point.js';
 import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
-import { uploadJournalDirectory } from './log.js';
-import type { UploadTracker } from './s3/uploader.js';
-import type { MountErrorCode, MountState, WorkerError } from './worker-protocol.js';
+import { uploadJournalDirectory } from '../log.js';
+import type { UploadTracker } from '../data/uploader.js';
+import type { MountErrorCode, MountState, WorkerError } from './protocol.js';
 
 export class MountError extends Error {
   override readonly name = 'MountError';

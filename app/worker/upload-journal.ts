@@ -8,9 +8,9 @@
  */
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ObjectClient } from './s3/object-client.js';
-import { S3RequestError } from './s3/errors.js';
-import type { Logger } from './log.js';
+import type { ObjectClient } from '../s3/object-client.js';
+import { S3RequestError } from '../s3/errors.js';
+import type { Logger } from '../log.js';
 
 export interface JournalEntry {
   endpoint: string;

@@ -3,8 +3,8 @@
  * it: the `sosmount` CLI, or the tray's supervisor. Both sides type-check
  * against it; {@link parseToWorker} checks what actually arrives.
  */
-import type { MountOptions } from './options.js';
-import type { StaticCredentials } from './s3/sdk-client.js';
+import type { MountOptions } from '../options.js';
+import type { StaticCredentials } from '../s3/sdk-client.js';
 
 export type MountState = 'mounting' | 'mounted' | 'unmounting' | 'unmounted' | 'error';
 

@@ -15,11 +15,11 @@
  * and from there into the kernel's buffer; the window's bytes are drawn
  * from a per-mount {@link MemoryBudget}.
  */
-import type { ObjectClient, ObjectInfo, RangeSink } from './object-client.js';
-import { S3RequestError, isRetryable, toS3Error } from './errors.js';
+import type { ObjectClient, ObjectInfo, RangeSink } from '../s3/object-client.js';
+import { S3RequestError, isRetryable, toS3Error } from '../s3/errors.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { SLAB_BYTES, SlabPool } from './slab-pool.js';
-import { streamInto } from './stream-into.js';
+import { streamInto } from '../s3/stream-into.js';
 
 /** Read-ahead slabs of every prefetcher in the process (one mount per worker). */
 const sharedSlabs = new SlabPool();

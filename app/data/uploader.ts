@@ -9,8 +9,8 @@
  * object is ever left in the bucket.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import type { CompletedPart, ObjectClient } from './object-client.js';
-import { S3RequestError, toS3Error } from './errors.js';
+import type { CompletedPart, ObjectClient } from '../s3/object-client.js';
+import { S3RequestError, toS3Error } from '../s3/errors.js';
 
 /** Told of each multipart upload's id while it is open (upload-journal.ts). */
 export interface UploadTracker {

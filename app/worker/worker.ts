@@ -6,7 +6,7 @@
  * by an `unmount` message, SIGTERM/SIGINT or an external `umount`.
  */
 import { runMount, workerLogger } from './run-mount.js';
-import { parseToWorker, type FromWorker } from './worker-protocol.js';
+import { parseToWorker, type FromWorker } from './protocol.js';
 
 function sendToParent(message: FromWorker): void {
   if (process.connected && process.send) process.send(message);
@@ -14,7 +14,7 @@ function sendToParent(message: FromWorker): void {
 
 async function main(): Promise<void> {
   if (!process.send) {
-    process.stderr.write('app/worker.js is started by sosmount or the SOS Mount app, not by hand\n');
+    process.stderr.write('app/worker/worker.js is started by sosmount or the SOS Mount app, not by hand\n');
     process.exit(2);
   }
   process.title = 'sosmount-worker';

@@ -3,10 +3,10 @@
  * `sosmount --foreground` also runs in-process.
  */
 import { BucketMount, MountError } from './mount.js';
-import { createLogger, defaultLogDirectory, fileSink, stderrSink, type Logger } from './log.js';
-import type { MountOptions } from './options.js';
-import type { StaticCredentials } from './s3/sdk-client.js';
-import type { FromWorker, WorkerError } from './worker-protocol.js';
+import { createLogger, defaultLogDirectory, fileSink, stderrSink, type Logger } from '../log.js';
+import type { MountOptions } from '../options.js';
+import type { StaticCredentials } from '../s3/sdk-client.js';
+import type { FromWorker, WorkerError } from './protocol.js';
 import { startWatchdog } from './watchdog.js';
 
 export function workerLogger(options: MountOptions, toStderr: boolean): { log: Logger; file: string | undefined } {
