@@ -12,8 +12,7 @@ import { SLAB_BYTES, SlabPool } from '../app/data/slab-pool.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher } from '../app/data/prefetcher.js';
 import { Uploader, maxObjectBytes, partSizeFor } from '../app/data/uploader.js';
 import { S3RequestError } from '../app/s3/errors.js';
-import { PassThrough, type Readable } from 'node:stream';
-import type { ByteRange, ListPage, ListRequest } from '../app/s3/object-client.js';
+import type { ByteRange, ListPage, ListRequest, RangeSink } from '../app/s3/object-client.js';
 import { compareKeyOrder } from '../app/fs/names.js';
 import { FolderIndex } from '../app/fs/folder-index.js';
 import { S3FileSystem, type FsConfig } from '../app/fs/filesystem.js';
@@ -30,9 +29,9 @@ class RecordingClient extends MemoryObjectClient {
     return super.listObjects(req);
   }
   failUploadPart: number | undefined;
-  override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<Readable> {
+  override async getRange(key: string, range: ByteRange, sink: RangeSink, opts: { ifMatch?: string } = {}): Promise<void> {
     this.ranges.push(range);
-    return super.getObject(key, range, opts);
+    return super.getRange(key, range, sink, opts);
   }
   override async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string> {
     if (partNumber === this.failUploadPart) {
@@ -42,7 +41,7 @@ class RecordingClient extends MemoryObjectClient {
   }
 }
 
-/** Holds every GET's body until open(); aborted transfers end with an error, as a destroyed socket does. */
+/** Holds every GET's body until open(); aborted transfers end with an error, as a destroyed connection does. */
 class GatedClient extends MemoryObjectClient {
   private gate: Promise<void>;
   private release!: () => void;
@@ -54,16 +53,23 @@ class GatedClient extends MemoryObjectClient {
   open(): void {
     this.release();
   }
-  override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<Readable> {
-    const inner = await super.getObject(key, range, opts);
-    const out = new PassThrough();
+  override async getRange(key: string, range: ByteRange, sink: RangeSink, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<void> {
     this.held++;
-    void this.gate.then(() => {
+    try {
+      await Promise.race([this.gate, aborted(opts.signal)]);
+    } finally {
       this.held--;
-      if (!out.destroyed) inner.pipe(out);
-    });
-    return out;
+    }
+    return super.getRange(key, range, sink, opts);
   }
+}
+
+/** Rejects when the signal aborts, as a transfer whose connection is destroyed does. */
+function aborted(signal: AbortSignal | undefined): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal?.aborted) reject(new Error('read aborted'));
+    signal?.addEventListener('abort', () => reject(new Error('read aborted')), { once: true });
+  });
 }
 
 async function readAll(p: Prefetcher, size: number, step: number): Promise<Buffer> {
@@ -117,14 +123,15 @@ describe('prefetcher', () => {
     class SlowClient extends MemoryObjectClient {
       inFlight = 0;
       maxInFlight = 0;
-      override async getObject(key: string, range: ByteRange, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<Readable> {
-        const inner = await super.getObject(key, range, opts);
-        const out = new PassThrough();
+      override async getRange(key: string, range: ByteRange, sink: RangeSink, opts: { ifMatch?: string; signal?: AbortSignal } = {}): Promise<void> {
         this.inFlight++;
         this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-        out.once('close', () => { this.inFlight--; });
-        setTimeout(() => { if (!out.destroyed) inner.pipe(out); }, 20);
-        return out;
+        try {
+          await Promise.race([new Promise((r) => setTimeout(r, 20)), aborted(opts.signal)]);
+          return await super.getRange(key, range, sink, opts);
+        } finally {
+          this.inFlight--;
+        }
       }
     }
     const c = new SlowClient();

@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import { ListObjectsV2Command, PutObjectCommand, S3Client, type ListObjectsV2CommandInput, type ListObjectsV2CommandOutput } from '@aws-sdk/client-s3';
 import type { DeserializeMiddleware } from '@smithy/types';
 import { parseListObjectsV2, xmlText } from '../app/s3/list-xml.js';
-import { createS3Client, parseListingFirst, SdkObjectClient } from '../app/s3/sdk-client.js';
+import { openObjectClient, parseListingFirst, type SdkObjectClient } from '../app/s3/sdk-client.js';
 import type { ListPage } from '../app/s3/object-client.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 
@@ -180,10 +180,10 @@ describe('ListObjectsV2 parser against the local S3 server', () => {
   });
 
   test('the client lists keys verbatim, page by page, with folders as common prefixes', async () => {
-    const client = new SdkObjectClient(createS3Client({
+    const client = openObjectClient({
       bucket: 'names', endpointUrl: server.endpoint, region: undefined, forcePathStyle: true, profile: undefined,
       credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, maxConnections: 4, uploadChecksums: 'off',
-    }), 'names');
+    });
     const seen: string[] = [];
     const prefixes: string[] = [];
     let token: string | undefined;
@@ -221,10 +221,10 @@ describe('the client with answers our parser does not take', () => {
   after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
   function client(): SdkObjectClient {
-    return new SdkObjectClient(createS3Client({
+    return openObjectClient({
       bucket: 'b', endpointUrl: endpoint, region: undefined, forcePathStyle: true, profile: undefined,
       credentials: { accessKeyId: 'k', secretAccessKey: 's' }, maxConnections: 1, uploadChecksums: 'off', maxAttempts: 1,
-    }), 'b');
+    });
   }
 
   test('a listing with a comment is read by the SDK, with the same result', async () => {

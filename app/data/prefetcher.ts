@@ -16,10 +16,9 @@
  * from a per-mount {@link MemoryBudget}.
  */
 import type { ObjectClient, ObjectInfo, RangeSink } from '../s3/object-client.js';
-import { S3RequestError, isRetryable, toS3Error } from '../s3/errors.js';
+import { S3RequestError, toS3Error } from '../s3/errors.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { SLAB_BYTES, SlabPool } from './slab-pool.js';
-import { streamInto } from '../s3/stream-into.js';
 
 /** Read-ahead slabs of every prefetcher in the process (one mount per worker). */
 const sharedSlabs = new SlabPool();
@@ -43,8 +42,6 @@ export interface PrefetchConfig {
    * is raised the kernel has 1 MiB reads in flight, up to 2 MiB apart.
    */
   backwardSeekBytes: number;
-  /** Attempts for one part when its body breaks mid-stream (the SDK retries only until headers). */
-  maxBodyAttempts: number;
 }
 
 /** See discard(): what is cheaper to receive and drop than a new connection. */
@@ -56,7 +53,6 @@ export const DEFAULT_PREFETCH_CONFIG: PrefetchConfig = {
   maxWindowBytes: 32 * 1024 * 1024,
   randomReadBlockBytes: 16 * 1024,
   backwardSeekBytes: 4 * 1024 * 1024,
-  maxBodyAttempts: 6,
 };
 
 /**
@@ -366,42 +362,22 @@ export class Prefetcher {
     }
   }
 
+  /** One GET per part: the client retries it (and resumes a broken body) until its deadline, so a failure here is final. */
   private async fetchInto(seg: Segment): Promise<void> {
-    let attempt = 0;
-    for (;;) {
-      attempt++;
-      this.stats.requests++;
-      try {
-        const range = { start: seg.start + seg.received, end: seg.end };
-        const opts = { signal: seg.controller.signal, ...(this.etag ? { ifMatch: this.etag } : {}) };
-        if (this.client.getObjectInto) {
-          await this.client.getObjectInto(this.key, range, seg, opts);
-        } else {
-          await streamInto(await this.client.getObject(this.key, range, opts), seg, seg.controller.signal);
-        }
-        if (seg.done) return;
-        if (seg.start + seg.received < seg.end) {
-          throw toS3Error(Object.assign(new Error('response body ended early'), { code: 'ECONNRESET' }), { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
-        }
-        seg.finish();
-        return;
-      } catch (err) {
-        // Every byte arrived; only the end of the body failed.
-        if (seg.done && !seg.error) return;
-        // A discarded part a read still waits for is fetched on.
-        if (seg.controller.signal.aborted || (seg.discarded && seg.readers === 0)) {
-          seg.finish(new Error('read aborted'));
-          return;
-        }
-        const e = toS3Error(err, { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
-        if (attempt < this.config.maxBodyAttempts && isRetryable(e)) {
-          // Capped backoff rides out a short outage (issue 7: 5 s) before EIO.
-          await new Promise((r) => setTimeout(r, Math.min(4_000, 100 * 2 ** attempt)));
-          continue;
-        }
-        seg.finish(e instanceof S3RequestError ? e : new Error(String(e)));
+    this.stats.requests++;
+    try {
+      await this.client.getRange(this.key, { start: seg.start, end: seg.end }, seg,
+        { signal: seg.controller.signal, ...(this.etag ? { ifMatch: this.etag } : {}) });
+      seg.finish();
+    } catch (err) {
+      // Every byte arrived; only the end of the answer failed.
+      if (seg.done && !seg.error) return;
+      if (seg.controller.signal.aborted) {
+        seg.finish(new Error('read aborted'));
         return;
       }
+      const e = toS3Error(err, { operation: 'GetObject', bucket: this.client.bucket, key: this.key });
+      seg.finish(e);
     }
   }
 

@@ -4,10 +4,9 @@
  * Every feature is also tested against a real server (test/helpers).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { S3RequestError } from './errors.js';
 import type {
-  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo,
+  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink,
 } from './object-client.js';
 
 interface StoredObject {
@@ -88,15 +87,17 @@ export class MemoryObjectClient implements ObjectClient {
     return { objects, commonPrefixes, nextContinuationToken: undefined };
   }
 
-  async getObject(key: string, range: ByteRange, opts: { ifMatch?: string } = {}): Promise<Readable> {
+  async getRange(key: string, range: ByteRange, sink: RangeSink, opts: { ifMatch?: string } = {}): Promise<void> {
     this.count('GetObject');
     const o = this.objects.get(key);
     if (!o) throw this.notFound('GetObject', key);
     if (opts.ifMatch && opts.ifMatch !== o.etag) {
       throw new S3RequestError('PreconditionFailed', { operation: 'GetObject', bucket: this.bucket, key, status: 412 }, 'precondition failed');
     }
-    const slice = o.body.subarray(range.start, Math.min(range.end, o.body.length));
-    return Readable.from([slice], { objectMode: false });
+    if (range.end > o.body.length) {
+      throw new S3RequestError('Other', { operation: 'GetObject', bucket: this.bucket, key, status: 416 }, 'range past the end of the object');
+    }
+    sink.write(o.body.subarray(range.start, range.end));
   }
 
   async putObject(key: string, body: Uint8Array): Promise<{ etag: string }> {

@@ -3,8 +3,6 @@
  * client (sdk-client.ts) and the in-memory one (memory-client.ts) implement
  * it; every method throws {@link S3RequestError} on failure.
  */
-import type { Readable } from 'node:stream';
-
 export interface ObjectInfo {
   key: string;
   sizeBytes: number;
@@ -71,21 +69,14 @@ export interface ObjectClient {
   getFirstBytes(key: string, maxBytes: number, opts?: RequestOptions): Promise<FirstBytes | undefined>;
   listObjects(req: ListRequest, opts?: RequestOptions): Promise<ListPage>;
   /**
-   * Streams a byte range. With `ifMatch`, a changed object fails with
-   * kind PreconditionFailed instead of returning mixed versions. The body
-   * is a plain Node stream: the prefetcher consumes it with 'data' events,
-   * which costs far less CPU per chunk than async iteration (issue 4).
-   * The signal may go unwatched until the response starts (the SDK client
-   * sends GETs without it): a caller that gives up destroys the body.
+   * Reads a byte range into `sink`, in order, each byte once; resolves once
+   * the whole range is written. Retries are the client's own (a body that
+   * breaks is asked again from where it stopped): a rejection is final.
+   * With `ifMatch`, a changed object fails with kind PreconditionFailed
+   * instead of returning mixed versions. A failure after some bytes were
+   * written leaves them in the sink.
    */
-  getObject(key: string, range: ByteRange, opts?: RequestOptions & { ifMatch?: string }): Promise<Readable>;
-  /**
-   * The same GET, its body written to `sink` without a stream in between;
-   * resolves once the whole range is written. Optional: a client without it
-   * is read through getObject. A failure after some bytes were written
-   * leaves them in the sink (the caller asks for the rest).
-   */
-  getObjectInto?(key: string, range: ByteRange, sink: RangeSink, opts?: RequestOptions & { ifMatch?: string }): Promise<void>;
+  getRange(key: string, range: ByteRange, sink: RangeSink, opts?: RequestOptions & { ifMatch?: string }): Promise<void>;
   putObject(key: string, body: Uint8Array, opts?: RequestOptions): Promise<{ etag: string }>;
   createMultipartUpload(key: string, opts?: RequestOptions): Promise<string>;
   uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, opts?: RequestOptions): Promise<string>;

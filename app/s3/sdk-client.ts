@@ -1,12 +1,10 @@
 /**
- * The production {@link ObjectClient}: @aws-sdk/client-s3 over a keep-alive
- * agent sized for the mount's parallelism, with the SDK's standard retries
- * (backoff for 5xx, SlowDown, resets and timeouts) and a per-request
- * inactivity timeout so a stalled request is retried instead of hanging
- * until FUSE gives up.
+ * The production {@link ObjectClient}. Every request goes over one
+ * transport (http-transport.ts) injected into the client, whose connections
+ * `--max-threads` bounds: GETs and small PUTs signed by us (requests.ts),
+ * everything else through @aws-sdk/client-s3 with our retry strategy
+ * (retry-strategy.ts) and the transport as its HTTP handler.
  */
-import http from 'node:http';
-import https from 'node:https';
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -26,13 +24,14 @@ import {
 import type { DeserializeMiddleware } from '@smithy/types';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { S3RequestError, toS3Error } from './errors.js';
-import { DirectGet, type DirectGetConfig } from './direct-get.js';
-import { HttpGetPool } from './http-get.js';
-import { streamInto } from './stream-into.js';
+import { HttpTransport } from './http-transport.js';
+import { SignedRequests, type RequestsOptions } from './requests.js';
+import { TransportHttpHandler } from './smithy-handler.js';
 import { parseListObjectsV2, type ParsedListing } from './list-xml.js';
-import { DEFAULT_RETRY_POLICY, OutageRetryStrategy } from './retry-strategy.js';
+import {
+  CONNECT_TIMEOUT_MS, DEFAULT_RETRY_POLICY, IDLE_CONNECTION_MS, INACTIVITY_TIMEOUT_MS, OutageRetryStrategy,
+} from './retry-strategy.js';
 import type {
   ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink, RequestOptions,
 } from './object-client.js';
@@ -51,14 +50,16 @@ export interface S3ConnectionConfig {
   /** Used with the standard AWS chain when no explicit credentials are given. */
   profile: string | undefined;
   credentials?: StaticCredentials | undefined;
-  /** Upper bound of concurrent requests; sizes the socket pool. */
+  /** Connections open at once, for every request of the client (`--max-threads`). */
   maxConnections: number;
   uploadChecksums: 'crc32c' | 'off';
   storageClass?: string | undefined;
-  /** Socket inactivity timeout (default 10 s); a request that stalls is retried. */
+  /** Socket inactivity timeout (default INACTIVITY_TIMEOUT_MS); a request that stalls is retried. */
   requestTimeoutMs?: number;
   connectTimeoutMs?: number;
   maxAttempts?: number;
+  /** A GET fails after this long without progress (default READ_DEADLINE_MS). */
+  readDeadlineMs?: number;
 }
 
 /** Why: mount-s3 also falls back to us-east-1; S3-compatible stores mostly ignore the region. */
@@ -80,45 +81,28 @@ export function credentialProvider(config: Pick<S3ConnectionConfig, 'credentials
   return fromNodeProviderChain(config.profile !== undefined ? { profile: config.profile } : {});
 }
 
-/** "bytes 0-65535/1234567" → 1234567; undefined when absent or "*". */
-export function totalFromContentRange(range: string | undefined): number | undefined {
-  const m = range === undefined ? null : /\/(\d+)\s*$/.exec(range);
-  return m ? Number(m[1]) : undefined;
+/** The connections every request of a client goes over. */
+export function createTransport(config: Pick<S3ConnectionConfig, 'maxConnections' | 'connectTimeoutMs' | 'requestTimeoutMs'>): HttpTransport {
+  return new HttpTransport({
+    maxSockets: config.maxConnections,
+    connectTimeoutMs: config.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+    socketTimeoutMs: config.requestTimeoutMs ?? INACTIVITY_TIMEOUT_MS,
+    idleTimeoutMs: IDLE_CONNECTION_MS,
+  });
 }
 
 /**
- * Reads a small body whole, but never more than `maxBytes`: a server that
- * ignores the Range header sends the whole object, which is cut off here
- * (its connection is dropped rather than drained).
+ * An S3Client whose requests go over `transport`; without one it gets its
+ * own, closed by the client's destroy().
  */
-async function readBody(body: unknown, maxBytes: number): Promise<Buffer> {
-  if (body === undefined) return Buffer.alloc(0);
-  if (!(body instanceof Readable)) throw new Error('GetObject returned a body that is not a Node stream');
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    chunks.push(chunk as Buffer);
-    total += (chunk as Buffer).length;
-    if (total > maxBytes) {
-      body.destroy();
-      break;
-    }
-  }
-  const all = Buffer.concat(chunks);
-  return all.length > maxBytes ? all.subarray(0, maxBytes) : all;
-}
-
-export function createS3Client(config: S3ConnectionConfig): S3Client {
+export function createS3Client(config: S3ConnectionConfig, transport?: HttpTransport): S3Client {
   // The SDK warns on every start that future releases need Node 22; a
   // `sosmount` user cannot act on that, and package.json states our engines.
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
-  const agentOptions = { keepAlive: true, maxSockets: config.maxConnections, keepAliveMsecs: 10_000 };
-  const httpAgent = new http.Agent(agentOptions);
-  const httpsAgent = new https.Agent(agentOptions);
   // Non-AWS endpoints (SOS, MinIO, s3rver) reject the SDK's default aws-chunked
   // checksummed uploads; mount-s3's `--upload-checksums off` exists for the same reason.
   const checksums = config.uploadChecksums === 'off' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
-  const s3 = new S3Client({
+  return new S3Client({
     region: resolveRegion(config),
     ...(config.endpointUrl !== undefined ? { endpoint: config.endpointUrl } : {}),
     forcePathStyle: config.forcePathStyle,
@@ -129,27 +113,21 @@ export function createS3Client(config: S3ConnectionConfig): S3Client {
     retryStrategy: new OutageRetryStrategy({ ...DEFAULT_RETRY_POLICY, ...(config.maxAttempts !== undefined ? { maxAttempts: config.maxAttempts } : {}) }),
     requestChecksumCalculation: checksums,
     responseChecksumValidation: checksums,
-    requestHandler: new NodeHttpHandler({
-      httpAgent,
-      httpsAgent,
-      connectionTimeout: config.connectTimeoutMs ?? 10_000,
-      // The idle timeout is what catches a stalled request (Smithy's
-      // requestTimeout only warns unless told to throw, and would bound the
-      // whole transfer of a large part, which may rightly take long).
-      socketTimeout: config.requestTimeoutMs ?? 10_000,
-    }),
+    requestHandler: new TransportHttpHandler(transport ?? createTransport(config), transport === undefined),
   });
-  const connectTimeoutMs = config.connectTimeoutMs ?? 10_000;
-  const socketTimeoutMs = config.requestTimeoutMs ?? 10_000;
-  // Idle connections are closed before the 5 s after which many servers
-  // (Node's among them) close theirs, so a GET rarely meets a closing one.
-  const pool = new HttpGetPool({ maxSockets: config.maxConnections, connectTimeoutMs, socketTimeoutMs, idleTimeoutMs: 4_000 });
-  directGetConfigs.set(s3, { httpAgent, httpsAgent, pool, connectTimeoutMs, socketTimeoutMs, directPuts: config.uploadChecksums === 'off' });
-  return s3;
 }
 
-/** The agents, read-ahead pool and timeouts of the clients made here, for their requests that bypass the SDK (direct-get.ts). */
-const directGetConfigs = new WeakMap<S3Client, DirectGetConfig>();
+/** A client for the bucket with its S3Client and transport, made for each other. */
+export function openObjectClient(config: S3ConnectionConfig): SdkObjectClient {
+  const transport = createTransport(config);
+  return new SdkObjectClient(createS3Client(config, transport), config.bucket, {
+    transport,
+    storageClass: config.storageClass,
+    directPuts: config.uploadChecksums === 'off',
+    policy: { ...DEFAULT_RETRY_POLICY, ...(config.maxAttempts !== undefined ? { maxAttempts: config.maxAttempts } : {}) },
+    ...(config.readDeadlineMs !== undefined ? { readDeadlineMs: config.readDeadlineMs } : {}),
+  });
+}
 
 /** encoding-type=url is form encoding: '+' stands for a space (botocore decodes with unquote_plus). */
 export function decodeListedKey(encoded: string): string {
@@ -162,12 +140,10 @@ function etagOf(raw: string | undefined): string {
 
 /**
  * A send's options: none without a signal, so the SDK reuses the command
- * class's resolved middleware (cacheMiddleware). GETs are always sent
- * without one, being the most frequent request: a prefetcher stops a
- * discarded transfer by destroying its body (prefetcher.ts), and a lookup's
- * GET is small. A send with options also empties the SDK's cache, which is
- * why ListObjectsV2, whose commands carry their own middleware, always has
- * options: a cached handler would keep the first command's.
+ * class's resolved middleware (cacheMiddleware). A send with options also
+ * empties the SDK's cache, which is why ListObjectsV2, whose commands carry
+ * their own middleware, always has options: a cached handler would keep the
+ * first command's.
  */
 function sendOptions(signal: AbortSignal | undefined): { abortSignal: AbortSignal } | undefined {
   return signal ? { abortSignal: signal } : undefined;
@@ -201,20 +177,45 @@ export function parseListingFirst(command: ListObjectsV2Command): { parsed: Pars
   return result;
 }
 
+export interface SdkObjectClientOptions {
+  /** The connections of `s3` too: GETs and small PUTs are sent on it directly. */
+  transport: HttpTransport;
+  storageClass?: string | undefined;
+  /** Small files' PutObject without the SDK; not where additional checksums are asked for (the SDK adds them). */
+  directPuts?: boolean;
+  policy?: RequestsOptions['policy'];
+  readDeadlineMs?: number;
+}
+
 export class SdkObjectClient implements ObjectClient {
   readonly bucket: string;
-  private readonly s3: S3Client;
+  readonly s3: S3Client;
+  readonly transport: HttpTransport;
   private readonly storageClass: string | undefined;
+  private readonly requests: SignedRequests;
+  private readonly directPuts: boolean;
 
-  /** GETs without the SDK's middleware, where the client was made by createS3Client. */
-  private readonly direct: DirectGet | undefined;
-
-  constructor(s3: S3Client, bucket: string, storageClass?: string) {
+  constructor(s3: S3Client, bucket: string, options: SdkObjectClientOptions) {
     this.s3 = s3;
     this.bucket = bucket;
-    this.storageClass = storageClass;
-    const direct = directGetConfigs.get(s3);
-    this.direct = direct && new DirectGet(s3, bucket, direct);
+    this.transport = options.transport;
+    this.storageClass = options.storageClass;
+    this.directPuts = options.directPuts ?? false;
+    this.requests = new SignedRequests(s3, bucket, options.transport, {
+      ...(options.policy ? { policy: options.policy } : {}),
+      ...(options.readDeadlineMs !== undefined ? { readDeadlineMs: options.readDeadlineMs } : {}),
+    });
+  }
+
+  /** Where GETs go and how they are signed (for the logs and tests). */
+  describeRequests(): Promise<{ url: string; region: string; service: string }> {
+    return this.requests.describe();
+  }
+
+  /** Closes the client's connections; requests in flight fail. */
+  destroy(): void {
+    this.s3.destroy();
+    this.transport.close();
   }
 
   private async call<T>(operation: string, key: string | undefined, run: () => Promise<T>): Promise<T> {
@@ -247,21 +248,11 @@ export class SdkObjectClient implements ObjectClient {
   }
 
   async getFirstBytes(key: string, maxBytes: number, opts: RequestOptions = {}): Promise<FirstBytes | undefined> {
-    const direct = await this.direct?.get(key, { start: 0, end: maxBytes }, { notFoundIsAnswer: true });
-    if (direct?.kind === 'missing') return undefined;
-    if (direct?.kind === 'ok') {
-      const h = direct.response.headers;
-      const length = h['content-length'] !== undefined ? Number(h['content-length']) : undefined;
-      return this.firstBytesOf(key, maxBytes, opts, direct.response, {
-        total: totalFromContentRange(h['content-range']) ?? length,
-        lastModified: h['last-modified'] !== undefined ? new Date(h['last-modified']) : undefined,
-        etag: h.etag,
-      });
-    }
-    let out;
+    const parts: Buffer[] = [];
+    let answer;
     try {
-      out = await this.call('GetObject', key, () =>
-        this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${maxBytes - 1}` })));
+      answer = await this.requests.getRange(key, { start: 0, end: maxBytes }, { write: (b) => { parts.push(Buffer.from(b)); } },
+        { signal: opts.signal, first: true, upToEnd: true });
     } catch (err) {
       if (err instanceof S3RequestError && err.kind === 'NoSuchKey') return undefined;
       // An empty object has no byte 0 (416), an archived one cannot be read
@@ -269,27 +260,10 @@ export class SdkObjectClient implements ObjectClient {
       if (err instanceof S3RequestError && (err.status === 416 || err.code === 'InvalidObjectState')) return this.headWithoutBytes(key, opts);
       throw err;
     }
-    return this.firstBytesOf(key, maxBytes, opts, out.Body, {
-      total: totalFromContentRange(out.ContentRange) ?? out.ContentLength,
-      lastModified: out.LastModified,
-      etag: out.ETag,
-    });
-  }
-
-  private async firstBytesOf(key: string, maxBytes: number, opts: RequestOptions, body: unknown,
-    meta: { total: number | undefined; lastModified: Date | undefined; etag: string | undefined }): Promise<FirstBytes | undefined> {
-    let data: Buffer;
-    try {
-      data = await readBody(body, maxBytes);
-    } catch {
-      // The body broke after the headers: the lookup still has its answer.
-      return this.headWithoutBytes(key, opts);
-    }
-    const total = meta.total ?? data.length;
-    const lastModified = meta.lastModified && !Number.isNaN(meta.lastModified.getTime()) ? meta.lastModified : new Date(0);
+    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     return {
-      info: { key, sizeBytes: total, lastModified, etag: etagOf(meta.etag) },
-      data: data.length > total ? data.subarray(0, total) : data,
+      info: { key, sizeBytes: answer.totalBytes ?? data.length, lastModified: answer.lastModified ?? new Date(0), etag: etagOf(answer.etag) },
+      data,
     };
   }
 
@@ -329,43 +303,12 @@ export class SdkObjectClient implements ObjectClient {
     };
   }
 
-  async getObject(key: string, range: ByteRange, opts: RequestOptions & { ifMatch?: string } = {}): Promise<Readable> {
-    const direct = await this.direct?.get(key, range, opts.ifMatch ? { ifMatch: opts.ifMatch } : {});
-    if (direct?.kind === 'ok') return direct.response;
-    return this.getObjectViaSdk(key, range, opts);
-  }
-
-  async getObjectInto(key: string, range: ByteRange, sink: RangeSink, opts: RequestOptions & { ifMatch?: string } = {}): Promise<void> {
-    const direct = await this.direct?.getInto(key, range, sink, opts);
-    if (direct?.kind === 'delivered') return;
-    await streamInto(await this.getObjectViaSdk(key, range, opts), sink, opts.signal);
-  }
-
-  private async getObjectViaSdk(key: string, range: ByteRange, opts: { ifMatch?: string }): Promise<Readable> {
-    const out = await this.call('GetObject', key, () =>
-      this.s3.send(new GetObjectCommand({
-        Bucket: this.bucket,
-        Key: key,
-        Range: `bytes=${range.start}-${range.end - 1}`,
-        ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}),
-      })));
-    // On Node the SDK's body is the http.IncomingMessage itself; body errors
-    // (a reset mid-stream) are classified by the reader (toS3Error).
-    const body = out.Body;
-    if (body instanceof Readable) return body;
-    if (body === undefined) return Readable.from([]);
-    throw toS3Error(new Error('GetObject returned a body that is not a Node stream'), { operation: 'GetObject', bucket: this.bucket, key });
+  async getRange(key: string, range: ByteRange, sink: RangeSink, opts: RequestOptions & { ifMatch?: string } = {}): Promise<void> {
+    await this.requests.getRange(key, range, sink, opts);
   }
 
   async putObject(key: string, body: Uint8Array, opts: RequestOptions = {}): Promise<{ etag: string }> {
-    if (this.direct?.sendsPuts) {
-      const direct = this.direct;
-      const sent = await this.call('PutObject', key, () => direct.put(key, body, {
-        ...(this.storageClass ? { storageClass: this.storageClass } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      }));
-      if (sent.kind === 'ok') return { etag: sent.etag };
-    }
+    if (this.directPuts) return this.requests.put(key, body, { storageClass: this.storageClass, signal: opts.signal });
     const out = await this.call('PutObject', key, () =>
       this.s3.send(new PutObjectCommand({
         Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength,

@@ -8,7 +8,7 @@ import os from 'node:os';
 import type { MountOptions } from '../options.js';
 import { metadataTtlMs } from '../options.js';
 import type { Logger } from '../log.js';
-import { createS3Client, credentialProvider, SdkObjectClient, type StaticCredentials } from '../s3/sdk-client.js';
+import { credentialProvider, openObjectClient, type StaticCredentials } from '../s3/sdk-client.js';
 import { S3RequestError, toS3Error } from '../s3/errors.js';
 import type { ObjectClient } from '../s3/object-client.js';
 import { S3FileSystem, type FsEvents } from '../fs/filesystem.js';
@@ -143,17 +143,19 @@ export class BucketMount {
     }
 
     // A quick, single-attempt check: an unreachable endpoint fails in seconds, not after retries.
-    const probe = new SdkObjectClient(createS3Client({ ...connection, maxConnections: 2, maxAttempts: 1, connectTimeoutMs: 5_000, requestTimeoutMs: 15_000 }), options.bucket);
+    const probe = openObjectClient({ ...connection, maxConnections: 2, maxAttempts: 1, connectTimeoutMs: 5_000, requestTimeoutMs: 15_000 });
     let sampleKey: string | undefined;
     try {
       const page = await probe.listObjects({ prefix: options.prefix, delimiter: '/', maxKeys: 1 });
       sampleKey = page.objects[0]?.key;
     } catch (err) {
       throw bucketCheckError(err instanceof S3RequestError ? err : toS3Error(err, { operation: 'ListObjectsV2', bucket: options.bucket }), options);
+    } finally {
+      probe.destroy();
     }
 
-    const s3 = createS3Client({ ...connection, maxConnections: options.maxThreads });
-    const client: ObjectClient = new SdkObjectClient(s3, options.bucket, options.storageClass);
+    // --max-threads bounds every connection of the mount (http-transport.ts).
+    const client: ObjectClient = openObjectClient({ ...connection, maxConnections: options.maxThreads });
     const journalDir = uploadJournalDirectory();
     const endpoint = options.endpointUrl ?? `aws:${options.region ?? ''}`;
     // A lookup sends a GET and a listing at once: two connections opened now

@@ -89,6 +89,9 @@ export interface FaultProxyStats {
   /** Request ids of the error responses the proxy made up, in order. */
   errorRequestIds: string[];
   connections: number;
+  /** Client connections open now, and the most open at once since the stats were reset. */
+  openConnections: number;
+  maxOpenConnections: number;
   /** Occurrences of the watched string in request lines, headers or bodies. */
   watchedSeen: number;
   /** Whether the proxy is listening (not gone away). */
@@ -331,7 +334,7 @@ class Watcher {
 
 function runChild(config: ChildConfig): void {
   let rules: ActiveRule[] = [];
-  let stats: FaultProxyStats = { requests: {}, fired: {}, errorRequestIds: [], connections: 0, watchedSeen: 0, listening: false };
+  let stats: FaultProxyStats = { requests: {}, fired: {}, errorRequestIds: [], connections: 0, openConnections: 0, maxOpenConnections: 0, watchedSeen: 0, listening: false };
   const sockets = new Set<Socket>();
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   let server: http.Server | undefined;
@@ -543,8 +546,13 @@ function runChild(config: ChildConfig): void {
     s.on('connection', (socket: Socket) => {
       stats.connections++;
       sockets.add(socket);
+      stats.openConnections = sockets.size;
+      stats.maxOpenConnections = Math.max(stats.maxOpenConnections, sockets.size);
       socket.on('error', () => { /* resets are the point */ });
-      socket.once('close', () => sockets.delete(socket));
+      socket.once('close', () => {
+        sockets.delete(socket);
+        stats.openConnections = sockets.size;
+      });
     });
     s.on('clientError', (_err, socket) => reset(socket as Socket));
     return new Promise<void>((resolve, reject) => {
@@ -623,7 +631,10 @@ function runChild(config: ChildConfig): void {
         reply({ stats });
         return;
       case 'reset-stats':
-        stats = { requests: {}, fired: {}, errorRequestIds: [], connections: 0, watchedSeen: 0, listening: server !== undefined };
+        stats = {
+          requests: {}, fired: {}, errorRequestIds: [], connections: 0, openConnections: sockets.size, maxOpenConnections: sockets.size,
+          watchedSeen: 0, listening: server !== undefined,
+        };
         reply();
         return;
       default:
