@@ -230,8 +230,12 @@ export class LogFile {
       this.lost = 0;
       this.lastError = undefined;
     } catch (err) {
-      // Disk full, folder removed, permissions: the lines are lost, the mount goes on.
-      this.lost += batch.length;
+      // Disk full, folder gone, permissions: the lines are lost, the mount
+      // goes on. The whole queue goes, not only the batch: retrying it would
+      // keep memory and an exit's flush waiting on a disk that may not recover.
+      this.lost += batch.length + this.queue.length;
+      this.queue = [];
+      this.queuedBytes = 0;
       this.lastError = (err as Error).message;
       this.retryAt = Date.now() + RETRY_AFTER_FAILURE_MS;
       const h = this.handle;
