@@ -73,6 +73,8 @@ export const stderrSink: LogSink = (line) => {
  * queued in memory, written in batches by asynchronous calls (never by the
  * thread that serves FUSE waiting on a disk), size rotation, a bounded
  * queue, a flush before exit and a synchronous last write on a crash.
+ * One write is in flight at a time, so a stalled disk holds one of libuv's
+ * four threads, not those the mount's own work needs.
  */
 export interface LogFileOptions {
   /** A file is rotated before it would grow past this. */
