@@ -20,16 +20,20 @@ function printError(error: WorkerError): void {
 }
 
 async function foreground(options: MountOptions): Promise<number> {
-  const { log, file } = workerLogger(options, true);
+  const { log, file, directory, flush } = workerLogger(options, true);
   const { mount, ended } = await runMount(options, undefined, log, {
     watchdog: true,
     watchdogLogFile: file,
+    logDirectory: directory,
     send: (m) => {
       if (m.type === 'state' && m.state === 'error' && m.error) printError(m.error);
     },
   });
   if (mount) process.stderr.write(`bucket ${options.bucket} is mounted at ${options.mountPoint}\n`);
-  return ended;
+  const code = await ended;
+  // main's caller exits shortly after this returns; queued log lines go out first.
+  await flush();
+  return code;
 }
 
 async function background(options: MountOptions): Promise<number> {

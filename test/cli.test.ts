@@ -354,6 +354,97 @@ describe('a mount-time failure prints one "sosmount: error:" line, exits 1 and l
   });
 });
 
+describe('the worker\'s own folders (log, upload journal) inside the mount point are refused before mounting', { concurrency: 2 }, () => {
+  // Before this check, `-l MNT/logs` mounted, and the worker's first log
+  // line went into its own mount: `ls MNT` then hung for ever. Every run
+  // here has a timeout, so a regression fails instead of hanging the suite.
+  test('-l MNT/logs: one line naming both folders, exit 1, nothing mounted, no folder created in the mount point', async (t) => {
+    const fx = await fixture(t);
+    const logs = path.join(fx.mnt, 'logs');
+    const r = await sosmount(mountArgs(fx, '-l', logs), { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`the log folder ${logs} is inside the mount point ${fx.mnt}: `), fx);
+    assert.deepEqual(await readdir(fx.mnt), [], 'the mount point is untouched');
+    assert.equal(await statWithin(fx.mnt, 5_000), 'OK', 'the folder answers');
+  });
+
+  test('--foreground -l MNT/logs: refused the same way, and the command ends', async (t) => {
+    const fx = await fixture(t);
+    const logs = path.join(fx.mnt, 'logs');
+    const r = await sosmount(['--foreground', ...mountArgs(fx, '-l', logs)], { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`the log folder ${logs} is inside the mount point ${fx.mnt}: `), fx);
+    assert.deepEqual(await readdir(fx.mnt), []);
+  });
+
+  test('a log folder reached through a symlink into the mount point: refused, naming the real path', async (t) => {
+    const fx = await fixture(t);
+    const door = path.join(fx.work, 'door');
+    await symlink(fx.mnt, door);
+    const logs = path.join(door, 'logs');
+    const r = await sosmount(mountArgs(fx, '-l', logs), { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`the log folder ${logs} \\(${path.join(fx.mnt, 'logs')}\\) is inside the mount point ${fx.mnt}: `), fx);
+    assert.deepEqual(await readdir(fx.mnt), []);
+  });
+
+  test('mounting on the upload journal folder: refused, naming it', async (t) => {
+    const fx = await fixture(t);
+    const journal = path.join(fx.home, '.local', 'state', 'sos-mount', 'uploads');
+    await mkdir(journal, { recursive: true });
+    const r = await sosmount(['--profile', 'good', '--endpoint-url', server.endpoint, '-l', path.join(fx.work, 'logs'), fx.bucket, journal], { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`the upload journal folder ${journal} is the mount point ${journal}: `), fx, journal);
+  });
+});
+
+describe('a mount\'s log file', () => {
+  /** The JSON records of the log files in `dir`, oldest file first. */
+  async function logRecords(dir: string): Promise<Array<Record<string, unknown>>> {
+    const rank = (n: string): number => Number(/\.log\.(\d+)$/.exec(n)?.[1] ?? 0);
+    const files = (await readdir(dir)).sort((a, b) => rank(b) - rank(a));
+    assert.ok(files.length >= 1, `a log file in ${dir}`);
+    const out: Array<Record<string, unknown>> = [];
+    for (const f of files) {
+      const text = await readFile(path.join(dir, f), 'utf8');
+      assert.ok(text.endsWith('\n'), `${f} ends with a whole line`);
+      for (const line of lines(text)) out.push(JSON.parse(line) as Record<string, unknown>);
+    }
+    return out;
+  }
+
+  test('-l DIR in a normal folder: the worker logs there, and after umount the file ends with the "unmounted" line', async (t) => {
+    const fx = await fixture(t);
+    const logs = path.join(fx.work, 'logs');
+    const r = await sosmount(mountArgs(fx, '-l', logs), { env: fx.env, timeoutMs: 30_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    const ls = await sh('ls mnt', { cwd: fx.work, env: fx.env, timeoutMs: 10_000 });
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.equal((await sh(`umount ${JSON.stringify(fx.mnt)}`, { timeoutMs: 10_000 })).code, 0);
+    await waitFor('the worker to exit after umount', async () => (await workersOf(fx.home)).length === 0);
+
+    const msgs = (await logRecords(logs)).map((rec) => rec['msg']);
+    const at = (m: string): number => msgs.indexOf(m);
+    assert.ok(at('mounted') >= 0, `logs "mounted": ${JSON.stringify(msgs)}`);
+    assert.ok(at('unmounted from outside') > at('mounted'), JSON.stringify(msgs));
+    assert.equal(msgs.at(-1), 'unmounted', `the last line, written just before the worker exited: ${JSON.stringify(msgs)}`);
+    await assert.rejects(readdir(path.join(fx.home, '.local', 'state', 'sos-mount', 'logs')), { code: 'ENOENT' }, 'nothing in the default log folder');
+  });
+
+  test('--foreground -l DIR: lines go to the file, not stderr, and Ctrl-C leaves "unmounting" and "unmounted" in it', async (t) => {
+    const fx = await fixture(t);
+    const logs = path.join(fx.work, 'logs');
+    const a = startAttached(['--foreground', '-l', logs, ...mountArgs(fx)], fx.env, t);
+    await waitMounted(a, fx.mnt);
+    const ls = await sh('ls mnt', { cwd: fx.work, env: fx.env, timeoutMs: 10_000 });
+    assert.equal(ls.code, 0, ls.stderr);
+    a.child.kill('SIGINT');
+    const exit = await withDeadline('sosmount to exit after SIGINT', a.exited, 20_000);
+    assert.deepEqual(exit, { code: 0, signal: null }, a.stderr());
+    assert.deepEqual(lines(a.stderr()), [`bucket ${fx.bucket} is mounted at ${fx.mnt}`]);
+    const msgs = (await logRecords(logs)).map((rec) => rec['msg']);
+    assert.ok(msgs.indexOf('mounted') >= 0 && msgs.indexOf('unmounting') > msgs.indexOf('mounted'), JSON.stringify(msgs));
+    assert.equal(msgs.at(-1), 'unmounted', JSON.stringify(msgs));
+  });
+});
+
 describe('a bad flag is a usage error: exit 2, the flag named on stderr, nothing mounted', { concurrency: 2 }, () => {
   async function usage(t: TestContext, args: (fx: Fixture) => string[], names: RegExp): Promise<RunResult> {
     const fx = await fixture(t);

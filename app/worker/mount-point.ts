@@ -116,3 +116,75 @@ export async function checkMountPoint(dir: string): Promise<MountPointProblem | 
   if (entries.length > 0) return { code: 'mount-point-not-empty', message: `mount point ${dir} is not empty` };
   return undefined;
 }
+
+/**
+ * A folder the worker itself writes to while it serves the mount: its log,
+ * the upload journal, a local cache. Inside the mount point, such a write
+ * would be served by the very thread that waits on it, and the mount hangs
+ * (processes in `ls` stuck in uninterruptible sleep until the FUSE
+ * connection is aborted).
+ */
+export interface LocalFolder {
+  /** How the message names it: "log folder", "upload journal folder". */
+  what: string;
+  folder: string;
+}
+
+export interface FolderInsideMountPoint {
+  // protocol.ts has no code of its own for this yet; like an in-use mount
+  // point, it is the user's configuration to change, so the tray does not retry.
+  code: 'mount-point-in-use';
+  message: string;
+  what: string;
+  folder: string;
+}
+
+/**
+ * The real path of `p` as far as it exists, with the missing rest appended:
+ * a log folder inside an (empty) mount point does not exist yet, but a
+ * symlink on the way to it must still be followed. `..` is resolved by
+ * name first, as the options already do with path.resolve.
+ */
+export async function realPathOfExistingPart(p: string): Promise<string> {
+  let existing = path.resolve(p);
+  const missing: string[] = [];
+  for (;;) {
+    try {
+      return path.join(await realpath(existing), ...missing);
+    } catch {
+      // Missing, or not readable (EACCES, a stale mount): look one level up.
+      const parent = path.dirname(existing);
+      if (parent === existing) return path.join(existing, ...missing);
+      missing.unshift(path.basename(existing));
+      existing = parent;
+    }
+  }
+}
+
+function isSameOrInside(folder: string, mountPoint: string): boolean {
+  const rel = path.relative(mountPoint, folder);
+  return rel === '' || (rel !== '..' && !rel.startsWith('..' + path.sep) && !path.isAbsolute(rel));
+}
+
+/**
+ * Refuses any of `folders` that is the mount point or inside it, comparing
+ * real paths. Every folder the worker writes locally goes through here
+ * before the mount. Only asynchronous calls: once mounted, a synchronous
+ * lookup under the mount point from the serving process would deadlock.
+ */
+export async function checkFoldersOutsideMountPoint(mountPoint: string, folders: readonly LocalFolder[]): Promise<FolderInsideMountPoint | undefined> {
+  const realMountPoint = await realPathOfExistingPart(mountPoint);
+  for (const { what, folder } of folders) {
+    const real = await realPathOfExistingPart(folder);
+    if (!isSameOrInside(real, realMountPoint)) continue;
+    const shown = real === path.resolve(folder) ? folder : `${folder} (${real})`;
+    const where = real === realMountPoint ? `is the mount point ${mountPoint}` : `is inside the mount point ${mountPoint}`;
+    return {
+      code: 'mount-point-in-use',
+      what,
+      folder,
+      message: `the ${what} ${shown} ${where}: the worker would write into its own mount and hang it; choose a ${what} outside ${mountPoint}`,
+    };
+  }
+  return undefined;
+}

@@ -13,7 +13,7 @@ import { S3RequestError, toS3Error } from '../s3/errors.js';
 import type { ObjectClient } from '../s3/object-client.js';
 import { S3FileSystem, type FsEvents } from '../fs/filesystem.js';
 import { createFuse, type FuseMount } from '../fs/fuse-adapter.js';
-import { checkMountPoint, forceUnmount, isMountPoint } from './mount-point.js';
+import { checkFoldersOutsideMountPoint, checkMountPoint, forceUnmount, isMountPoint, type LocalFolder } from './mount-point.js';
 import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
 import { uploadJournalDirectory } from '../log.js';
 import type { UploadTracker } from '../data/uploader.js';
@@ -79,6 +79,8 @@ export interface MountHooks {
   onState?(state: MountState, error?: WorkerError): void;
   events?: FsEvents;
   uploadTracker?: UploadTracker | undefined;
+  /** Folders the caller writes to while the mount runs (its log folder): refused inside the mount point. */
+  localFolders?: readonly LocalFolder[] | undefined;
 }
 
 export class BucketMount {
@@ -121,6 +123,12 @@ export class BucketMount {
   static async mount(given: MountOptions, credentials: StaticCredentials | undefined, log: Logger, hooks: MountHooks = {}): Promise<BucketMount> {
     const problem = await checkMountPoint(given.mountPoint);
     if (problem) throw new MountError(problem.code, problem.message);
+    const journalDir = uploadJournalDirectory();
+    const inside = await checkFoldersOutsideMountPoint(given.mountPoint, [
+      ...(hooks.localFolders ?? []),
+      { what: 'upload journal folder', folder: journalDir },
+    ]);
+    if (inside) throw new MountError(inside.code, inside.message);
     // The kernel lists mounts by their real path; watching a symlinked
     // path would mistake our own mount for an external unmount.
     const options: MountOptions = { ...given, mountPoint: await realpath(given.mountPoint) };
@@ -156,7 +164,6 @@ export class BucketMount {
 
     // --max-threads bounds every connection of the mount (http-transport.ts).
     const client: ObjectClient = openObjectClient({ ...connection, maxConnections: options.maxThreads });
-    const journalDir = uploadJournalDirectory();
     const endpoint = options.endpointUrl ?? `aws:${options.region ?? ''}`;
     // A lookup sends a GET and a listing at once: two connections opened now
     // spare the first file access their handshakes (a round trip each on a

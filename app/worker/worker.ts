@@ -8,6 +8,9 @@
 import { runMount, workerLogger } from './run-mount.js';
 import { parseToWorker, type FromWorker } from './protocol.js';
 
+/** Set once the log exists: the crash handler writes the crash and what is queued before exiting. */
+let logCrash: ((err: Error) => void) | undefined;
+
 function sendToParent(message: FromWorker): void {
   if (process.connected && process.send) process.send(message);
 }
@@ -28,10 +31,14 @@ async function main(): Promise<void> {
   }
   if (msg.type !== 'mount') process.exit(0);
   const { options, credentials, detach } = msg;
-  const { log, file } = workerLogger(options, false);
+  const { log, file, directory, flush, flushSync } = workerLogger(options, false);
+  logCrash = (err) => {
+    log.error('worker crashed', { error: err.stack ?? err.message });
+    flushSync();
+  };
   // The tray's supervisor cleans up after its workers itself; the CLI's
   // background workers have no parent left to do it.
-  const { mount, ended } = await runMount(options, credentials, log, { send: sendToParent, watchdog: detach, watchdogLogFile: file });
+  const { mount, ended } = await runMount(options, credentials, log, { send: sendToParent, watchdog: detach, watchdogLogFile: file, logDirectory: directory });
   if (mount) {
     process.on('message', (raw) => {
       try {
@@ -46,6 +53,8 @@ async function main(): Promise<void> {
     });
   }
   const code = await ended;
+  // The "unmounted" line and whatever came before it reach the disk before process.exit drops them.
+  await flush();
   // Let the last state message leave before exiting.
   setTimeout(() => process.exit(code), 50).unref();
   if (process.connected) process.disconnect();
@@ -55,6 +64,11 @@ async function main(): Promise<void> {
 process.on('uncaughtException', (err) => {
   sendToParent({ type: 'state', state: 'error', error: { code: 'internal', message: `worker crashed: ${err.message}` } });
   process.stderr.write(`sosmount worker: ${err.stack ?? err.message}\n`);
+  try {
+    logCrash?.(err);
+  } catch {
+    // The exit below matters more than the log line.
+  }
   process.exit(70);
 });
 
