@@ -549,7 +549,8 @@ function scanArgs(argv: readonly string[]): Scan {
         break;
       }
       // clap reads -l=DIR as DIR; parseArgs would keep the '='.
-      const raw = !token.rawName.startsWith('--') && token.value.startsWith('=') ? token.value.slice(1) : token.value;
+      const shortEquals = token.inlineValue && !token.rawName.startsWith('--') && token.value.startsWith('=');
+      const raw = shortEquals ? token.value.slice(1) : token.value;
       const list = given.get(spec.key);
       if (list === undefined) given.set(spec.key, [raw]);
       else list.push(raw);

@@ -547,6 +547,7 @@ describe('parseMountArgs: syntax read by parseArgs', () => {
     assert.equal(o.foreground, true);
     assert.equal(o.logDirectory, '/home/exouser/logs');
     assert.equal(parse('-l=/var/log/sos').logDirectory, '/var/log/sos');
+    assert.equal(parse('-l', '=logs').logDirectory, '/home/exouser/=logs', 'a separate argument is taken whole');
   });
 
   test('--help right after a value flag still prints help', () => {
