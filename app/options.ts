@@ -6,9 +6,15 @@
  * `--zone` is ours. Nothing is accepted and ignored: an unknown flag, a
  * mount-s3 flag we do not implement, or a bad value is a UsageError that
  * names the flag. One table (FLAGS) drives both parsing and `--help`.
+ *
+ * Two ways in, one set of checks: {@link parseMountArgs} reads argv with
+ * `node:util` parseArgs, and {@link buildMountOptions} takes the same
+ * values already named (the tray's settings). Both end in buildMountOptions,
+ * so defaults and error messages cannot drift apart.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { EXOSCALE_ZONES, UnknownZoneError, exoscaleZone, zoneForEndpoint, type ExoscaleZone } from './s3/zones.js';
 
@@ -84,6 +90,53 @@ export interface ParseEnv {
   uid: number;
   gid: number;
 }
+
+/** What each flag that takes a value yields once checked, under its MountOptions name. */
+interface FlagValues {
+  prefix: string;
+  region: string;
+  endpointUrl: string;
+  zone: string;
+  storageClass: string;
+  uploadChecksums: 'crc32c' | 'off';
+  profile: string;
+  uid: number;
+  gid: number;
+  dirMode: number;
+  fileMode: number;
+  maxThreads: number;
+  partSize: number;
+  readPartSize: number;
+  writePartSize: number;
+  metadataTtl: MetadataTtl;
+  negativeMetadataTtl: MetadataTtl;
+  logDirectory: string;
+}
+
+type ValueKey = keyof FlagValues;
+
+type SwitchKey =
+  | 'forcePathStyle'
+  | 'readOnly'
+  | 'allowDelete'
+  | 'allowOverwrite'
+  | 'autoUnmount'
+  | 'allowRoot'
+  | 'allowOther'
+  | 'foreground'
+  | 'debug'
+  | 'noLog';
+
+/** The flags of a mount, named as in MountOptions: a value flag's text as typed, a switch as a boolean. */
+export type MountFlags = { [K in ValueKey]?: string | undefined } & { [K in SwitchKey]?: boolean | undefined };
+
+/**
+ * A mount before validation: BUCKET_NAME, DIRECTORY and the flags. Value
+ * flags stay text, exactly as on a command line, so that values from
+ * settings and from argv meet the same checks and fail with the same
+ * message. A relative mountPoint or logDirectory resolves against env.cwd.
+ */
+export type MountArgs = { bucket: string; mountPoint: string } & MountFlags;
 
 export const VERSION: string = readVersion();
 
@@ -161,41 +214,56 @@ const GROUP_ORDER: readonly Group[] = [
   'Logging options',
 ];
 
-interface FlagSpec {
+interface FlagBase {
   /** Without the leading dashes. */
   readonly long: string;
   readonly short?: string;
-  /** Value name shown in help; absent for a switch. */
-  readonly value?: string;
   readonly group: Group;
+  /** mount-s3's wording where the flag is mount-s3's. */
   readonly help: string;
 }
 
+/**
+ * A switch (a boolean to parseArgs) names the MountFlags field it sets; a
+ * flag that takes a value (a string to parseArgs) also names its value in
+ * help and usage errors. Its check is in CHECKS, its default in
+ * buildMountOptions.
+ */
+type FlagSpec = FlagBase &
+  (
+    | { readonly key: SwitchKey | 'help' | 'version'; readonly value?: undefined }
+    | { readonly key: ValueKey; readonly value: string }
+  );
+
 const FLAGS: readonly FlagSpec[] = [
-  { long: 'foreground', short: 'f', group: 'Options', help: 'Run as foreground process' },
-  { long: 'help', short: 'h', group: 'Options', help: 'Print help' },
-  { long: 'version', short: 'V', group: 'Options', help: 'Print version' },
+  { long: 'foreground', key: 'foreground', short: 'f', group: 'Options', help: 'Run as foreground process' },
+  { long: 'help', key: 'help', short: 'h', group: 'Options', help: 'Print help' },
+  { long: 'version', key: 'version', short: 'V', group: 'Options', help: 'Print version' },
 
   {
     long: 'prefix',
+    key: 'prefix',
     value: 'PREFIX',
     group: 'Bucket options',
     help: "Prefix inside the bucket to mount, ending in '/' [default: mount the entire bucket]",
   },
   {
     long: 'region',
+    key: 'region',
     value: 'REGION',
     group: 'Bucket options',
     help: "Region of the bucket [default: the zone's region, else auto-detect region]",
   },
   {
     long: 'endpoint-url',
+    key: 'endpointUrl',
     value: 'ENDPOINT_URL',
     group: 'Bucket options',
     help: 'S3 endpoint URL [default: auto-detect endpoint]',
   },
   {
     long: 'zone',
+    key: 'zone',
     value: 'ZONE',
     group: 'Bucket options',
     help: [
@@ -203,15 +271,17 @@ const FLAGS: readonly FlagSpec[] = [
       ...EXOSCALE_ZONES.map((z) => `  ${z.zone.padEnd(10)}${z.label}`),
     ].join('\n'),
   },
-  { long: 'force-path-style', group: 'Bucket options', help: 'Force path-style addressing' },
+  { long: 'force-path-style', key: 'forcePathStyle', group: 'Bucket options', help: 'Force path-style addressing' },
   {
     long: 'storage-class',
+    key: 'storageClass',
     value: 'STORAGE_CLASS',
     group: 'Bucket options',
     help: 'Set the storage class for new objects',
   },
   {
     long: 'upload-checksums',
+    key: 'uploadChecksums',
     value: 'ALGORITHM',
     group: 'Bucket options',
     help: 'Checksum algorithm to use for S3 uploads: crc32c or off [default: crc32c on AWS, off on other endpoints]',
@@ -219,46 +289,69 @@ const FLAGS: readonly FlagSpec[] = [
 
   {
     long: 'profile',
+    key: 'profile',
     value: 'PROFILE',
     group: 'AWS credentials options',
     help: 'Use a specific profile from your credential file.',
   },
 
-  { long: 'read-only', group: 'Mount options', help: 'Mount file system in read-only mode' },
-  { long: 'allow-delete', group: 'Mount options', help: 'Allow delete operations on file system' },
-  { long: 'allow-overwrite', group: 'Mount options', help: 'Allow overwrite operations on file system' },
-  { long: 'auto-unmount', group: 'Mount options', help: 'Automatically unmount on exit' },
-  { long: 'allow-root', group: 'Mount options', help: 'Allow root user to access file system' },
+  { long: 'read-only', key: 'readOnly', group: 'Mount options', help: 'Mount file system in read-only mode' },
+  { long: 'allow-delete', key: 'allowDelete', group: 'Mount options', help: 'Allow delete operations on file system' },
+  {
+    long: 'allow-overwrite',
+    key: 'allowOverwrite',
+    group: 'Mount options',
+    help: 'Allow overwrite operations on file system',
+  },
+  { long: 'auto-unmount', key: 'autoUnmount', group: 'Mount options', help: 'Automatically unmount on exit' },
+  { long: 'allow-root', key: 'allowRoot', group: 'Mount options', help: 'Allow root user to access file system' },
   {
     long: 'allow-other',
+    key: 'allowOther',
     group: 'Mount options',
     help: 'Allow other users, including root, to access file system',
   },
-  { long: 'uid', value: 'UID', group: 'Mount options', help: "Owner UID [default: current user's UID]" },
-  { long: 'gid', value: 'GID', group: 'Mount options', help: "Owner GID [default: current user's GID]" },
-  { long: 'dir-mode', value: 'DIR_MODE', group: 'Mount options', help: 'Directory permissions [default: 0755]' },
-  { long: 'file-mode', value: 'FILE_MODE', group: 'Mount options', help: 'File permissions [default: 0644]' },
+  { long: 'uid', key: 'uid', value: 'UID', group: 'Mount options', help: "Owner UID [default: current user's UID]" },
+  { long: 'gid', key: 'gid', value: 'GID', group: 'Mount options', help: "Owner GID [default: current user's GID]" },
+  {
+    long: 'dir-mode',
+    key: 'dirMode',
+    value: 'DIR_MODE',
+    group: 'Mount options',
+    help: 'Directory permissions [default: 0755]',
+  },
+  {
+    long: 'file-mode',
+    key: 'fileMode',
+    value: 'FILE_MODE',
+    group: 'Mount options',
+    help: 'File permissions [default: 0644]',
+  },
 
   {
     long: 'max-threads',
+    key: 'maxThreads',
     value: 'N',
     group: 'Client options',
     help: `Maximum number of S3 requests in flight, 1 to ${MAX_MAX_THREADS} [default: ${DEFAULT_MAX_THREADS}]`,
   },
   {
     long: 'part-size',
+    key: 'partSize',
     value: 'SIZE',
     group: 'Client options',
     help: `Part size for multi-part GET and PUT in bytes [default: ${DEFAULT_PART_SIZE_BYTES}]`,
   },
   {
     long: 'read-part-size',
+    key: 'readPartSize',
     value: 'SIZE',
     group: 'Client options',
     help: `Part size for GET in bytes; overrides --part-size [default: ${DEFAULT_PART_SIZE_BYTES}]`,
   },
   {
     long: 'write-part-size',
+    key: 'writePartSize',
     value: 'SIZE',
     group: 'Client options',
     help:
@@ -268,12 +361,14 @@ const FLAGS: readonly FlagSpec[] = [
 
   {
     long: 'metadata-ttl',
+    key: 'metadataTtl',
     value: 'SECONDS|indefinite|minimal',
     group: 'Caching options',
     help: 'Time-to-live (TTL) for cached metadata in seconds [default: minimal]',
   },
   {
     long: 'negative-metadata-ttl',
+    key: 'negativeMetadataTtl',
     value: 'SECONDS|indefinite|minimal',
     group: 'Caching options',
     help: 'Time-to-live (TTL) for cached negative entries in seconds [default: same as metadata TTL]',
@@ -281,20 +376,37 @@ const FLAGS: readonly FlagSpec[] = [
 
   {
     long: 'log-directory',
+    key: 'logDirectory',
     short: 'l',
     value: 'DIRECTORY',
     group: 'Logging options',
     help: 'Write log files to a directory [default: ~/.local/state/sos-mount/logs; on macOS ~/Library/Logs/sos-mount]',
   },
-  { long: 'debug', short: 'd', group: 'Logging options', help: 'Enable debug logging' },
-  { long: 'no-log', group: 'Logging options', help: 'Disable all logging. You will still see stdout messages.' },
+  { long: 'debug', key: 'debug', short: 'd', group: 'Logging options', help: 'Enable debug logging' },
+  {
+    long: 'no-log',
+    key: 'noLog',
+    group: 'Logging options',
+    help: 'Disable all logging. You will still see stdout messages.',
+  },
 ];
 
-const BY_LONG = new Map(FLAGS.map((f) => [f.long, f]));
-const BY_SHORT = new Map<string, FlagSpec>();
-for (const f of FLAGS) if (f.short !== undefined) BY_SHORT.set(f.short, f);
-// mount-s3 only knows -V; -v is accepted because users type it by habit and it cannot mean anything else here.
-BY_SHORT.set('v', BY_LONG.get('version') as FlagSpec);
+const BY_LONG: ReadonlyMap<string, FlagSpec> = new Map(FLAGS.map((f) => [f.long, f]));
+const LONG_BY_KEY: ReadonlyMap<FlagSpec['key'], string> = new Map(FLAGS.map((f) => [f.key, f.long]));
+
+/** The flag a value was given for, as usage errors name it. */
+function flagOf(key: ValueKey): string {
+  return `--${LONG_BY_KEY.get(key) ?? key}`;
+}
+
+/** The table as parseArgs knows it: a value flag is a string, a switch a boolean. */
+const PARSE_ARGS_OPTIONS: NonNullable<ParseArgsConfig['options']> = Object.fromEntries(
+  FLAGS.map((f) => {
+    const type = f.value === undefined ? 'boolean' : 'string';
+    // parseArgs refuses `short: undefined`; it must be absent.
+    return [f.long, f.short === undefined ? { type } : { type, short: f.short }];
+  }),
+);
 
 /**
  * mount-s3 flags we do not implement. Refusing them by name (rather than as
@@ -367,8 +479,7 @@ function versionText(): string {
 // Scanning argv into flags and positionals
 
 interface Scan {
-  values: Map<string, string[]>;
-  switches: Set<string>;
+  flags: MountFlags;
   positionals: string[];
   help: boolean;
   version: boolean;
@@ -376,112 +487,114 @@ interface Scan {
   error: UsageError | undefined;
 }
 
+type Token = ReturnType<typeof parseArgs<{ strict: false; allowPositionals: true; tokens: true }>>['tokens'][number];
+type OptionToken = Extract<Token, { kind: 'option' }>;
+
+/**
+ * parseArgs finds the flags, values and positionals; we read its tokens
+ * rather than use its strict mode, because strict mode throws at the first
+ * problem in Node's words: it would stop `--help` later on the line from
+ * winning, and it cannot refuse mount-s3's flags by name or suggest a
+ * spelling. Every check strict mode makes is made here instead, naming the
+ * flag as the user typed it.
+ */
 function scanArgs(argv: readonly string[]): Scan {
-  const scan: Scan = {
-    values: new Map(),
-    switches: new Set(),
-    positionals: [],
-    help: false,
-    version: false,
-    error: undefined,
-  };
+  const scan: Scan = { flags: {}, positionals: [], help: false, version: false, error: undefined };
   const fail = (err: UsageError): void => {
     scan.error ??= err;
   };
-  const take = (spec: FlagSpec, value: string): void => {
-    const list = scan.values.get(spec.long);
-    if (list === undefined) scan.values.set(spec.long, [value]);
-    else list.push(value);
-  };
-  const setSwitch = (spec: FlagSpec): void => {
-    if (spec.long === 'help') scan.help = true;
-    else if (spec.long === 'version') scan.version = true;
-    else scan.switches.add(spec.long);
-  };
-  /** The next argument as a flag's value, unless it is missing or is itself a flag. */
-  const nextValue = (spec: FlagSpec, i: number): string | undefined => {
-    const next = argv[i + 1];
-    if (next === undefined) {
-      fail(new UsageError(`--${spec.long}`, `requires a value <${spec.value ?? 'VALUE'}>`));
-      return undefined;
-    }
-    if (next.length > 1 && next.startsWith('-')) {
-      fail(
-        new UsageError(
-          `--${spec.long}`,
-          `requires a value <${spec.value ?? 'VALUE'}> but was followed by '${next}' ` +
-            `(write --${spec.long}=${next} if that is the value)`,
-        ),
-      );
-      return undefined;
-    }
-    return next;
-  };
+  const given = new Map<ValueKey, string[]>();
 
-  let onlyPositionals = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (onlyPositionals || arg === '-' || !arg.startsWith('-')) {
-      scan.positionals.push(arg);
-      continue;
-    }
-    if (arg === '--') {
-      onlyPositionals = true;
-      continue;
-    }
+  let args = argv;
+  for (;;) {
+    const { tokens } = parseArgs({
+      args: [...args],
+      options: PARSE_ARGS_OPTIONS,
+      strict: false,
+      allowPositionals: true,
+      tokens: true,
+    });
+    let resumeAt: number | undefined;
+    for (const token of tokens) {
+      if (token.kind === 'positional') scan.positionals.push(token.value);
+      if (token.kind !== 'option') continue;
 
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
-      const inline = eq === -1 ? undefined : arg.slice(eq + 1);
-      const spec = BY_LONG.get(name);
+      const spec = specOf(token);
       if (spec === undefined) {
-        fail(unknownLongFlag(name));
+        fail(unknownFlag(token));
         continue;
       }
       if (spec.value === undefined) {
-        if (inline !== undefined) fail(new UsageError(`--${name}`, `takes no value (got '${inline}')`));
-        else setSwitch(spec);
+        if (token.value !== undefined) fail(new UsageError(`--${spec.long}`, `takes no value (got '${token.value}')`));
+        else if (spec.key === 'help') scan.help = true;
+        else if (spec.key === 'version') scan.version = true;
+        else scan.flags[spec.key] = true;
         continue;
       }
-      if (inline !== undefined) {
-        take(spec, inline);
+      if (token.value === undefined) {
+        fail(new UsageError(`--${spec.long}`, `requires a value <${spec.value}>`));
         continue;
       }
-      const value = nextValue(spec, i);
-      if (value !== undefined) {
-        take(spec, value);
-        i++;
-      }
-      continue;
-    }
-
-    // A cluster of short flags, clap-style: -fd, -l DIR, -lDIR.
-    for (let j = 1; j < arg.length; j++) {
-      const ch = arg[j] as string;
-      const spec = BY_SHORT.get(ch);
-      if (spec === undefined) {
-        fail(new UsageError(`-${ch}`, `unknown flag (see sosmount --help)`));
+      if (!token.inlineValue && token.value.length > 1 && token.value.startsWith('-')) {
+        fail(
+          new UsageError(
+            `--${spec.long}`,
+            `requires a value <${spec.value}> but was followed by '${token.value}' ` +
+              `(write --${spec.long}=${token.value} if that is the value)`,
+          ),
+        );
+        // parseArgs took the next flag as this one's value; read on from
+        // that flag, so that a --help there still wins.
+        resumeAt = token.index + 1;
         break;
       }
-      if (spec.value === undefined) {
-        setSwitch(spec);
-        continue;
-      }
-      const rest = arg.slice(j + 1);
-      if (rest !== '') {
-        take(spec, rest.startsWith('=') ? rest.slice(1) : rest);
-      } else {
-        const value = nextValue(spec, i);
-        if (value !== undefined) {
-          take(spec, value);
-          i++;
-        }
-      }
-      break;
+      // clap reads -l=DIR as DIR; parseArgs would keep the '='.
+      const shortEquals = token.inlineValue && !token.rawName.startsWith('--') && token.value.startsWith('=');
+      const raw = shortEquals ? token.value.slice(1) : token.value;
+      const list = given.get(spec.key);
+      if (list === undefined) given.set(spec.key, [raw]);
+      else list.push(raw);
+    }
+    if (resumeAt === undefined) break;
+    args = args.slice(resumeAt);
+  }
+
+  for (const [key, raws] of given) {
+    scan.flags[key] = raws[0];
+    try {
+      checkRepeats(key, raws);
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      fail(err);
     }
   }
   return scan;
+}
+
+function specOf(token: OptionToken): FlagSpec | undefined {
+  // mount-s3 only knows -V; -v is accepted because users type it by habit and it cannot mean anything else here.
+  if (token.rawName === '-v') return BY_LONG.get('version');
+  // A known short flag comes back under its long name; an unknown one as its letter, which no long flag is.
+  return BY_LONG.get(token.name);
+}
+
+/** A flag given twice must mean the same thing both times (`--file-mode 644 --file-mode 0644` does). */
+function checkRepeats(key: ValueKey, raws: readonly string[]): void {
+  const [first, ...rest] = raws;
+  if (first === undefined || rest.length === 0) return;
+  const flag = flagOf(key);
+  const check = CHECKS[key];
+  const meaning = JSON.stringify(check(flag, first));
+  for (const raw of rest) {
+    if (JSON.stringify(check(flag, raw)) !== meaning) {
+      throw new UsageError(flag, `given twice with different values ('${first}' and '${raw}')`);
+    }
+  }
+}
+
+function unknownFlag(token: OptionToken): UsageError {
+  if (!token.rawName.startsWith('--')) return new UsageError(token.rawName, 'unknown flag (see sosmount --help)');
+  return unknownLongFlag(token.name);
 }
 
 function unknownLongFlag(name: string): UsageError {
@@ -518,7 +631,7 @@ function editDistance(a: string, b: string): number {
 }
 
 // ---------------------------------------------------------------------------
-// Value parsers: each returns the value or throws a UsageError naming the flag.
+// Value checks: each returns the value or throws a UsageError naming the flag.
 
 function parseWholeNumber(flag: string, raw: string, min: number, max: number, what = 'a whole number'): number {
   if (!/^[0-9]+$/.test(raw)) throw new UsageError(flag, `'${raw}' is not ${what}`);
@@ -616,6 +729,33 @@ export function bucketNameProblem(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Each value flag's own check: its text to its value, or a UsageError naming
+ * the flag. Checks that involve two flags are in buildMountOptions.
+ */
+const CHECKS: { readonly [K in ValueKey]: (flag: string, raw: string) => FlagValues[K] } = {
+  prefix: parsePrefix,
+  // Region ends up in SigV4's credential scope, which '/' and whitespace would break.
+  region: (flag, raw) => parseNonEmpty(flag, raw, /^[A-Za-z0-9_-]+$/, 'e.g. ch-dk-2'),
+  endpointUrl: parseEndpoint,
+  // Whether it names a zone is checked with --endpoint-url and --region, in buildMountOptions.
+  zone: (flag, raw) => parseNonEmpty(flag, raw),
+  storageClass: (flag, raw) => parseNonEmpty(flag, raw, /^[A-Za-z0-9_-]+$/, 'e.g. STANDARD or STANDARD_IA'),
+  uploadChecksums: parseUploadChecksums,
+  profile: (flag, raw) => parseNonEmpty(flag, raw, /^\S+$/, 'a profile name without spaces'),
+  uid: (flag, raw) => parseWholeNumber(flag, raw, 0, MAX_ID),
+  gid: (flag, raw) => parseWholeNumber(flag, raw, 0, MAX_ID),
+  dirMode: parseMode,
+  fileMode: parseMode,
+  maxThreads: (flag, raw) => parseWholeNumber(flag, raw, 1, MAX_MAX_THREADS),
+  partSize: parseBytes,
+  readPartSize: parseBytes,
+  writePartSize: parseBytes,
+  metadataTtl: parseTtl,
+  negativeMetadataTtl: parseTtl,
+  logDirectory: (flag, raw) => parseNonEmpty(flag, raw),
+};
+
 // ---------------------------------------------------------------------------
 // Building MountOptions
 
@@ -624,7 +764,17 @@ export function parseMountArgs(argv: readonly string[], env?: ParseEnv): ParseRe
   if (scan.help) return { kind: 'help', text: helpText() };
   if (scan.version) return { kind: 'version', text: versionText() };
   if (scan.error !== undefined) throw scan.error;
-  return { kind: 'mount', options: buildOptions(scan, env ?? processEnv()) };
+
+  const [bucket, mountPoint, ...extra] = scan.positionals;
+  if (bucket === undefined) throw new UsageError(undefined, 'missing arguments <BUCKET_NAME> <DIRECTORY>');
+  if (mountPoint === undefined) throw new UsageError(undefined, 'missing argument <DIRECTORY>');
+  if (extra.length > 0) {
+    throw new UsageError(
+      undefined,
+      `unexpected argument '${extra[0] as string}' (expected only <BUCKET_NAME> <DIRECTORY>; flags go before or after them)`,
+    );
+  }
+  return { kind: 'mount', options: buildMountOptions({ ...scan.flags, bucket, mountPoint }, env) };
 }
 
 function processEnv(): ParseEnv {
@@ -632,43 +782,29 @@ function processEnv(): ParseEnv {
   return { cwd: process.cwd(), uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
 }
 
-function buildOptions(scan: Scan, env: ParseEnv): MountOptions {
-  const on = (long: string): boolean => scan.switches.has(long);
+/**
+ * A mount's arguments to a validated MountOptions: the only place that
+ * applies defaults and checks values, for argv (through parseMountArgs) and
+ * for the tray's settings alike. Throws a UsageError naming the flag, or
+ * BUCKET_NAME or DIRECTORY, at fault.
+ */
+export function buildMountOptions(args: MountArgs, env: ParseEnv = processEnv()): MountOptions {
+  const on = (key: SwitchKey): boolean => args[key] === true;
+  const value = <K extends ValueKey>(key: K): FlagValues[K] | undefined => {
+    const raw = args[key];
+    return raw === undefined ? undefined : CHECKS[key](flagOf(key), raw);
+  };
 
-  /** The flag's value; a repeat must mean the same thing, or it is an error. */
-  function value<T>(long: string, parse: (flag: string, raw: string) => T): T | undefined {
-    const raws = scan.values.get(long);
-    if (raws === undefined) return undefined;
-    const flag = `--${long}`;
-    const first = parse(flag, raws[0] as string);
-    for (const raw of raws.slice(1)) {
-      if (JSON.stringify(parse(flag, raw)) !== JSON.stringify(first)) {
-        throw new UsageError(flag, `given twice with different values ('${raws[0] as string}' and '${raw}')`);
-      }
-    }
-    return first;
-  }
-
-  const [bucketArg, directoryArg, ...extra] = scan.positionals;
-  if (bucketArg === undefined) throw new UsageError(undefined, 'missing arguments <BUCKET_NAME> <DIRECTORY>');
-  if (directoryArg === undefined) throw new UsageError(undefined, 'missing argument <DIRECTORY>');
-  if (extra.length > 0) {
-    throw new UsageError(
-      undefined,
-      `unexpected argument '${extra[0] as string}' (expected only <BUCKET_NAME> <DIRECTORY>; flags go before or after them)`,
-    );
-  }
-  const bucketProblem = bucketNameProblem(bucketArg);
+  const bucketProblem = bucketNameProblem(args.bucket);
   if (bucketProblem !== undefined) throw new UsageError('BUCKET_NAME', bucketProblem);
-  if (directoryArg === '') throw new UsageError('DIRECTORY', 'must not be empty');
-  if (/^\/dev\/fd\/\d+$/.test(directoryArg)) {
+  if (args.mountPoint === '') throw new UsageError('DIRECTORY', 'must not be empty');
+  if (/^\/dev\/fd\/\d+$/.test(args.mountPoint)) {
     throw new UsageError('DIRECTORY', 'mounting on a FUSE file descriptor is not supported; give a directory');
   }
 
-  const endpointArg = value('endpoint-url', parseEndpoint);
-  const zoneArg = value('zone', (flag, raw) => parseNonEmpty(flag, raw));
-  // Region ends up in SigV4's credential scope, which '/' and whitespace would break.
-  const regionArg = value('region', (flag, raw) => parseNonEmpty(flag, raw, /^[A-Za-z0-9_-]+$/, 'e.g. ch-dk-2'));
+  const endpointArg = value('endpointUrl');
+  const zoneArg = value('zone');
+  const regionArg = value('region');
 
   let endpointUrl = endpointArg;
   let region = regionArg;
@@ -691,23 +827,23 @@ function buildOptions(scan: Scan, env: ParseEnv): MountOptions {
     region = zoneForEndpoint(endpointArg)?.region;
   }
 
-  if (on('allow-other') && on('allow-root')) {
+  if (on('allowOther') && on('allowRoot')) {
     throw new UsageError(
       '--allow-other',
       'cannot be combined with --allow-root (libfuse refuses both; --allow-other already admits root)',
     );
   }
 
-  const logDirectoryArg = value('log-directory', (flag, raw) => parseNonEmpty(flag, raw));
-  if (on('no-log')) {
+  const logDirectoryArg = value('logDirectory');
+  if (on('noLog')) {
     // As mount-s3: asking for no logs and for logs at once is a mistake, not a preference.
     const clash = on('debug') ? '--debug' : logDirectoryArg !== undefined ? '--log-directory' : undefined;
     if (clash !== undefined) throw new UsageError('--no-log', `cannot be combined with ${clash}`);
   }
 
-  const partSize = value('part-size', parseBytes);
-  const readPartSize = value('read-part-size', parseBytes);
-  const writePartSize = value('write-part-size', parseBytes);
+  const partSize = value('partSize');
+  const readPartSize = value('readPartSize');
+  const writePartSize = value('writePartSize');
   const readPartSizeBytes = readPartSize ?? partSize ?? DEFAULT_PART_SIZE_BYTES;
   const writePartSizeBytes = writePartSize ?? partSize ?? DEFAULT_PART_SIZE_BYTES;
   if (writePartSizeBytes < MIN_WRITE_PART_SIZE_BYTES) {
@@ -720,38 +856,35 @@ function buildOptions(scan: Scan, env: ParseEnv): MountOptions {
   }
 
   return {
-    bucket: bucketArg,
-    mountPoint: path.resolve(env.cwd, directoryArg),
+    bucket: args.bucket,
+    mountPoint: path.resolve(env.cwd, args.mountPoint),
     endpointUrl,
     region,
     zone: zoneArg,
-    profile: value('profile', (flag, raw) => parseNonEmpty(flag, raw, /^\S+$/, 'a profile name without spaces')),
-    forcePathStyle: on('force-path-style'),
-    prefix: value('prefix', parsePrefix) ?? '',
-    readOnly: on('read-only'),
-    allowDelete: on('allow-delete'),
-    allowOverwrite: on('allow-overwrite'),
-    uid: value('uid', (flag, raw) => parseWholeNumber(flag, raw, 0, MAX_ID)) ?? env.uid,
-    gid: value('gid', (flag, raw) => parseWholeNumber(flag, raw, 0, MAX_ID)) ?? env.gid,
-    fileMode: value('file-mode', parseMode) ?? DEFAULT_FILE_MODE,
-    dirMode: value('dir-mode', parseMode) ?? DEFAULT_DIR_MODE,
-    allowOther: on('allow-other'),
-    allowRoot: on('allow-root'),
-    autoUnmount: on('auto-unmount'),
+    profile: value('profile'),
+    forcePathStyle: on('forcePathStyle'),
+    prefix: value('prefix') ?? '',
+    readOnly: on('readOnly'),
+    allowDelete: on('allowDelete'),
+    allowOverwrite: on('allowOverwrite'),
+    uid: value('uid') ?? env.uid,
+    gid: value('gid') ?? env.gid,
+    fileMode: value('fileMode') ?? DEFAULT_FILE_MODE,
+    dirMode: value('dirMode') ?? DEFAULT_DIR_MODE,
+    allowOther: on('allowOther'),
+    allowRoot: on('allowRoot'),
+    autoUnmount: on('autoUnmount'),
     foreground: on('foreground'),
-    metadataTtl: value('metadata-ttl', parseTtl) ?? { kind: 'minimal' },
-    negativeMetadataTtl: value('negative-metadata-ttl', parseTtl),
+    metadataTtl: value('metadataTtl') ?? { kind: 'minimal' },
+    negativeMetadataTtl: value('negativeMetadataTtl'),
     debug: on('debug'),
     logDirectory: logDirectoryArg === undefined ? undefined : path.resolve(env.cwd, logDirectoryArg),
-    noLog: on('no-log'),
-    maxThreads:
-      value('max-threads', (flag, raw) => parseWholeNumber(flag, raw, 1, MAX_MAX_THREADS)) ?? DEFAULT_MAX_THREADS,
+    noLog: on('noLog'),
+    maxThreads: value('maxThreads') ?? DEFAULT_MAX_THREADS,
     readPartSizeBytes,
     writePartSizeBytes,
-    uploadChecksums: value('upload-checksums', parseUploadChecksums) ?? (isAwsEndpoint(endpointUrl) ? 'crc32c' : 'off'),
-    storageClass: value('storage-class', (flag, raw) =>
-      parseNonEmpty(flag, raw, /^[A-Za-z0-9_-]+$/, 'e.g. STANDARD or STANDARD_IA'),
-    ),
+    uploadChecksums: value('uploadChecksums') ?? (isAwsEndpoint(endpointUrl) ? 'crc32c' : 'off'),
+    storageClass: value('storageClass'),
   };
 }
 

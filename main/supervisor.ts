@@ -20,7 +20,7 @@
  *   killed and its mount point detached.
  */
 import { forceUnmount, isMountPoint, isStaleMount } from '../app/worker/mount-point.js';
-import { parseMountArgs, type MountOptions } from '../app/options.js';
+import { buildMountOptions, type MountOptions } from '../app/options.js';
 import type { StaticCredentials } from '../app/s3/sdk-client.js';
 import { silentLogger, type Logger } from '../app/log.js';
 import type { FromWorker, MountErrorCode, ToWorker, WorkerError } from '../app/worker/protocol.js';
@@ -84,21 +84,30 @@ export function defaultBackoffMs(attempt: number): number {
   return Math.min(60_000, 1000 * 2 ** Math.max(0, attempt - 1));
 }
 
-/** The worker's MountOptions for a configured mount, through the CLI's own parser (same checks, same defaults). */
+/**
+ * The worker's MountOptions for a configured mount, through the CLI's own
+ * builder: same defaults, same checks, same messages as the equivalent
+ * command line. Throws a UsageError naming the flag at fault.
+ */
 export function mountOptionsFor(config: MountConfig, options: { logDirectory: string; debug?: boolean }): MountOptions {
-  const argv: string[] = [];
-  if (config.zone !== undefined) argv.push('--zone', config.zone);
-  else if (config.endpointUrl !== undefined) argv.push('--endpoint-url', config.endpointUrl);
-  if (config.forcePathStyle) argv.push('--force-path-style');
-  if (config.prefix !== '') argv.push('--prefix', config.prefix);
-  if (config.readOnly) argv.push('--read-only');
-  if (config.allowDelete) argv.push('--allow-delete');
-  if (config.allowOverwrite) argv.push('--allow-overwrite');
-  if (options.debug) argv.push('--debug');
-  argv.push('--log-directory', options.logDirectory, config.bucket, config.mountPoint);
-  const parsed = parseMountArgs(argv, { cwd: '/', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
-  if (parsed.kind !== 'mount') throw new Error('unexpected help/version request');
-  return parsed.options;
+  return buildMountOptions(
+    {
+      bucket: config.bucket,
+      mountPoint: config.mountPoint,
+      zone: config.zone,
+      // Settings validation allows only one of the two (main/validation.ts); should a hand-edited
+      // file hold both, the zone wins rather than the mount failing on --zone's conflict check.
+      endpointUrl: config.zone === undefined ? config.endpointUrl : undefined,
+      forcePathStyle: config.forcePathStyle,
+      prefix: config.prefix,
+      readOnly: config.readOnly,
+      allowDelete: config.allowDelete,
+      allowOverwrite: config.allowOverwrite,
+      debug: options.debug ?? false,
+      logDirectory: options.logDirectory,
+    },
+    { cwd: '/', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+  );
 }
 
 /** Detaches whatever is left at a mount point; true when the folder is usable again. */

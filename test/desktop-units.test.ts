@@ -16,7 +16,8 @@ import { menuToHtml } from '../main/menu-picture.js';
 import type { MountConfig, MountStatus } from '../main/model.js';
 import { bridgeParentPort } from '../main/parent-port-bridge.js';
 import { SETTINGS_FILE, SettingsStore } from '../main/settings-store.js';
-import { defaultBackoffMs, mountOptionsFor } from '../main/supervisor.js';
+import { Supervisor, defaultBackoffMs, mountOptionsFor } from '../main/supervisor.js';
+import { parseMountArgs, type MountOptions } from '../app/options.js';
 import { mountConfigProblems, profileConfigProblems } from '../main/validation.js';
 import { workerEnvironment } from '../main/worker-launcher.js';
 import { tempDir } from './helpers/processes.js';
@@ -342,6 +343,60 @@ describe('mount options and workers', () => {
     assert.throws(() => mountOptionsFor(mount({ bucket: 'x' }), { logDirectory: '/logs' }), /BUCKET_NAME: 'x' must be 3 to 63 characters long/);
   });
 
+  /** What `sosmount ARGV` would mount, with the supervisor's cwd and ids. */
+  function cliOptions(argv: string[]): MountOptions {
+    const parsed = parseMountArgs(argv, { cwd: '/', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
+    assert.equal(parsed.kind, 'mount');
+    if (parsed.kind !== 'mount') throw new Error('unreachable');
+    return parsed.options;
+  }
+
+  /** The UsageError message `sosmount ARGV` would print. */
+  function cliError(argv: string[]): string {
+    try {
+      parseMountArgs(argv, { cwd: '/', uid: 0, gid: 0 });
+    } catch (err) {
+      return (err as Error).message;
+    }
+    throw new Error(`sosmount ${argv.join(' ')} was accepted`);
+  }
+
+  test('a configured mount gives the same MountOptions as the equivalent sosmount command line', () => {
+    assert.deepEqual(
+      mountOptionsFor(mount({ prefix: 'raw/', readOnly: true }), { logDirectory: '/logs' }),
+      cliOptions(['--zone', 'ch-dk-2', '--prefix', 'raw/', '--read-only', '--log-directory', '/logs', 'photos', '/home/ada/Photos']),
+    );
+    assert.deepEqual(
+      mountOptionsFor(mount({ zone: undefined, endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true, allowDelete: true, allowOverwrite: true }), { logDirectory: '/logs', debug: true }),
+      cliOptions(['--endpoint-url', 'http://127.0.0.1:9000', '--force-path-style', '--allow-delete', '--allow-overwrite', '--debug', '-l', '/logs', 'photos', '/home/ada/Photos']),
+    );
+  });
+
+  test('settings the CLI would refuse fail with the CLI\'s message, naming the flag', () => {
+    const cases: [Partial<MountConfig>, string[]][] = [
+      [{ prefix: 'raw' }, ['--prefix', 'raw']],
+      [{ zone: 'ch-zrh-1' }, ['--zone', 'ch-zrh-1']],
+      [{ zone: undefined, endpointUrl: 'ftp://files.example.com' }, ['--endpoint-url', 'ftp://files.example.com']],
+      [{ bucket: 'My_Bucket' }, []],
+      [{ mountPoint: '/dev/fd/3' }, []],
+    ];
+    for (const [overrides, flags] of cases) {
+      const config = mount(overrides);
+      const expected = cliError([...flags, '--', config.bucket, config.mountPoint]);
+      assert.throws(() => mountOptionsFor(config, { logDirectory: '/logs' }), (err: unknown) => (err as Error).message === expected, expected);
+    }
+  });
+
+  test('settings values are taken as values, never read as flags', () => {
+    assert.equal(mountOptionsFor(mount({ prefix: '-raw/' }), { logDirectory: '/logs' }).prefix, '-raw/');
+  });
+
+  test('a settings file holding both a zone and an endpoint mounts the zone', () => {
+    const options = mountOptionsFor(mount({ endpointUrl: 'http://127.0.0.1:9000' }), { logDirectory: '/logs' });
+    assert.equal(options.endpointUrl, 'https://sos-ch-dk-2.exo.io');
+    assert.equal(options.zone, 'ch-dk-2');
+  });
+
   test('the retry delay doubles from 1 s up to a minute', () => {
     assert.deepEqual([1, 2, 3, 4, 6, 7, 8, 20].map(defaultBackoffMs), [1000, 2000, 4000, 8000, 32_000, 60_000, 60_000, 60_000]);
   });
@@ -427,6 +482,19 @@ class ScriptedLauncher implements WorkerLauncher {
     this.workers.at(-1)?.events.message({ type: 'uploads', inProgress: n });
   }
 }
+
+describe('supervisor (scripted workers)', () => {
+  test('settings that fail validation: error state with the reason, no worker, no retry', async () => {
+    const launcher = new ScriptedLauncher();
+    const supervisor = new Supervisor({ launcher, credentialsFor: async () => ({ accessKeyId: 'EXO1', secretAccessKey: 's' }), logDirectory: '/logs', backoffMs: () => 10 });
+    supervisor.mount(mount({ prefix: 'raw' }), { keepMounted: true });
+    const status = await waitForStatus(supervisor, 'm1', 'the error state', (s) => s.state === 'error');
+    assert.deepEqual(status, { state: 'error', message: "the mount's settings are not valid: --prefix: 'raw' must end in '/'", requestId: undefined, retryInMs: undefined });
+    assert.equal(supervisor.wanted('m1'), false);
+    assert.equal(launcher.workers.length, 0);
+    await supervisor.shutdown({ abandonUploads: false });
+  });
+});
 
 describe('app core (scripted workers)', () => {
   async function setup(choice: QuitChoice = 'wait', files: Record<string, string> = {}) {

@@ -6,9 +6,11 @@ import {
   UsageError,
   VERSION,
   bucketNameProblem,
+  buildMountOptions,
   helpText,
   metadataTtlMs,
   parseMountArgs,
+  type MountArgs,
   type MountOptions,
 } from '../app/options.js';
 import {
@@ -536,6 +538,145 @@ describe('parseMountArgs: syntax', () => {
     rejectsFlags(['--sse=AES256'], '--sse', /server-side encryption is not supported/);
     rejectsFlags(['--no-sign-request'], '--no-sign-request', /not supported/);
     rejectsFlags(['--incremental-upload'], '--incremental-upload', /not supported/);
+  });
+});
+
+describe('parseMountArgs: syntax read by parseArgs', () => {
+  test('a short value flag takes the rest of its cluster or the next argument: -fl DIR, -l=DIR', () => {
+    const o = parse('-fl', 'logs');
+    assert.equal(o.foreground, true);
+    assert.equal(o.logDirectory, '/home/exouser/logs');
+    assert.equal(parse('-l=/var/log/sos').logDirectory, '/var/log/sos');
+    assert.equal(parse('-l', '=logs').logDirectory, '/home/exouser/=logs', 'a separate argument is taken whole');
+  });
+
+  test('--help right after a value flag still prints help', () => {
+    assert.equal(parseMountArgs(['--region', '--help'], ENV).kind, 'help');
+    assert.equal(parseMountArgs(['-l', '-h'], ENV).kind, 'help');
+  });
+
+  test('a short or long value flag followed by a known flag is refused, naming the value flag', () => {
+    rejectsFlags(['-l', '-d'], '--log-directory', /requires a value <DIRECTORY> but was followed by '-d'/);
+    rejectsFlags(['--prefix', '--zone', 'bogus'], '--prefix', /followed by '--zone'/);
+  });
+
+  test("a lone '-' is a positional argument", () => {
+    assert.equal(parseArgv(['mybucket', '-']).mountPoint, '/home/exouser/-');
+  });
+});
+
+describe('buildMountOptions: a mount from named values (the tray)', () => {
+  /** Expects buildMountOptions(args) and parseMountArgs(argv) to fail alike: same flag, same message. */
+  function rejectsAlike(args: MountArgs, argv: string[]): void {
+    let expected: UsageError | undefined;
+    try {
+      parseMountArgs(argv, ENV);
+    } catch (err) {
+      if (err instanceof UsageError) expected = err;
+    }
+    assert.ok(expected !== undefined, `sosmount ${argv.join(' ')} is refused`);
+    assert.throws(
+      () => buildMountOptions(args, ENV),
+      (err: unknown) => {
+        assert.ok(err instanceof UsageError, `expected UsageError, got ${String(err)}`);
+        assert.equal(err.flag, expected?.flag);
+        assert.equal(err.message, expected?.message);
+        return true;
+      },
+    );
+  }
+
+  test('with only a bucket and a mount point every option takes the default the CLI gives with no flags', () => {
+    assert.deepEqual(buildMountOptions({ bucket: 'mybucket', mountPoint: 'mnt' }, ENV), parse());
+  });
+
+  test("the tray's settings give the same MountOptions as the same flags on the command line", () => {
+    assert.deepEqual(
+      buildMountOptions(
+        { bucket: 'mybucket', mountPoint: 'mnt', zone: 'ch-dk-2', prefix: 'photos/', readOnly: true, allowDelete: true, allowOverwrite: true, debug: true, logDirectory: '/logs' },
+        ENV,
+      ),
+      parse('--zone', 'ch-dk-2', '--prefix', 'photos/', '--read-only', '--allow-delete', '--allow-overwrite', '--debug', '--log-directory', '/logs'),
+    );
+    assert.deepEqual(
+      buildMountOptions({ bucket: 'mybucket', mountPoint: 'mnt', endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true, prefix: '' }, ENV),
+      parse('--endpoint-url', 'http://127.0.0.1:9000', '--force-path-style', '--prefix='),
+    );
+  });
+
+  test('every flag given as a named value means what it means on the command line', () => {
+    const args: MountArgs = {
+      bucket: 'mybucket',
+      mountPoint: 'mnt',
+      endpointUrl: 'https://sos-ch-dk-2.exo.io',
+      region: 'ch-dk-2',
+      profile: 'exomount',
+      storageClass: 'STANDARD_IA',
+      uploadChecksums: 'crc32c',
+      uid: '501',
+      gid: '20',
+      fileMode: '0600',
+      dirMode: '700',
+      allowOther: true,
+      autoUnmount: true,
+      foreground: true,
+      metadataTtl: '60',
+      negativeMetadataTtl: 'indefinite',
+      logDirectory: 'logs',
+      maxThreads: '4',
+      partSize: String(16 * MiB),
+      readPartSize: String(MiB),
+      writePartSize: String(32 * MiB),
+    };
+    const argv = [
+      '--endpoint-url', 'https://sos-ch-dk-2.exo.io', '--region', 'ch-dk-2', '--profile', 'exomount',
+      '--storage-class', 'STANDARD_IA', '--upload-checksums', 'crc32c', '--uid', '501', '--gid', '20',
+      '--file-mode', '0600', '--dir-mode', '700', '--allow-other', '--auto-unmount', '-f', '--metadata-ttl', '60',
+      '--negative-metadata-ttl', 'indefinite', '-l', 'logs', '--max-threads', '4', '--part-size', String(16 * MiB),
+      '--read-part-size', String(MiB), '--write-part-size', String(32 * MiB),
+    ];
+    assert.deepEqual(buildMountOptions(args, ENV), parse(...argv));
+    assert.deepEqual(buildMountOptions({ bucket: 'mybucket', mountPoint: 'mnt', noLog: true, allowRoot: true }, ENV), parse('--no-log', '--allow-root'));
+  });
+
+  test('a switch set to false or a value left undefined is the same as the flag left out', () => {
+    assert.deepEqual(
+      buildMountOptions({ bucket: 'mybucket', mountPoint: 'mnt', readOnly: false, debug: false, zone: undefined, prefix: undefined }, ENV),
+      parse(),
+    );
+  });
+
+  test('relative mountPoint and logDirectory resolve against cwd; without env the process gives cwd, uid and gid', () => {
+    const o = buildMountOptions({ bucket: 'mybucket', mountPoint: '../mnt', logDirectory: 'logs' }, ENV);
+    assert.equal(o.mountPoint, '/home/mnt');
+    assert.equal(o.logDirectory, '/home/exouser/logs');
+    const p = buildMountOptions({ bucket: 'mybucket', mountPoint: 'mnt' });
+    assert.equal(p.mountPoint, `${process.cwd()}/mnt`);
+    assert.equal(p.uid, process.getuid?.() ?? 0);
+    assert.equal(p.gid, process.getgid?.() ?? 0);
+  });
+
+  test('invalid values fail with the same UsageError as on the command line, naming the flag', () => {
+    const base = { bucket: 'mybucket', mountPoint: 'mnt' };
+    rejectsAlike({ ...base, zone: 'ch-zrh-1' }, ['--zone', 'ch-zrh-1', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, zone: '' }, ['--zone=', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, prefix: 'photos' }, ['--prefix', 'photos', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, endpointUrl: 'ftp://x.example.com' }, ['--endpoint-url', 'ftp://x.example.com', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, zone: 'ch-dk-2', endpointUrl: 'https://sos-ch-dk-2.exo.io' }, ['--zone', 'ch-dk-2', '--endpoint-url', 'https://sos-ch-dk-2.exo.io', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, zone: 'ch-dk-2', region: 'de-fra-1' }, ['--zone', 'ch-dk-2', '--region', 'de-fra-1', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, logDirectory: '' }, ['--log-directory=', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, noLog: true, debug: true }, ['--no-log', '--debug', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, uid: '-1' }, ['--uid=-1', 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, partSize: String(MiB) }, ['--part-size', String(MiB), 'mybucket', 'mnt']);
+    rejectsAlike({ ...base, allowOther: true, allowRoot: true }, ['--allow-other', '--allow-root', 'mybucket', 'mnt']);
+    rejectsAlike({ bucket: 'My_Bucket', mountPoint: 'mnt' }, ['My_Bucket', 'mnt']);
+    rejectsAlike({ bucket: 'mybucket', mountPoint: '' }, ['mybucket', '']);
+    rejectsAlike({ bucket: 'mybucket', mountPoint: '/dev/fd/3' }, ['mybucket', '/dev/fd/3']);
+  });
+
+  test("a value beginning with '-' is a value, as --flag=value would be", () => {
+    assert.equal(buildMountOptions({ bucket: 'mybucket', mountPoint: '-mnt', prefix: '-raw/' }, ENV).prefix, '-raw/');
+    assert.equal(parse('--prefix=-raw/').prefix, '-raw/');
   });
 });
 
