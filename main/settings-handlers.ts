@@ -6,7 +6,7 @@
  * the test process behind the real page.
  *
  * Each pane's handlers live in main/settings/: mounts.ts, profiles.ts (with
- * aws-credentials-file.ts for Import), connection.ts (Test connection and the
+ * aws-shared-files.ts for Import), connection.ts (Test connection and the
  * bucket picker) and uploads.ts (files dropped on a mount row). This file
  * joins them into one handler per channel of main/ipc-contract.ts.
  */
@@ -15,7 +15,7 @@ import os from 'node:os';
 import { EXOSCALE_ZONES } from '../app/s3/zones.js';
 import { IpcChannel, IpcEvent, type IpcHandlers, type IpcResponse, type SettingsSnapshot } from './ipc-contract.js';
 import { createIpcDispatcher } from './ipc-validate.js';
-import { defaultCredentialsFile } from './settings/aws-credentials-file.js';
+import { awsSharedFiles } from './settings/aws-shared-files.js';
 import { DEFAULT_CONNECTION_TIMEOUT_MS, connectionHandlers } from './settings/connection.js';
 import type { SettingsContext, SettingsHandlerDeps } from './settings/context.js';
 import { displayPath } from './settings/home-paths.js';
@@ -49,7 +49,7 @@ export function createSettingsHandlers(deps: SettingsHandlerDeps): SettingsHandl
     dialog: deps.dialog,
     emit: deps.emit,
     home,
-    credentialsFile: deps.credentialsFile ?? defaultCredentialsFile(process.env, home),
+    awsFiles: awsSharedFiles({ credentialsFile: deps.credentialsFile, configFile: deps.configFile }, deps.env, home),
     connectionTimeoutMs: deps.connectionTimeoutMs ?? DEFAULT_CONNECTION_TIMEOUT_MS,
     progressIntervalMs: deps.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
     newId: deps.newId ?? randomUUID,
@@ -67,7 +67,7 @@ export function createSettingsHandlers(deps: SettingsHandlerDeps): SettingsHandl
         mounts: settings.mounts.map((config) => ({ config, status: ctx.statuses.status(config.id) })),
         profiles: await Promise.all(settings.profiles.map((p) => profileRow(ctx.secrets, p, settings))),
         zones: EXOSCALE_ZONES.map((z) => ({ zone: z.zone, label: z.label, endpoint: z.endpoint })),
-        credentialsFile: displayPath(ctx.credentialsFile, home),
+        credentialsFile: displayPath(ctx.awsFiles.credentials, home),
         homeDir: home,
       };
     },

@@ -8,6 +8,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { S3ConnectionConfig } from '../../app/s3/sdk-client.js';
 import type { IpcEvent, IpcEventContract } from '../ipc-contract.js';
 import type { MountStatus, SecretStore, Settings } from '../model.js';
+import type { AwsSharedFiles } from './aws-shared-files.js';
 
 /** The part of main/settings-store.ts's SettingsStore the handlers use. */
 export interface SettingsAccess {
@@ -40,8 +41,12 @@ export interface SettingsHandlerDeps {
   dialog: FolderDialog;
   /** Delivers events to the window (webContents.send in the app). */
   emit: EventSink;
-  /** Where "Import" reads; default: AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials. */
+  /** Where "Import" reads keys; default: AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials. */
   credentialsFile?: string;
+  /** Where "Import" reads `[profile x]` sections; default: AWS_CONFIG_FILE, else ~/.aws/config. */
+  configFile?: string;
+  /** Where the two defaults above look for AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE; default process.env. */
+  env?: NodeJS.ProcessEnv;
   /** For showing paths with `~`; default os.homedir(). */
   homeDir?: string;
   /** Per request of "Test connection" and the bucket picker. */
@@ -60,7 +65,7 @@ export interface SettingsContext {
   dialog: FolderDialog;
   emit: EventSink;
   home: string;
-  credentialsFile: string;
+  awsFiles: AwsSharedFiles;
   connectionTimeoutMs: number;
   progressIntervalMs: number;
   newId: () => string;

@@ -1,21 +1,20 @@
 /**
  * The Profiles pane: profile rows (whether the keychain holds each secret,
  * which mounts use it), saving and removing a profile with its keychain
- * entry, and importing key pairs from ~/.aws/credentials.
+ * entry, and importing key pairs from the AWS shared files.
  *
  * A secret goes from the window (or ~/.aws) to the keychain and stays there:
  * nothing here returns, logs or stores one anywhere else (DESIGN.md,
  * "Desktop shell").
  */
-import fsp from 'node:fs/promises';
 import { IpcChannel, type ImportResult, type IpcHandlers, type ProfileProblems, type ProfileRow } from '../ipc-contract.js';
 import { SettingsActionError } from '../ipc-validate.js';
 import type { ProfileConfig, SecretStore, Settings } from '../model.js';
 import { profileConfigProblems } from '../validation.js';
-import { parseCredentialsFile } from './aws-credentials-file.js';
+import { AwsFileUnreadableError, readAwsProfiles, type AwsProfiles } from './aws-shared-files.js';
 import type { SettingsContext } from './context.js';
 import { displayPath } from './home-paths.js';
-import { errnoOf, sentence } from './messages.js';
+import { sentence } from './messages.js';
 
 export type ProfileHandlers = Pick<IpcHandlers, typeof IpcChannel.SaveProfile | typeof IpcChannel.RemoveProfile | typeof IpcChannel.ImportProfiles>;
 
@@ -35,6 +34,23 @@ export async function profileRow(secrets: SecretStore, profile: ProfileConfig, s
     secretStored: await secretStored(secrets, profile.name),
     usedBy: settings.mounts.filter((m) => m.profile === profile.name).map((m) => m.name),
   };
+}
+
+/** Reads the AWS shared files, or refuses in the words the window shows. */
+async function awsProfiles(ctx: SettingsContext): Promise<AwsProfiles> {
+  let read: AwsProfiles;
+  try {
+    read = await readAwsProfiles(ctx.awsFiles);
+  } catch (err) {
+    if (err instanceof AwsFileUnreadableError) {
+      throw new SettingsActionError('Refused', `${displayPath(err.file, ctx.home)} cannot be read (${err.code ?? String(err.cause)}).`);
+    }
+    throw err;
+  }
+  if (read.found.length === 0) {
+    throw new SettingsActionError('NotFound', `There is no credentials file at ${displayPath(ctx.awsFiles.credentials, ctx.home)}.`);
+  }
+  return read;
 }
 
 export function profileHandlers(ctx: SettingsContext): ProfileHandlers {
@@ -88,25 +104,16 @@ export function profileHandlers(ctx: SettingsContext): ProfileHandlers {
     },
 
     async [IpcChannel.ImportProfiles](): Promise<ImportResult> {
-      const file = displayPath(ctx.credentialsFile, ctx.home);
-      let text: string;
-      try {
-        text = await fsp.readFile(ctx.credentialsFile, 'utf8');
-      } catch (err) {
-        if (errnoOf(err) === 'ENOENT') throw new SettingsActionError('NotFound', `There is no credentials file at ${file}.`);
-        throw new SettingsActionError('Refused', `${file} cannot be read (${errnoOf(err) ?? String(err)}).`);
-      }
+      const { profiles, found } = await awsProfiles(ctx);
+      const file = found.map((which) => displayPath(ctx.awsFiles[which], ctx.home)).join(' and ');
       const result: ImportResult = { file, imported: [], skipped: [] };
-      for (const section of parseCredentialsFile(text)) {
-        const name = section.name;
-        const accessKeyId = section.values.get('aws_access_key_id') ?? '';
-        const secret = section.values.get('aws_secret_access_key') ?? '';
+      for (const { name, accessKeyId = '', secretAccessKey: secret = '', hasSessionToken } of profiles) {
         const settings = ctx.settings.get();
         if (settings.profiles.some((p) => p.name === name)) {
           result.skipped.push({ name, reason: 'a profile with this name exists' });
           continue;
         }
-        if (section.values.has('aws_session_token')) {
+        if (hasSessionToken) {
           result.skipped.push({ name, reason: 'temporary credentials (aws_session_token) expire; not imported' });
           continue;
         }
