@@ -15,8 +15,8 @@
  * and from there into the kernel's buffer; the window's bytes are drawn
  * from a per-mount {@link MemoryBudget}.
  */
-import type { ObjectClient, ObjectInfo, RangeSink } from '../s3/object-client.js';
-import { S3RequestError, toS3Error } from '../s3/errors.js';
+import type { ObjectClient, RangeSink } from '../s3/object-client.js';
+import { toS3Error } from '../s3/errors.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { SLAB_BYTES, SlabPool } from './slab-pool.js';
 
@@ -164,11 +164,10 @@ export interface PrefetcherStats {
 export class Prefetcher {
   private readonly client: ObjectClient;
   private readonly key: string;
-  private sizeBytes: number;
-  private etag: string | undefined;
-  private readonly revalidate: (() => Promise<ObjectInfo | undefined>) | undefined;
-  /** Bytes handed to the reader so far; a changed object may be re-read only before the first. */
-  private servedBytes = 0;
+  private readonly sizeBytes: number;
+  private readonly etag: string | undefined;
+  /** Bytes handed to the reader so far: a changed object may be opened anew only before the first. */
+  servedBytes = 0;
   private readonly config: PrefetchConfig;
   private readonly budget: MemoryBudget;
   private segments: Segment[] = [];
@@ -183,15 +182,13 @@ export class Prefetcher {
   readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
 
   constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget,
-    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, revalidate?: () => Promise<ObjectInfo | undefined>,
-    firstBytes?: Buffer) {
+    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, firstBytes?: Buffer) {
     this.client = client;
     this.key = key;
     this.sizeBytes = sizeBytes;
     this.etag = etag && etag !== '' ? etag : undefined;
     this.config = config;
     this.budget = budget;
-    this.revalidate = revalidate;
     if (firstBytes && firstBytes.length > 0) this.seed(firstBytes.subarray(0, sizeBytes));
   }
 
@@ -204,22 +201,12 @@ export class Prefetcher {
     this.requestedEnd = seg.end;
   }
 
-  /** Reads up to `length` bytes at `offset` into `target`; returns the count (0 at EOF). */
+  /**
+   * Reads up to `length` bytes at `offset` into `target`; returns the count
+   * (0 at EOF). Rejects with kind PreconditionFailed once the object is no
+   * longer the version this reader was opened for.
+   */
   async read(offset: number, length: number, target: Buffer): Promise<number> {
-    try {
-      return await this.readOnce(offset, length, target);
-    } catch (err) {
-      if (!(err instanceof S3RequestError) || err.kind !== 'PreconditionFailed' || this.servedBytes > 0 || !this.revalidate) throw err;
-      const fresh = await this.revalidate();
-      if (!fresh) throw err;
-      this.reset(0);
-      this.sizeBytes = fresh.sizeBytes;
-      this.etag = fresh.etag !== '' ? fresh.etag : undefined;
-      return this.readOnce(offset, length, target);
-    }
-  }
-
-  private async readOnce(offset: number, length: number, target: Buffer): Promise<number> {
     if (this.closed) throw new Error('prefetcher closed');
     if (offset >= this.sizeBytes || length <= 0) return 0;
     const end = Math.min(offset + length, this.sizeBytes);
@@ -255,7 +242,7 @@ export class Prefetcher {
         // program's threads sharing a descriptor) moved the window away
         // before this read reached the part: read the rest anew.
         this.servedBytes += written;
-        return written + await this.readOnce(pos, end - pos, target.subarray(written));
+        return written + await this.read(pos, end - pos, target.subarray(written));
       }
       const upTo = Math.min(end, seg.end);
       seg.readers++;

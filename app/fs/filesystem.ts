@@ -8,8 +8,8 @@
  */
 import { constants as fsConstants } from 'node:fs';
 import type { ListPage, ObjectClient, ObjectInfo } from '../s3/object-client.js';
-import { MemoryBudget } from '../data/memory-budget.js';
-import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from '../data/prefetcher.js';
+import type { Prefetcher, PrefetchConfig } from '../data/prefetcher.js';
+import { ObjectReads } from '../data/object-reads.js';
 import { PartLimitError, Uploader, type UploadTracker } from '../data/uploader.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
@@ -103,10 +103,6 @@ const O_ACCMODE = 3;
 const LISTING_GRACE_MS_PER_ENTRY = 2;
 /** Names an owned folder remembers before it is looked up like any other (ownedDirs). */
 const OWNED_ENTRIES_MAX = 10_000;
-/** Bytes a lookup by name fetches from the start of a file (fetchRemote); the kernel's first read of a file is 16 KiB. */
-const FIRST_BLOCK_BYTES = 64 * 1024;
-/** First blocks kept for the open that follows a lookup. */
-const MAX_FIRST_BLOCKS = 32;
 /** Names a program must go through in a folder before its next page is fetched ahead (refreshAhead). */
 const REFRESH_AHEAD_AFTER_NAMES = 8;
 /** Keys of the page a lookup re-lists around its name (S3's page size). */
@@ -126,8 +122,8 @@ export class S3FileSystem {
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly cache: MetadataCache;
-  private readonly budget: MemoryBudget;
-  private readonly prefetchConfig: PrefetchConfig;
+  /** Open files' read-ahead and the first blocks lookups fetched: the data, which this model never holds. */
+  private readonly reads: ObjectReads;
   private readonly mountedAt: Date;
   private readonly localDirs = new Set<string>();
   /**
@@ -146,8 +142,6 @@ export class S3FileSystem {
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   private readonly lookups = new Map<string, Promise<RemoteEntry>>();
-  /** Starts of files a lookup fetched, for the open that follows (fetchRemote). */
-  private readonly firstBlocks = new FirstBlocks(MAX_FIRST_BLOCKS);
   /** What each recently listed folder held, for lookups by listing (folder-index.ts). */
   private readonly folderIndexes = new FolderIndexes();
   /** Per folder, how many times lookups moved to another name since its last page (refreshAhead). */
@@ -163,17 +157,12 @@ export class S3FileSystem {
     this.clock = options.clock ?? systemClock;
     this.events = options.events ?? {};
     this.cache = new MetadataCache(config.metadataTtlMs, config.negativeMetadataTtlMs, this.clock);
-    this.budget = new MemoryBudget(config.prefetchBudgetBytes);
-    // The window holds at least as many parts as the default one, so a
-    // larger --read-part-size gets GETs of its size (the window caps each
-    // request); the per-mount budget still bounds the memory.
-    const partsInWindow = DEFAULT_PREFETCH_CONFIG.maxWindowBytes / DEFAULT_PREFETCH_CONFIG.partSizeBytes;
-    this.prefetchConfig = {
-      ...DEFAULT_PREFETCH_CONFIG,
-      partSizeBytes: config.readPartSizeBytes,
-      maxWindowBytes: Math.max(DEFAULT_PREFETCH_CONFIG.maxWindowBytes, partsInWindow * config.readPartSizeBytes),
-      ...config.prefetch,
-    };
+    this.reads = new ObjectReads(client, {
+      budgetBytes: config.prefetchBudgetBytes,
+      readPartSizeBytes: config.readPartSizeBytes,
+      prefetch: config.prefetch,
+      now: () => this.clock.now(),
+    });
     this.mountedAt = new Date(this.clock.now());
   }
 
@@ -185,7 +174,7 @@ export class S3FileSystem {
   }
 
   get prefetchedBytes(): number {
-    return this.budget.used;
+    return this.reads.prefetchedBytes;
   }
 
   // ---- metadata ----
@@ -383,16 +372,14 @@ export class S3FileSystem {
   private async fetchRemote(path: string): Promise<RemoteEntry> {
     const key = fileKey(this.config.prefix, path);
     const started = this.clock.now();
-    const [first, list] = await Promise.all([
-      this.client.getFirstBytes(key, FIRST_BLOCK_BYTES),
+    const [info, list] = await Promise.all([
+      this.reads.lookup(key, this.config.metadataTtlMs),
       this.client.listObjects({ prefix: key + '/', delimiter: '/', maxKeys: 1 }),
     ]);
     let entry: RemoteEntry;
     if (list.objects.length > 0 || list.commonPrefixes.length > 0) entry = { kind: 'dir' };
-    else if (first) {
-      entry = { kind: 'file', info: first.info };
-      this.firstBlocks.set(path, { etag: first.info.etag, data: first.data, untilMs: started + this.config.metadataTtlMs });
-    } else entry = { kind: 'missing' };
+    else if (info) entry = { kind: 'file', info };
+    else entry = { kind: 'missing' };
     this.cache.set(path, entry, started);
     this.log.debug('lookup', { op: 'lookup', key, result: entry.kind, durationMs: this.clock.now() - started });
     return entry;
@@ -599,31 +586,25 @@ export class S3FileSystem {
         return this.startWrite(path);
       }
       if (node.kind === 'writing') throw refuse('concurrentWriter', path);
-      if (node.kind === 'dir') return this.addHandle({ kind: 'read', path, prefetcher: this.emptyPrefetcher(path) });
-      const info = node.info;
-      const first = this.firstBlocks.take(path, info.etag, this.clock.now());
-      return this.addHandle({
-        kind: 'read',
-        path,
-        prefetcher: new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig,
-          () => this.revalidate(path), first),
-      });
+      if (node.kind === 'dir') return this.addHandle({ kind: 'read', path, prefetcher: this.reads.openEmpty(fileKey(this.config.prefix, path)) });
+      return this.addHandle({ kind: 'read', path, prefetcher: this.reads.open(node.info) });
     });
   }
 
   /**
    * The object changed since we listed it (another client replaced it):
    * Mountpoint's promise is old or new data, never a mix, and a fresh open
-   * sees the new object. So the handle re-reads the metadata once.
+   * sees the new object. So a handle that has served nothing yet looks the
+   * file up once more and reads the new version.
    */
-  private async revalidate(path: string): Promise<ObjectInfo | undefined> {
-    this.cache.delete(path);
-    const entry = await this.lookupRemote(path);
-    return entry.kind === 'file' ? entry.info : undefined;
-  }
-
-  private emptyPrefetcher(path: string): Prefetcher {
-    return new Prefetcher(this.client, fileKey(this.config.prefix, path), 0, undefined, this.budget, this.prefetchConfig);
+  private async reopen(h: ReadHandle): Promise<boolean> {
+    if (h.prefetcher.servedBytes > 0) return false;
+    this.cache.delete(h.path);
+    const entry = await this.lookupRemote(h.path);
+    if (entry.kind !== 'file') return false;
+    h.prefetcher.close();
+    h.prefetcher = this.reads.open(entry.info);
+    return true;
   }
 
   async create(path: string, flags: number): Promise<number> {
@@ -650,7 +631,12 @@ export class S3FileSystem {
     const h = this.handle(fd, path);
     if (h.kind !== 'read') throw refuse('concurrentWriter', path);
     try {
-      return await h.prefetcher.read(offset, length, target);
+      try {
+        return await h.prefetcher.read(offset, length, target);
+      } catch (err) {
+        if (!(err instanceof S3RequestError && err.kind === 'PreconditionFailed') || !await this.reopen(h)) throw err;
+        return await h.prefetcher.read(offset, length, target);
+      }
     } catch (err) {
       const e = toFsError(err, path);
       this.log.warn('read failed', { op: 'read', path, errno: e.errno, error: e.message, ...requestIdOf(err) });
@@ -892,30 +878,6 @@ function pageEntries(prefix: string, page: ListPage): { dirs: string[]; files: A
     if (isValidName(name)) files.push([name, o]);
   }
   return { dirs, files };
-}
-
-/** A few files' first blocks, each for one open within the metadata TTL of its lookup. */
-class FirstBlocks {
-  private readonly byPath = new Map<string, { etag: string; data: Buffer; untilMs: number }>();
-  private readonly max: number;
-
-  constructor(max: number) {
-    this.max = max;
-  }
-
-  set(path: string, block: { etag: string; data: Buffer; untilMs: number }): void {
-    this.byPath.delete(path);
-    this.byPath.set(path, block);
-    while (this.byPath.size > this.max) this.byPath.delete(this.byPath.keys().next().value as string);
-  }
-
-  /** The block, if it belongs to this version of the file and is fresh; it is handed out once. */
-  take(path: string, etag: string, nowMs: number): Buffer | undefined {
-    const b = this.byPath.get(path);
-    if (!b) return undefined;
-    this.byPath.delete(path);
-    return b.etag === etag && b.untilMs > nowMs && b.data.length > 0 ? b.data : undefined;
-  }
 }
 
 function requestIdOf(err: unknown): { requestId?: string } {
