@@ -345,6 +345,31 @@ describe('fs model', () => {
     assert.equal(c.requestCounts.get('ListObjectsV2'), 1);
   });
 
+  test('an object replaced by another client after the open: a handle that has read nothing reads the new version whole; one that has read fails with EIO, never mixing the two', async () => {
+    const c = new RecordingClient();
+    const v1 = randomBytes(300 * 1024);
+    const v2 = randomBytes(500 * 1024);
+    c.put('f', v1);
+    let now = 1_000_000;
+    const fs = new S3FileSystem(c, CONFIG, { clock: { now: () => now } });
+    now += 60_000;
+    const fresh = await fs.open('/f', 0);
+    c.put('f', v2);
+    // The lookup's first block is of v1: the read past it meets the change, and the whole read is of v2.
+    const got = Buffer.alloc(v2.length);
+    assert.equal(await fs.read('/f', fresh, got, got.length, 0), v2.length);
+    assert.ok(got.equals(v2));
+    await fs.release('/f', fresh);
+    now += 60_000;
+    const fd = await fs.open('/f', 0);
+    const first = Buffer.alloc(100 * 1024);
+    assert.equal(await fs.read('/f', fd, first, first.length, 200 * 1024), first.length);
+    assert.ok(first.equals(v2.subarray(200 * 1024, 300 * 1024)));
+    c.put('f', v1);
+    const other = Buffer.alloc(64 * 1024);
+    await assert.rejects(fs.read('/f', fd, other, other.length, 400 * 1024), (e: unknown) => e instanceof FsError && e.errno === 'EIO');
+  });
+
   test("the lookup's first block serves the first read of the open that follows, once", async () => {
     const c = new RecordingClient();
     const body = randomBytes(200 * 1024);
