@@ -689,7 +689,7 @@ function parseEndpoint(flag: string, raw: string): string {
     throw new UsageError(flag, `'${raw}' is not an http(s) URL (expected e.g. https://sos-ch-dk-2.exo.io)`);
   }
   if (url.username !== '' || url.password !== '') {
-    // Secrets never travel in argv (DESIGN.md); the SDK would not use them anyway.
+    // Secrets never travel in argv (visible to every user in ps); the SDK would not use them anyway.
     throw new UsageError(flag, 'must not contain credentials; use --profile or the credential chain');
   }
   if (url.search !== '' || url.hash !== '') {

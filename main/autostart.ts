@@ -1,5 +1,5 @@
 /**
- * "Start at login" (DESIGN.md, "Desktop shell"): on Linux an XDG autostart
+ * "Start at login" (README.md, "Desktop app"): on Linux an XDG autostart
  * entry, `$XDG_CONFIG_HOME/autostart/sos-mount.desktop` (XDG Autostart
  * Specification: the desktop starts every entry there at login); on macOS
  * and Windows Electron's `app.setLoginItemSettings`, passed in so this

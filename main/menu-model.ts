@@ -1,6 +1,6 @@
 /**
- * The tray menu as a pure function of the app state (DESIGN.md, "Desktop
- * shell"). The Electron adapter turns the model into a native menu and
+ * The tray menu as a pure function of the app state (README.md,
+ * "Desktop app"). The Electron adapter turns the model into a native menu and
  * rebuilds it on every change, because Linux AppIndicator trays have no
  * click events, only menus: whatever a user can see or do is in here.
  */

@@ -1,6 +1,6 @@
 /**
- * API secrets, kept in the OS keychain and nowhere else (DESIGN.md,
- * "Desktop shell": keytar, service `sos-mount`, account = profile name).
+ * API secrets, kept in the OS keychain and nowhere else (keytar:
+ * service `sos-mount`, account = profile name).
  * macOS Keychain, Windows Credential Vault, and on Linux the Secret Service
  * (GNOME Keyring, KWallet) through libsecret.
  */

@@ -1,7 +1,7 @@
 /**
  * The mount supervisor: one worker process per mount (app/worker.ts),
  * started through a {@link WorkerLauncher}, watched through the worker
- * protocol, and stopped by an `unmount` message (DESIGN.md, "Processes").
+ * protocol, and stopped by an `unmount` message (app/worker/protocol.ts).
  *
  * What it guarantees:
  * - Credentials come from the injected lookup (the keychain in the app) and

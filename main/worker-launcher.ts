@@ -2,8 +2,8 @@
  * How the supervisor starts a mount worker (app/worker.ts): one interface,
  * two implementations. Under plain Node (tests, tools) {@link NodeWorkerLauncher}
  * uses `child_process.fork`; in the app, the Electron adapter implements it
- * with `utilityProcess.fork` (DESIGN.md, "Processes"). Either way the worker
- * speaks app/worker-protocol.ts, and credentials travel only in its `mount`
+ * with `utilityProcess.fork`. Either way the worker
+ * speaks app/worker/protocol.ts, and credentials travel only in its `mount`
  * message, never in argv or the environment.
  */
 import { fork } from 'node:child_process';

@@ -1,6 +1,6 @@
 /**
- * The desktop app's "Done when" (issue 5), driven through the app core under
- * plain Node: real workers (child_process.fork of app/worker.js), real FUSE
+ * The desktop app as README.md ("Desktop app") describes it, driven through the app core under
+ * plain Node: real workers (child_process.fork of app/worker/worker.js), real FUSE
  * mounts against the local S3 server, secrets in a real keyring (GNOME
  * Keyring on a private D-Bus bus), the tray menu as the user sees it.
  *

@@ -1,5 +1,5 @@
 /**
- * Bad input and secrets (issue 7), against the real local S3 server and real
+ * Bad input and secrets (docs/reliability.md), against the real local S3 server and real
  * mounts made by `sosmount` in background mode, with the fault proxy
  * (test/helpers/fault-proxy.ts) in front of the server:
  *

@@ -1,5 +1,5 @@
 /**
- * The worker killed outright, and memory under load (issue 7), against the
+ * The worker killed outright, and memory under load (docs/reliability.md), against the
  * real local S3 server and real mounts made by `sosmount` in background
  * mode.
  *

@@ -1,5 +1,5 @@
 /**
- * Faults (issue 7), against the real local S3 server and real mounts made
+ * Faults (docs/reliability.md), against the real local S3 server and real mounts made
  * by `sosmount` in background mode, with the fault proxy
  * (test/helpers/fault-proxy.ts) between the mount and the server: the
  * server going away for 5 s during `ls`, a big read and a big write; 500,
@@ -25,7 +25,7 @@ import {
 } from './helpers/faults-fixture.js';
 import { MiB, md5, pattern, startIo, type IoEvent, type IoProcess } from './helpers/faults-io.js';
 import { run } from './helpers/processes.js';
-import { DEFAULT_RETRY_POLICY, OutageRetryStrategy } from '../app/s3/retry-strategy.js';
+import { DEFAULT_RETRY_POLICY, FUSE_OP_TIMEOUT_MS, OutageRetryStrategy, READ_DEADLINE_MS } from '../app/s3/retry-strategy.js';
 import { MemoryObjectClient } from '../app/s3/memory-client.js';
 import { S3RequestError } from '../app/s3/errors.js';
 import { S3FileSystem } from '../app/fs/filesystem.js';
@@ -243,6 +243,33 @@ describe('the server answers 500, 503, SlowDown and resets connections for a whi
       await world.proxy.clearRules();
       await m.unmount();
     }
+  });
+});
+
+describe('an endpoint that never recovers', () => {
+  test('every GET stalls for good: the reader gets EIO within the read deadline, long before FUSE would answer, and no GET is left running; then the mount answers', async (t) => {
+    const m = await mountBucket(t, world);
+    await putObject(world.s3, m.bucket, 'stuck.bin', big);
+    // The reader has opened the file and read its start; from then on every GET stalls (answers nothing, ever).
+    const reader = startIo({ op: 'read', path: path.join(m.mnt, 'stuck.bin'), pauseAt: MiB }, m.env);
+    t.after(() => reader.kill());
+    await reader.waitEvent('paused', 60_000);
+    await world.proxy.setRules([{ id: 'stall-forever', match: { op: 'GetObject', key: 'stuck.bin' }, action: { kind: 'stall' } }]);
+    try {
+      reader.resume();
+      const { events, ms } = await finish(reader, 'the reader');
+      const error = eventOf(events, 'error');
+      t.diagnostic(`read with every GET stalled: ${error ? `${error.op} ${error.code}` : 'no error'} after ${ms} ms (read deadline ${READ_DEADLINE_MS} ms, FUSE ${FUSE_OP_TIMEOUT_MS} ms)`);
+      assert.equal(error?.code, 'EIO', `the read fails with EIO: ${JSON.stringify(events.slice(-2))}`);
+      assert.ok(ms < READ_DEADLINE_MS + 10_000, `within the read deadline (${ms} ms)`);
+      assert.ok(READ_DEADLINE_MS + 10_000 < FUSE_OP_TIMEOUT_MS, 'which FUSE\'s own timeout is above');
+      assert.ok((await world.proxy.stats()).fired['stall-forever']! >= 1);
+      await waitUntil('no GET left running', async () => ((await world.proxy.stats()).active.GetObject ?? 0) === 0, 5_000);
+    } finally {
+      await world.proxy.clearRules();
+    }
+    await assertAnswers(m);
+    await m.unmount();
   });
 });
 

@@ -1,6 +1,6 @@
 /**
- * The semantics table, row by row, through real mounts: DESIGN.md
- * ("File-system semantics" and "Names") and the errno table SEMANTICS in
+ * The semantics table, row by row, through real mounts: README.md
+ * ("What is not POSIX", with its names) and the errno table SEMANTICS in
  * app/fs/errno.ts. Every row that a program can reach through the kernel is
  * a test here: `sosmount` (background mode, as a user runs it) mounts a
  * bucket of the local S3 server, single fs calls run in child processes

@@ -1,7 +1,7 @@
 /**
  * A per-mount budget for prefetched bytes: every open file's read-ahead
  * window draws from it, so memory stays bounded however many files are open
- * (issue 4: worker RSS bounded during big reads and 16 parallel readers).
+ * (docs/benchmarks.md: worker RSS during big reads and 16 parallel readers).
  */
 export class MemoryBudget {
   readonly limitBytes: number;

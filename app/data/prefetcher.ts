@@ -16,7 +16,8 @@
  * from a per-mount {@link MemoryBudget}.
  */
 import type { ObjectClient, RangeSink } from '../s3/object-client.js';
-import { toS3Error } from '../s3/errors.js';
+import { S3RequestError, toS3Error } from '../s3/errors.js';
+import { READ_DEADLINE_MS } from '../s3/retry-strategy.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { SLAB_BYTES, SlabPool } from './slab-pool.js';
 
@@ -179,6 +180,13 @@ export class Prefetcher {
   /** Set once the reader caught up with a request since the last reset. */
   private sequential = false;
   private closed = false;
+  /**
+   * The endpoint was unreachable: a GET gave up after its deadline. Reads
+   * needing bytes not held fail the same way at once for as long again:
+   * the kernel retries a failed readahead page with a read of its own,
+   * which would otherwise wait the whole deadline a second time.
+   */
+  private unreachable: { error: S3RequestError; untilMs: number } | undefined;
   readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
 
   constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget,
@@ -207,6 +215,9 @@ export class Prefetcher {
    * longer the version this reader was opened for.
    */
   async read(offset: number, length: number, target: Buffer): Promise<number> {
+    if (this.unreachable && Date.now() < this.unreachable.untilMs && !this.holds(offset, Math.min(offset + length, this.sizeBytes))) {
+      throw this.unreachable.error;
+    }
     if (this.closed) throw new Error('prefetcher closed');
     if (offset >= this.sizeBytes || length <= 0) return 0;
     const end = Math.min(offset + length, this.sizeBytes);
@@ -251,6 +262,7 @@ export class Prefetcher {
         written += seg.copyTo(pos, upTo, target, written);
       } catch (err) {
         // Drop the failed part so the next read starts a fresh request.
+        if (err instanceof S3RequestError && err.kind === 'Network') this.giveUp(err);
         this.dropFrom(seg);
         throw err;
       } finally {
@@ -272,6 +284,31 @@ export class Prefetcher {
     this.closed = true;
     for (const seg of this.segments) this.discard(seg);
     this.segments = [];
+  }
+
+  /**
+   * The endpoint is unreachable: every read waiting for bytes fails now
+   * with the same error, and no GET of this file goes on.
+   */
+  private giveUp(err: S3RequestError): void {
+    this.unreachable = { error: err, untilMs: Date.now() + READ_DEADLINE_MS };
+    for (const seg of this.segments) {
+      if (seg.done) continue;
+      seg.finish(err);
+      seg.controller.abort();
+    }
+  }
+
+  /** Whether every byte of [offset, end) has arrived. */
+  private holds(offset: number, end: number): boolean {
+    let pos = offset;
+    for (const seg of this.segments) {
+      if (seg.end <= pos) continue;
+      if (seg.start > pos || seg.start + seg.received < Math.min(end, seg.end)) return false;
+      pos = seg.end;
+      if (pos >= end) return true;
+    }
+    return pos >= end;
   }
 
   /** Whether a read of [offset, end) would wait for bytes still on their way. */
@@ -357,8 +394,8 @@ export class Prefetcher {
         { signal: seg.controller.signal, ...(this.etag ? { ifMatch: this.etag } : {}) });
       seg.finish();
     } catch (err) {
-      // Every byte arrived; only the end of the answer failed.
-      if (seg.done && !seg.error) return;
+      // Every byte arrived and only the end of the answer failed, or the reader gave up on it.
+      if (seg.done) return;
       if (seg.controller.signal.aborted) {
         seg.finish(new Error('read aborted'));
         return;

@@ -1,6 +1,6 @@
 /**
  * The one errno table: every refused operation of the file system takes its
- * errno from here, row for row with the semantics table in DESIGN.md, so the
+ * errno from here, row for row with the table in README.md ("What is not POSIX"), so the
  * behaviour is documented in one place and tested row by row
  * (test/semantics.test.ts). Values come from the platform (os.constants),
  * never from literals: Linux and macOS number them differently.

@@ -205,7 +205,7 @@ export class S3FileSystem {
 
   /**
    * What is at a path: a remote folder first, then local state, then a
-   * remote file (DESIGN.md, "a folder hides a file of the same name").
+   * remote file (README.md: "a folder hides a file of the same name").
    */
   private async resolve(path: string): Promise<Node | undefined> {
     if (path === '/') return { kind: 'dir', local: false };

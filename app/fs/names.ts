@@ -1,5 +1,5 @@
 /**
- * The key-to-tree mapping rules (DESIGN.md, "Names"): which S3 keys become
+ * The key-to-tree mapping rules (README.md, "What is not POSIX": names): which S3 keys become
  * which file names, and which are hidden because no file name can stand for
  * them. One module, so the listing, the lookups and the reference tests agree.
  */

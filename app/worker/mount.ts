@@ -35,7 +35,7 @@ export class MountError extends Error {
   }
 }
 
-/** Bytes of read-ahead all open files of one mount may hold (issue 4: RSS bounded). */
+/** Bytes of read-ahead all open files of one mount may hold (the worker's RSS stays bounded: docs/benchmarks.md). */
 const PREFETCH_BUDGET_BYTES = 256 * 1024 * 1024;
 /** Parts of one upload in flight: memory per writer is (this + 1) x write part size. */
 const MAX_PARTS_IN_FLIGHT = 4;

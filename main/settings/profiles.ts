@@ -4,8 +4,7 @@
  * entry, and importing key pairs from the AWS shared files.
  *
  * A secret goes from the window (or ~/.aws) to the keychain and stays there:
- * nothing here returns, logs or stores one anywhere else (DESIGN.md,
- * "Desktop shell").
+ * nothing here returns, logs or stores one anywhere else.
  */
 import { IpcChannel, type ImportResult, type IpcHandlers, type ProfileProblems, type ProfileRow } from '../ipc-contract.js';
 import { SettingsActionError } from '../ipc-validate.js';

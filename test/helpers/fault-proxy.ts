@@ -1,6 +1,6 @@
 /**
  * A fault-injecting HTTP proxy in front of the local S3 test server, for the
- * fault tests (test/faults*.test.ts, issue 7). It forwards every request to
+ * fault tests (test/faults*.test.ts, docs/reliability.md). It forwards every request to
  * the server unchanged, unless a rule set by the test says otherwise for
  * that request: answer with an S3 error (500 InternalError, 503
  * ServiceUnavailable or SlowDown, 403 AccessDenied, ... with an
@@ -84,6 +84,8 @@ export interface FaultRule {
 export interface FaultProxyStats {
   /** Requests seen, by operation. */
   requests: Partial<Record<S3Operation, number>>;
+  /** Requests not answered in full, nor given up by the client, now, by operation. */
+  active: Partial<Record<S3Operation, number>>;
   /** Times each rule fired, by rule id. */
   fired: Record<string, number>;
   /** Request ids of the error responses the proxy made up, in order. */
@@ -334,7 +336,9 @@ class Watcher {
 
 function runChild(config: ChildConfig): void {
   let rules: ActiveRule[] = [];
-  let stats: FaultProxyStats = { requests: {}, fired: {}, errorRequestIds: [], connections: 0, openConnections: 0, maxOpenConnections: 0, watchedSeen: 0, listening: false };
+  // Not reset with the stats: requests in flight stay counted until they end.
+  const active: FaultProxyStats['active'] = {};
+  let stats: FaultProxyStats = { requests: {}, active, fired: {}, errorRequestIds: [], connections: 0, openConnections: 0, maxOpenConnections: 0, watchedSeen: 0, listening: false };
   const sockets = new Set<Socket>();
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
   let server: http.Server | undefined;
@@ -427,6 +431,9 @@ function runChild(config: ChildConfig): void {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const { op, bucket, key } = classify(req.method ?? 'GET', url.pathname, url.searchParams, req.headers);
     stats.requests[op] = (stats.requests[op] ?? 0) + 1;
+    active[op] = (active[op] ?? 0) + 1;
+    // 'close' comes once the answer is sent in full or the connection is gone.
+    res.once('close', () => { active[op] = (active[op] ?? 1) - 1; });
     if (config.watch) {
       const watcher = new Watcher(config.watch, () => { stats.watchedSeen++; });
       watcher.feed(`${req.method} ${req.url}\n`);
@@ -632,7 +639,7 @@ function runChild(config: ChildConfig): void {
         return;
       case 'reset-stats':
         stats = {
-          requests: {}, fired: {}, errorRequestIds: [], connections: 0, openConnections: sockets.size, maxOpenConnections: sockets.size,
+          requests: {}, active, fired: {}, errorRequestIds: [], connections: 0, openConnections: sockets.size, maxOpenConnections: sockets.size,
           watchedSeen: 0, listening: server !== undefined,
         };
         reply();
