@@ -25,20 +25,22 @@
  * program is left waiting on a request nobody will answer.
  */
 /*
- * libfuse 3.12 replaced the public loop config (clone_fd, max idle threads)
- * with setters that also bound the number of threads. Older libfuse (3.10,
- * Ubuntu 22.04) gets the pre-3.12 API, where threads are not bounded (the
- * kernel's max_background still bounds what it sends at once).
+ * The loop API. libfuse 3.12 replaced the public loop config (clone_fd,
+ * max idle threads) with setters that also bound the number of threads,
+ * and runs the old API with at most 10 threads. We compile against the
+ * 3.10 API, so that one build loads on every libfuse from 3.10 on (Ubuntu
+ * 22.04 ships 3.10.5; a package is built once, on whatever libfuse its
+ * builder has), and take 3.12's loop at run time, through dlvsym, where
+ * the loaded libfuse has it: each FUSE thread waits for one answer, so
+ * their number bounds the requests in flight and must be ours, not 10.
  * SOSFUSE3_PRE_312_LOOP (binding.gyp, from the environment variable of the
- * same name) picks that path on a newer libfuse too, to build and test it.
+ * same name) keeps the old loop on any libfuse: what 3.10 and 3.11 run,
+ * built and tested on a newer one.
  */
-#ifdef SOSFUSE3_PRE_312_LOOP
 #define FUSE_USE_VERSION 310
-#else
-#define FUSE_USE_VERSION 314
-#endif
 #define _GNU_SOURCE
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
@@ -55,19 +57,41 @@
 #if FUSE_VERSION < FUSE_MAKE_VERSION(3, 10)
 #error "sosfuse3 needs libfuse 3.10 or newer (Debian 11, Ubuntu 22.04); mounts fall back to libfuse 2"
 #endif
-#if FUSE_VERSION < FUSE_MAKE_VERSION(3, 12) || FUSE_USE_VERSION < FUSE_MAKE_VERSION(3, 12)
-#define LOOP_CONFIG_V1 1
 #if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 12)
 /* Newer headers name the old loop fuse_loop_mt_32, a symbol 3.10 lacks;
- * every libfuse since 3.2 has the same function as fuse_loop_mt@FUSE_3.2,
- * so a binding built here on the old path loads on 3.10 as well. */
+ * every libfuse since 3.2 has the same function as fuse_loop_mt@FUSE_3.2. */
 int sosfuse3_loop_mt_v1(struct fuse *f, struct fuse_loop_config *config);
 __asm__(".symver sosfuse3_loop_mt_v1, fuse_loop_mt@FUSE_3.2");
 #define loop_mt_v1 sosfuse3_loop_mt_v1
 #else
 #define loop_mt_v1 fuse_loop_mt
 #endif
+
+/* libfuse 3.12's loop, where the loaded libfuse has it (found at load). */
+static struct {
+  void *(*cfg_create)(void);
+  void (*cfg_destroy)(void *cfg);
+  void (*cfg_set_max_threads)(void *cfg, unsigned int value);
+  void (*cfg_set_idle_threads)(void *cfg, unsigned int value);
+  void (*cfg_set_clone_fd)(void *cfg, unsigned int value);
+  int (*loop_mt)(struct fuse *f, void *cfg);
+} loop312;
+
+static void find_loop312(void) {
+#ifndef SOSFUSE3_PRE_312_LOOP
+  /* Loaded already: we link it. The handle is kept for the process's life. */
+  void *lib = dlopen("libfuse3.so.3", RTLD_LAZY | RTLD_NOLOAD);
+  if (lib == NULL) return;
+  *(void **) &loop312.cfg_create = dlsym(lib, "fuse_loop_cfg_create");
+  *(void **) &loop312.cfg_destroy = dlsym(lib, "fuse_loop_cfg_destroy");
+  *(void **) &loop312.cfg_set_max_threads = dlsym(lib, "fuse_loop_cfg_set_max_threads");
+  *(void **) &loop312.cfg_set_idle_threads = dlsym(lib, "fuse_loop_cfg_set_idle_threads");
+  *(void **) &loop312.cfg_set_clone_fd = dlsym(lib, "fuse_loop_cfg_set_clone_fd");
+  *(void **) &loop312.loop_mt = dlvsym(lib, "fuse_loop_mt", "FUSE_3.12");
+  if (!loop312.cfg_create || !loop312.cfg_destroy || !loop312.cfg_set_max_threads || !loop312.cfg_set_idle_threads
+      || !loop312.cfg_set_clone_fd || !loop312.loop_mt) memset(&loop312, 0, sizeof loop312);
 #endif
+}
 
 /* Operation codes, the same list as OPS in app/fs/fuse3-session.ts. */
 enum op {
@@ -869,17 +893,19 @@ static napi_value reply(napi_env env, napi_callback_info info) {
 
 static void *loop_thread(void *arg) {
   session_t *s = (session_t *) arg;
-#ifdef LOOP_CONFIG_V1
-  struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = s->idle_threads };
-  loop_mt_v1(s->fuse, &cfg);
-#else
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(cfg, s->max_threads);
-  fuse_loop_cfg_set_idle_threads(cfg, s->idle_threads);
-  fuse_loop_cfg_set_clone_fd(cfg, 0);
-  fuse_loop_mt(s->fuse, cfg);
-  fuse_loop_cfg_destroy(cfg);
-#endif
+  void *cfg = loop312.cfg_create ? loop312.cfg_create() : NULL;
+  if (cfg != NULL) {
+    loop312.cfg_set_max_threads(cfg, s->max_threads);
+    loop312.cfg_set_idle_threads(cfg, s->idle_threads);
+    loop312.cfg_set_clone_fd(cfg, 0);
+    loop312.loop_mt(s->fuse, cfg);
+    loop312.cfg_destroy(cfg);
+  } else {
+    /* Threads are not bounded here (3.10, 3.11) or at most 10 (3.12 on);
+     * the kernel's max_background bounds what it sends at once. */
+    struct fuse_loop_config v1 = { .clone_fd = 0, .max_idle_threads = s->idle_threads };
+    loop_mt_v1(s->fuse, &v1);
+  }
   fuse_unmount(s->fuse);
   fuse_destroy(s->fuse);
   s->fuse = NULL;
@@ -919,7 +945,7 @@ static int get_double(napi_env env, napi_value obj, const char *key, double *out
  *     milliseconds after which a request is answered EIO (0: none);
  *     copyBuffers: hand JavaScript copies, never libfuse's memory, as
  *     under Electron (to measure and test that path under Node);
- *     maxThreads is not enforced before libfuse 3.12;
+ *     maxThreads is enforced with libfuse 3.12's loop only;
  *   dispatch: called for each operation as described at dispatch_to_js,
  *     once with OP_READY when the kernel's INIT is answered, with
  *     OP_TIMED_OUT (no request; path; n0 the operation, n1 the timeout)
@@ -1036,11 +1062,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "OP_COUNT", v);
   napi_create_uint32(env, (uint32_t) fuse_version(), &v);
   napi_set_named_property(env, exports, "FUSE_VERSION", v);
-#ifdef LOOP_CONFIG_V1
-  napi_get_boolean(env, true, &v);
-#else
-  napi_get_boolean(env, false, &v);
-#endif
+  find_loop312();
+  napi_get_boolean(env, loop312.loop_mt == NULL, &v);
   napi_set_named_property(env, exports, "PRE_312_LOOP", v);
   napi_create_uint32(env, ST_FIELDS, &v);
   napi_set_named_property(env, exports, "STAT_FIELDS", v);
