@@ -82,6 +82,8 @@ interface Recorded {
   replyErrors: Array<[Fuse3Op, string, string]>;
   /** The Buffers read() was given, to see afterwards whether they were libfuse's (detached on answer) or copies. */
   readTargets: Buffer[];
+  /** The targets given to reads of /late-read. */
+  lateTargets: Buffer[];
   /** Late answers still to come: awaited before the test ends. */
   late: Array<Promise<unknown>>;
 }
@@ -136,6 +138,7 @@ function memoryFs(rec: Recorded): { handlers: Fuse3Handlers; files: Map<string, 
     read: async (p, _fd, target, position) => {
       rec.readTargets.push(target);
       if (p === '/late-read') {
+        rec.lateTargets.push(target);
         // Writes into the target long after the timeout answered EIO: the
         // binding must have detached it, or this would write into memory
         // libfuse has freed or reused.
@@ -171,7 +174,7 @@ function memoryFs(rec: Recorded): { handlers: Fuse3Handlers; files: Map<string, 
 
 async function withSession(opts: { timeouts?: Fuse3Options['timeouts']; copyBuffers?: boolean },
   fn: (mnt: string, rec: Recorded, files: Map<string, Buffer>) => Promise<void>): Promise<void> {
-  const rec: Recorded = { timeouts: [], replyErrors: [], readTargets: [], late: [] };
+  const rec: Recorded = { timeouts: [], replyErrors: [], readTargets: [], lateTargets: [], late: [] };
   const { handlers, files } = memoryFs(rec);
   const mnt = await tempDir('fuse3-faults');
   const session = new Fuse3Session(mnt, handlers, {
@@ -233,7 +236,7 @@ describe('the libfuse 3 binding answers every request (through Fuse3Session)', {
     await withSession({ timeouts: { default: 60_000, read: 300, flush: false, fsync: false, release: false } }, async (mnt, rec) => {
       assert.equal(await childOp('read', path.join(mnt, 'late-read')), 'EIO');
       assert.ok(rec.timeouts.some(([op, p]) => op === 'read' && p === '/late-read'), JSON.stringify(rec.timeouts));
-      const late = rec.readTargets[0]!;
+      const late = rec.lateTargets[0]!;
       const [outcome] = await Promise.all(rec.late);
       assert.equal(late.length, 0, 'the Buffer over libfuse\'s memory was detached at the timeout');
       assert.match(String(outcome), /detached/, 'the late fill found no memory to write into');
@@ -272,6 +275,28 @@ describe('SOSMOUNT_FUSE_COPY_BUFFERS: reads and writes through copies, as under 
       assert.ok(rec.readTargets.length > 0);
       assert.ok(rec.readTargets.every((b) => b.length > 0), 'read targets were the handler\'s own copies (not detached)');
       await rm(path.dirname(src), { recursive: true, force: true });
+    });
+  });
+});
+
+describe('SOSMOUNT_FUSE_COPY_BUFFERS: a copy that timed out is never used again', { skip }, () => {
+  test('a read answered after its timeout writes its late bytes into its own copy only: reads around it return their files', async () => {
+    await withSession({ copyBuffers: true, timeouts: { default: 60_000, read: 300, flush: false, fsync: false, release: false } }, async (mnt, rec, files) => {
+      const data = body(64, 3);
+      files.set('/same-size.bin', data);
+      const late = childOp('read', path.join(mnt, 'late-read'));
+      // While the late handler waits, and after it wrote its 'A's.
+      for (let i = 0; i < 6; i++) {
+        assert.equal(await childMd5(path.join(mnt, 'same-size.bin')), md5(data));
+        await delay(300);
+      }
+      assert.equal(await late, 'EIO');
+      const outcomes = await Promise.all(rec.late);
+      assert.ok(outcomes.every((n) => typeof n === 'number' && n > 0), `the late handlers wrote into their copies: ${String(outcomes)}`);
+      assert.ok(rec.lateTargets.every((b) => b.every((x) => x === 0x41)));
+      const others = rec.readTargets.filter((b) => !rec.lateTargets.includes(b));
+      assert.ok(others.length > 0 && others.every((b) => !rec.lateTargets.some((l) => l.buffer === b.buffer)), `no later read was given a timed-out copy: ${others.length} others, ${others.map((b) => b.length).join(',')}; late ${rec.lateTargets.map((b) => b.length).join(',')}`);
+      assert.equal(await childMd5(path.join(mnt, 'same-size.bin')), md5(data));
     });
   });
 });

@@ -115,6 +115,15 @@ typedef struct {
   napi_threadsafe_function tsfn;
   pthread_t thread;
   int external_buffers; /* 0 where the runtime forbids them (Electron), or when asked to copy */
+  /*
+   * Where reads and writes go through copies, the copies' Buffers are used
+   * again: a fresh 1 MiB Buffer per request costs its allocation and page
+   * faults (more than the copy), and garbage to collect. Bounded in bytes
+   * (the mount's memory budget); JavaScript thread only.
+   */
+  struct { size_t len; napi_ref buf; } pool[32];
+  int pool_count;
+  size_t pool_bytes;
   double timeout_ms[OP_COUNT]; /* 0: no timeout */
   /* Set in init(), from the mount call. */
   unsigned max_write, max_readahead, max_background, congestion_threshold, max_threads, idle_threads;
@@ -178,6 +187,12 @@ typedef struct {
    * a late handler would read or write memory libfuse has freed.
    */
   napi_ref alias;
+  /* The copy handed to JavaScript instead (read target, write data): back to
+   * the session's pool once answered in time, never after a timeout (the
+   * late handler may still write it). */
+  napi_ref copy;
+  size_t copy_len;
+  session_t *s;
 } ticket_t;
 
 /* Tells JavaScript that a request timed out, and detaches its Buffer. */
@@ -238,6 +253,7 @@ static int call_js(session_t *s, request_t *r) {
   t->state = T_PENDING;
   t->refs = 2;
   t->op = r->op;
+  t->s = s;
   t->timeout_ms = s->timeout_ms[r->op];
   t->r = r;
   pthread_mutex_init(&t->mu, NULL);
@@ -579,6 +595,39 @@ static void report_exception(napi_env env, const char *what) {
   fprintf(stderr, "sosfuse3: %s threw: %s\n", what, text);
 }
 
+#define POOL_MAX_BYTES (8u << 20)
+
+/* A Buffer of exactly len bytes for a copy: one used before, or a new one. */
+static napi_value take_copy_buffer(napi_env env, session_t *s, size_t len, void **data) {
+  napi_value out;
+  size_t got;
+  for (int i = s->pool_count - 1; i >= 0; i--) {
+    if (s->pool[i].len != len) continue;
+    napi_ref ref = s->pool[i].buf;
+    s->pool[i] = s->pool[--s->pool_count];
+    s->pool_bytes -= len;
+    napi_status st = napi_get_reference_value(env, ref, &out);
+    napi_delete_reference(env, ref);
+    if (st == napi_ok && out != NULL && napi_get_buffer_info(env, out, data, &got) == napi_ok && got == len) return out;
+  }
+  if (napi_create_buffer(env, len, data, &out) != napi_ok) return NULL;
+  return out;
+}
+
+/* Ends the ticket's hold on its copy: into the pool when reusable. JavaScript thread. */
+static void drop_copy(napi_env env, ticket_t *t, int reusable) {
+  if (t->copy == NULL) return;
+  session_t *s = t->s;
+  if (reusable && s->pool_count < (int) (sizeof s->pool / sizeof s->pool[0]) && s->pool_bytes + t->copy_len <= POOL_MAX_BYTES) {
+    s->pool[s->pool_count].len = t->copy_len;
+    s->pool[s->pool_count++].buf = t->copy;
+    s->pool_bytes += t->copy_len;
+  } else {
+    napi_delete_reference(env, t->copy);
+  }
+  t->copy = NULL;
+}
+
 /*
  * The request's external is the JavaScript side's hold on the ticket. If
  * JavaScript drops a request without answering it (the external is
@@ -590,7 +639,10 @@ static void ticket_finalize(napi_env env, void *data, void *hint) {
   (void) env; (void) hint;
   ticket_t *t = (ticket_t *) data;
   pthread_mutex_lock(&t->mu);
-  if (t->state == T_PENDING && t->alias == NULL) settle(t, -EIO);
+  if (t->state == T_PENDING && t->alias == NULL) {
+    drop_copy(env, t, 0);
+    settle(t, -EIO);
+  }
   pthread_mutex_unlock(&t->mu);
   ticket_unref(t);
 }
@@ -598,8 +650,13 @@ static void ticket_finalize(napi_env env, void *data, void *hint) {
 static void deliver_notice(napi_env env, napi_value dispatch, notice_t *n) {
   ticket_t *t = n->t;
   pthread_mutex_lock(&t->mu);
-  if (env != NULL) release_alias(env, t);
-  else if (t->alias != NULL) { t->alias = NULL; pthread_cond_broadcast(&t->cond); } /* no JavaScript runs any more */
+  if (env != NULL) {
+    release_alias(env, t);
+    drop_copy(env, t, 0);
+  } else if (t->alias != NULL) {
+    t->alias = NULL; /* no JavaScript runs any more */
+    pthread_cond_broadcast(&t->cond);
+  }
   int op = t->op;
   double ms = t->timeout_ms;
   pthread_mutex_unlock(&t->mu);
@@ -631,6 +688,12 @@ static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, voi
   if (m->kind == MSG_TIMED_OUT) { deliver_notice(env, dispatch, (notice_t *) m); return; }
   if (m->kind != MSG_REQUEST) {
     if (env == NULL) return;
+    if (m->kind == MSG_ENDED) {
+      /* No request is left to use the pool. */
+      for (int i = 0; i < s->pool_count; i++) napi_delete_reference(env, s->pool[i].buf);
+      s->pool_count = 0;
+      s->pool_bytes = 0;
+    }
     napi_get_undefined(env, &undefined);
     argv[0] = make_number(env, m->kind == MSG_READY ? OP_READY : OP_ENDED);
     for (int i = 1; i < 7; i++) argv[i] = undefined;
@@ -677,13 +740,16 @@ static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, voi
     }
     if (st != napi_ok) {
       void *copy;
-      if (r->op == OP_WRITE) st = napi_create_buffer_copy(env, r->len, r->wbuf, &copy, &argv[6]);
-      else st = napi_create_buffer(env, r->len, &copy, &argv[6]);
-      if (st != napi_ok) {
+      argv[6] = take_copy_buffer(env, s, r->len, &copy);
+      if (argv[6] == NULL) {
+        argv[6] = undefined;
         settle(t, -ENOMEM);
         pthread_mutex_unlock(&t->mu);
         return;
       }
+      if (r->op == OP_WRITE) memcpy(copy, r->wbuf, r->len);
+      if (napi_create_reference(env, argv[6], 1, &t->copy) == napi_ok) t->copy_len = r->len;
+      else t->copy = NULL;
     }
   }
   pthread_mutex_unlock(&t->mu);
@@ -693,6 +759,7 @@ static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, voi
     int pending = t->state == T_PENDING;
     if (pending) {
       release_alias(env, t);
+      drop_copy(env, t, 0);
       settle(t, -EIO);
     }
     pthread_mutex_unlock(&t->mu);
@@ -885,6 +952,7 @@ static napi_value reply(napi_env env, napi_callback_info info) {
     }
   }
   release_alias(env, t);
+  drop_copy(env, t, 1);
   settle(t, result);
   pthread_mutex_unlock(&t->mu);
   if (bad_result) napi_throw_type_error(env, NULL, "reply: the result must be a number (the request was answered EIO)");
