@@ -223,10 +223,11 @@ static void ticket_unref(ticket_t *t) {
 }
 
 /*
- * After a timeout with a Buffer over libfuse's memory in JavaScript's
- * hands: queue the notice that detaches it, and wait for that (the event
- * loop runs it between callbacks, so a handler that never settles does not
- * hold it up). Called and returns with t->mu held.
+ * After a timeout: queue the notice that tells JavaScript (which logs it)
+ * and detaches a Buffer over libfuse's memory if JavaScript holds one, and
+ * wait for that detach (the event loop runs the notice between callbacks,
+ * so a handler that never settles does not hold it up). Called and returns
+ * with t->mu held.
  */
 static void await_detach(session_t *s, ticket_t *t) {
   notice_t *n = calloc(1, sizeof *n);
@@ -636,7 +637,7 @@ static void drop_copy(napi_env env, ticket_t *t, int reusable) {
  * Buffer can only be detached by a JavaScript call, not from a finalizer).
  */
 static void ticket_finalize(napi_env env, void *data, void *hint) {
-  (void) env; (void) hint;
+  (void) hint;
   ticket_t *t = (ticket_t *) data;
   pthread_mutex_lock(&t->mu);
   if (t->state == T_PENDING && t->alias == NULL) {
