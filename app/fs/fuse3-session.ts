@@ -274,18 +274,21 @@ export class Fuse3Session {
     }
     this.served[op]!++;
     const p = path ?? '';
-    const answer = (result: number, extra?: Reply): void => {
+    /** False when the binding refused the answer (too late). */
+    const answer = (result: number, extra?: Reply): boolean => {
       try {
         this.native.reply(req, result, extra);
       } catch (err) {
         // A late answer was refused: the binding already answered EIO and
         // told onTimeout. Anything else is a bug to hear about.
         if ((err as NodeJS.ErrnoException).code !== 'ERR_FUSE_REQUEST_TIMED_OUT') this.options.onReplyError?.(name, p, err as Error);
+        return false;
       }
+      return true;
     };
-    const fail = (err: unknown): void => answer(this.options.errno(name, p, err));
+    const fail = (err: unknown): void => { answer(this.options.errno(name, p, err)); };
     const h = this.handlers;
-    const done = (pr: Promise<unknown>): void => { pr.then(() => answer(0), fail); };
+    const done = (pr: Promise<unknown>): void => { pr.then(() => { answer(0); }, fail); };
     try {
       switch (name) {
         case 'getattr':
@@ -306,7 +309,12 @@ export class Fuse3Session {
           const current = stream;
           current.next().then(({ names, stats, done }) => {
             if (done && this.listings.get(n1) === current) this.listings.delete(n1);
-            answer(0, [names, statRows(stats), done ? 1 : 0]);
+            // A batch the kernel never got (it timed out): the pass cannot go
+            // on where it stopped, so its next batch is answered EIO.
+            if (!answer(0, [names, statRows(stats), done ? 1 : 0]) && this.listings.get(n1) === current) {
+              current.close();
+              this.listings.delete(n1);
+            }
           }, (err: unknown) => {
             if (this.listings.get(n1) === current) this.listings.delete(n1);
             fail(err);
