@@ -15,6 +15,8 @@ import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:os';
 import { rm } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import path from 'node:path';
 import { errnoValue, FsError, toFsError } from '../app/fs/errno.js';
 import type { DirStream, Stat } from '../app/fs/filesystem.js';
@@ -411,6 +413,23 @@ describe('the libfuse 3 binding owns each request (driven directly)', { skip }, 
       const r = await run('stat', ['-c', '%s', path.join(mnt, 'answers-then-throws')], { timeoutMs: PROMPT_MS });
       assert.equal(r.stdout.trim(), '77', 'a request answered before the throw keeps its answer');
       assert.ok(answeredThenThrew > 0);
+      assert.equal(await childOp('stat', path.join(mnt, 'ok')), 'OK');
+    });
+  });
+
+  test('a request JavaScript drops without answering is answered EIO once it is collected', async () => {
+    const native = fuse3Binding();
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    await withNativeMount({}, (op, req, p) => {
+      if (op === 'getattr' && p === '/dropped') return; // nobody keeps req
+      basics(native, op, req, p);
+    }, async (mnt) => {
+      let outcome: string | undefined;
+      const child = childOp('stat', path.join(mnt, 'dropped')).then((r) => { outcome = r; });
+      await waitUntil('the dropped request to be answered', () => { gc(); return outcome !== undefined; }, PROMPT_MS, 100);
+      await child;
+      assert.equal(outcome, 'EIO');
       assert.equal(await childOp('stat', path.join(mnt, 'ok')), 'OK');
     });
   });

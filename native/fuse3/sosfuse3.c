@@ -11,9 +11,8 @@
  * Threads: libfuse's multi-threaded loop runs the operations on its own
  * threads. Each operation fills a request on its thread's stack, queues it
  * to the JavaScript thread through one thread-safe function (calls made
- * while the event loop is busy share one wake-up), and waits on the
- * request's semaphore until JavaScript answers with one of the reply
- * functions.
+ * while the event loop is busy share one wake-up), and waits until
+ * JavaScript answers with reply() or the operation's timeout passes.
  *
  * A request's lifetime is owned here, not by JavaScript: each one travels
  * as a ticket that both sides hold (a reference count), whose mutex guards
