@@ -53,7 +53,7 @@ export interface NativeBinding {
   readonly STAT_FIELDS: number;
   /** The loaded libfuse's version, as major * 100 + minor. */
   readonly FUSE_VERSION: number;
-  /** Built for libfuse's pre-3.12 loop API (libfuse < 3.12, or SOSFUSE3_PRE_312_LOOP=1 at build). */
+  /** Runs libfuse's pre-3.12 loop: the loaded libfuse is older than 3.12, or SOSFUSE3_PRE_312_LOOP=1 at build. */
   readonly PRE_312_LOOP: boolean;
 }
 export type { Dispatch as NativeDispatch, NativeRequest, NativeTuning };
@@ -191,7 +191,8 @@ export class Fuse3Session {
 
   constructor(readonly mountPoint: string, private readonly handlers: Fuse3Handlers, private readonly options: Fuse3Options) {
     this.native = fuse3Binding();
-    if (this.native.STAT_FIELDS !== 10) throw new Fuse3UnavailableError('the libfuse 3 binding is from another version: run npm install');
+    // A binding built from older sources lacks what this side relies on (timeouts in C).
+    if (this.native.STAT_FIELDS !== 10 || typeof this.native.OP_TIMED_OUT !== 'number') throw new Fuse3UnavailableError('the libfuse 3 binding is from another version: run npm install');
     this.ended = new Promise((resolve) => { this.endedResolve = resolve; });
   }
 
