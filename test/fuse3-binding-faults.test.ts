@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:os';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import path from 'node:path';
@@ -267,16 +267,19 @@ describe('SOSMOUNT_FUSE_COPY_BUFFERS: reads and writes through copies, as under 
   test('a mount with copies writes a 5 MiB file and reads it back whole, and its handlers never see libfuse\'s memory', async () => {
     await withSession({ copyBuffers: true }, async (mnt, rec, files) => {
       const data = body(5 * 1024 * 1024 + 123, 7);
-      const src = path.join(await tempDir('fuse3-copy-src'), 'src.bin');
-      const { writeFile } = await import('node:fs/promises');
-      await writeFile(src, data);
-      const cp = await run('cp', [src, path.join(mnt, 'copied.bin')], { timeoutMs: PROMPT_MS });
-      assert.equal(cp.code, 0, cp.stderr);
-      assert.equal(md5(files.get('/copied.bin') ?? Buffer.alloc(0)), md5(data), 'the handler got every byte written');
-      assert.equal(await childMd5(path.join(mnt, 'copied.bin')), md5(data), 'and the program reads them back');
-      assert.ok(rec.readTargets.length > 0);
-      assert.ok(rec.readTargets.every((b) => b.length > 0), 'read targets were the handler\'s own copies (not detached)');
-      await rm(path.dirname(src), { recursive: true, force: true });
+      const srcDir = await tempDir('fuse3-copy-src');
+      try {
+        const src = path.join(srcDir, 'src.bin');
+        await writeFile(src, data);
+        const cp = await run('cp', [src, path.join(mnt, 'copied.bin')], { timeoutMs: PROMPT_MS });
+        assert.equal(cp.code, 0, cp.stderr);
+        assert.equal(md5(files.get('/copied.bin') ?? Buffer.alloc(0)), md5(data), 'the handler got every byte written');
+        assert.equal(await childMd5(path.join(mnt, 'copied.bin')), md5(data), 'and the program reads them back');
+        assert.ok(rec.readTargets.length > 0);
+        assert.ok(rec.readTargets.every((b) => b.length > 0), 'read targets were the handler\'s own copies (not detached)');
+      } finally {
+        await rm(srcDir, { recursive: true, force: true });
+      }
     });
   });
 });
