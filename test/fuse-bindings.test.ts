@@ -12,7 +12,7 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { chooseFuseBinding } from '../app/fs/fuse-adapter.js';
-import { fuse3Unavailable } from '../app/fs/fuse3-session.js';
+import { fuse3Binding, fuse3Unavailable } from '../app/fs/fuse3-session.js';
 import { createLogger } from '../app/log.js';
 import { gone, isMounted, mountBucket, objectMd5, putObject, seedOnDisk, startWorld, waitUntil, type World } from './helpers/faults-fixture.js';
 import { md5, pattern } from './helpers/faults-io.js';
@@ -46,6 +46,13 @@ describe('choosing the FUSE binding', () => {
 
   test('the libfuse 3 binding is built here (npm install compiled it; a silent fallback would hide it)', { skip: process.platform !== 'linux' }, () => {
     assert.equal(fuse3Unavailable(), undefined);
+  });
+
+  test('the libfuse 3 binding runs libfuse 3.12\'s thread-bounded loop where libfuse has it, the old loop below 3.12 or when built with SOSFUSE3_PRE_312_LOOP=1', { skip: process.platform !== 'linux' }, () => {
+    const b = fuse3Binding();
+    assert.ok(b.FUSE_VERSION >= 310, `libfuse ${b.FUSE_VERSION}`);
+    const forced = process.env['SOSFUSE3_PRE_312_LOOP'] === '1';
+    assert.equal(b.PRE_312_LOOP, forced || b.FUSE_VERSION < 312, `libfuse ${b.FUSE_VERSION}, SOSFUSE3_PRE_312_LOOP=${forced ? 1 : 0}`);
   });
 });
 

@@ -151,6 +151,18 @@ function mountOptions(options: FuseMountOptions): string[] {
   ];
 }
 
+/**
+ * SOSMOUNT_FUSE_COPY_BUFFERS=1: reads and writes go through copies, as in
+ * the tray's workers (Electron's utilityProcess forbids Buffers over
+ * libfuse's memory), so that path is tested and measured under Node.
+ */
+export function copyBuffersAsked(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env['SOSMOUNT_FUSE_COPY_BUFFERS'];
+  if (v === undefined || v === '' || v === '0') return false;
+  if (v === '1') return true;
+  throw new Error(`SOSMOUNT_FUSE_COPY_BUFFERS must be 1 or 0, not ${JSON.stringify(v)}`);
+}
+
 function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMountOptions, log: Logger,
   fail: (op: string, path: string, err: unknown) => number): FuseMount {
   const handlers: Fuse3Handlers = {
@@ -199,8 +211,10 @@ function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMount
     attrTimeoutSeconds: ttl,
     negativeTimeoutSeconds: 0,
     timeouts: OP_TIMEOUTS,
+    copyBuffers: copyBuffersAsked(),
     errno: fail,
-    onTimeout: (op, path) => log.error('operation timed out, answered EIO', { op, path, timeoutMs: OP_TIMEOUTS.default }),
+    onTimeout: (op, path, timeoutMs) => log.error('operation timed out, answered EIO', { op, path, timeoutMs }),
+    onReplyError: (op, path, err) => log.error('the FUSE binding refused an answer', { op, path, error: err.message }),
   });
   let session: Fuse3Session | undefined;
   let ended: () => void = () => {};

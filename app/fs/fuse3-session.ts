@@ -1,9 +1,10 @@
 /**
  * The typed side of our libfuse 3 binding (native/fuse3/sosfuse3.c): it
  * turns each kernel request into a call of a promise-returning handler and
- * answers it exactly once, with the handler's result, with the errno its
- * failure maps to, or with EIO when the handler takes longer than the
- * operation's timeout (the request must not hang the kernel forever).
+ * answers it with the handler's result or with the errno its failure maps
+ * to. The binding owns each request's lifetime: it answers EIO when the
+ * handler takes longer than the operation's timeout (the request must not
+ * hang the kernel forever) and refuses a second or late answer.
  */
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -32,31 +33,44 @@ interface NativeTuning {
   maxWrite: number; maxReadahead: number; maxBackground: number; congestionThreshold: number;
   maxThreads: number; idleThreads: number;
   entryTimeout: number; attrTimeout: number; negativeTimeout: number;
+  /** Per operation code; 0: no timeout. */
+  timeoutsMs: number[];
+  copyBuffers: boolean;
 }
 
 /** What an answer carries besides its result, per operation (see reply() in sosfuse3.c). */
 type Reply = Float64Array | number | [number, Float64Array] | [string[], Float64Array, number] | Buffer;
 
-interface NativeBinding {
+/** The binding as native/fuse3/index.cjs exports it (tests drive it directly too). */
+export interface NativeBinding {
   mount(mountPoint: string, args: string[], tuning: NativeTuning, dispatch: Dispatch): void;
+  /** Throws with code ERR_FUSE_REQUEST_ANSWERED or ERR_FUSE_REQUEST_TIMED_OUT for a request that is not pending. */
   reply(req: NativeRequest, result: number, extra?: Reply): void;
   readonly OP_READY: number;
   readonly OP_ENDED: number;
+  readonly OP_TIMED_OUT: number;
+  readonly OP_COUNT: number;
   readonly STAT_FIELDS: number;
+  /** The loaded libfuse's version, as major * 100 + minor. */
+  readonly FUSE_VERSION: number;
+  /** Runs libfuse's pre-3.12 loop: the loaded libfuse is older than 3.12, or SOSFUSE3_PRE_312_LOOP=1 at build. */
+  readonly PRE_312_LOOP: boolean;
 }
+export type { Dispatch as NativeDispatch, NativeRequest, NativeTuning };
 
 export class Fuse3UnavailableError extends Error {
   override readonly name = 'Fuse3UnavailableError';
 }
 
 let loaded: NativeBinding | undefined;
-function binding(): NativeBinding {
+/** The loaded binding; throws Fuse3UnavailableError where it is not built. */
+export function fuse3Binding(): NativeBinding {
   if (loaded) return loaded;
   try {
     loaded = createRequire(import.meta.url)('sosmount-fuse3') as NativeBinding;
   } catch (err) {
     throw new Fuse3UnavailableError(
-      `the libfuse 3 binding is not built (${(err as Error).message.split('\n')[0]}): install libfuse3-dev and pkg-config, then run npm install`,
+      `the libfuse 3 binding is not built (${(err as Error).message.split('\n')[0]}): install libfuse3-dev (3.10 or newer) and pkg-config, then run npm install`,
       { cause: err },
     );
   }
@@ -66,7 +80,7 @@ function binding(): NativeBinding {
 /** Why the libfuse 3 binding cannot be used here, or undefined when it loads. */
 export function fuse3Unavailable(): string | undefined {
   try {
-    binding();
+    fuse3Binding();
     return undefined;
   } catch (err) {
     return (err as Error).message;
@@ -117,12 +131,21 @@ export interface Fuse3Options {
   entryTimeoutSeconds: number;
   attrTimeoutSeconds: number;
   negativeTimeoutSeconds: number;
-  /** Milliseconds per operation before it is answered EIO; `false`: wait as long as it takes. */
+  /** Milliseconds per operation before the binding answers EIO; `false`: wait as long as it takes. */
   timeouts: Partial<Record<Fuse3Op, number | false>> & { default: number };
+  /**
+   * Hand handlers copies of the kernel's data instead of Buffers over
+   * libfuse's memory, as under Electron's utilityProcess (which forbids
+   * external buffers): SOSMOUNT_FUSE_COPY_BUFFERS=1, to test and measure
+   * that path under Node.
+   */
+  copyBuffers?: boolean;
   /** Maps a handler's rejection to a negative errno (and logs it). */
   errno(op: Fuse3Op, path: string, err: unknown): number;
-  /** Called when an operation timed out (the answer given was EIO). */
-  onTimeout(op: Fuse3Op, path: string): void;
+  /** Called when an operation timed out (the binding answered EIO). */
+  onTimeout(op: Fuse3Op, path: string, timeoutMs: number): void;
+  /** Called when the binding refused an answer other than a late one (a bug of ours, logged). */
+  onReplyError?(op: Fuse3Op, path: string, err: Error): void;
 }
 
 /** How long unmount() waits for the kernel connection to end after detaching. */
@@ -167,8 +190,9 @@ export class Fuse3Session {
   private readonly listings = new Map<number, DirStream>();
 
   constructor(readonly mountPoint: string, private readonly handlers: Fuse3Handlers, private readonly options: Fuse3Options) {
-    this.native = binding();
-    if (this.native.STAT_FIELDS !== 10) throw new Fuse3UnavailableError('the libfuse 3 binding is from another version: run npm install');
+    this.native = fuse3Binding();
+    // A binding built from older sources lacks what this side relies on (timeouts in C).
+    if (this.native.STAT_FIELDS !== 10 || typeof this.native.OP_TIMED_OUT !== 'number') throw new Fuse3UnavailableError('the libfuse 3 binding is from another version: run npm install');
     this.ended = new Promise((resolve) => { this.endedResolve = resolve; });
   }
 
@@ -192,6 +216,11 @@ export class Fuse3Session {
       entryTimeout: o.entryTimeoutSeconds,
       attrTimeout: o.attrTimeoutSeconds,
       negativeTimeout: o.negativeTimeoutSeconds,
+      timeoutsMs: FUSE3_OPS.map((op) => {
+        const limit = o.timeouts[op] ?? o.timeouts.default;
+        return limit === false ? 0 : Math.max(1, limit);
+      }),
+      copyBuffers: o.copyBuffers === true,
     }, (op, req, path, path2, n0, n1, buf) => this.dispatch(op, req, path, path2, n0, n1, buf));
     this.mounted = true;
     await ready;
@@ -234,6 +263,11 @@ export class Fuse3Session {
       this.endedResolve();
       return;
     }
+    if (op === this.native.OP_TIMED_OUT) {
+      const timedOut = FUSE3_OPS[n0];
+      if (timedOut !== undefined) this.options.onTimeout(timedOut, path ?? '', n1);
+      return;
+    }
     const name = FUSE3_OPS[op];
     if (name === undefined) {
       this.native.reply(req, ENOSYS);
@@ -241,28 +275,21 @@ export class Fuse3Session {
     }
     this.served[op]!++;
     const p = path ?? '';
-    let answered = false;
-    let timer: NodeJS.Timeout | undefined;
-    const answer = (result: number, extra?: Reply): void => {
-      if (answered) return;
-      answered = true;
-      if (timer) clearTimeout(timer);
-      // read/write buffers are handed back even on failure: the binding
-      // detaches them, so a late write by the handler cannot reach memory
-      // libfuse has freed.
-      this.native.reply(req, result, buf ?? extra);
+    /** False when the binding refused the answer (too late). */
+    const answer = (result: number, extra?: Reply): boolean => {
+      try {
+        this.native.reply(req, result, extra);
+      } catch (err) {
+        // A late answer was refused: the binding already answered EIO and
+        // told onTimeout. Anything else is a bug to hear about.
+        if ((err as NodeJS.ErrnoException).code !== 'ERR_FUSE_REQUEST_TIMED_OUT') this.options.onReplyError?.(name, p, err as Error);
+        return false;
+      }
+      return true;
     };
-    const limit = this.options.timeouts[name] ?? this.options.timeouts.default;
-    if (limit !== false) {
-      timer = setTimeout(() => {
-        if (answered) return;
-        this.options.onTimeout(name, p);
-        answer(EIO);
-      }, limit);
-    }
-    const fail = (err: unknown): void => answer(this.options.errno(name, p, err));
+    const fail = (err: unknown): void => { answer(this.options.errno(name, p, err)); };
     const h = this.handlers;
-    const done = (pr: Promise<unknown>): void => { pr.then(() => answer(0), fail); };
+    const done = (pr: Promise<unknown>): void => { pr.then(() => { answer(0); }, fail); };
     try {
       switch (name) {
         case 'getattr':
@@ -283,7 +310,12 @@ export class Fuse3Session {
           const current = stream;
           current.next().then(({ names, stats, done }) => {
             if (done && this.listings.get(n1) === current) this.listings.delete(n1);
-            answer(0, [names, statRows(stats), done ? 1 : 0]);
+            // A batch the kernel never got (it timed out): the pass cannot go
+            // on where it stopped, so its next batch is answered EIO.
+            if (!answer(0, [names, statRows(stats), done ? 1 : 0]) && this.listings.get(n1) === current) {
+              current.close();
+              this.listings.delete(n1);
+            }
           }, (err: unknown) => {
             if (this.listings.get(n1) === current) this.listings.delete(n1);
             fail(err);
@@ -302,7 +334,9 @@ export class Fuse3Session {
           h.create(p, n0, n1).then(({ fd, stat }) => { const row = new Float64Array(10); putStat(row, 0, stat); answer(0, [fd, row]); }, fail);
           break;
         case 'read':
-          h.read(p, n1, buf!, n0).then((n) => answer(n), fail);
+          // The Buffer goes back with the answer: when it is a copy (Electron,
+          // copyBuffers), the binding copies its bytes to libfuse.
+          h.read(p, n1, buf!, n0).then((n) => answer(n, buf), fail);
           break;
         case 'write':
           h.write(p, n1, buf!, n0).then((n) => answer(n), fail);

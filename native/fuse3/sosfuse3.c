@@ -11,26 +11,86 @@
  * Threads: libfuse's multi-threaded loop runs the operations on its own
  * threads. Each operation fills a request on its thread's stack, queues it
  * to the JavaScript thread through one thread-safe function (calls made
- * while the event loop is busy share one wake-up), and waits on the
- * request's semaphore until JavaScript answers with one of the reply
- * functions. The JavaScript side (app/fs/fuse3-session.ts) answers every
- * request exactly once; after the answer the request no longer exists.
+ * while the event loop is busy share one wake-up), and waits until
+ * JavaScript answers with reply() or the operation's timeout passes.
+ *
+ * A request's lifetime is owned here, not by JavaScript: each one travels
+ * as a ticket that both sides hold (a reference count), whose mutex guards
+ * whether it is still pending. The first answer wins; a second answer, or
+ * one that comes after the operation's timeout (enforced on the FUSE
+ * thread, which then answers EIO), is refused by reply() with an error
+ * and touches nothing. Every failure on the way to JavaScript (no memory,
+ * a throwing dispatch, a runtime going away) answers the kernel EIO, so no
+ * program is left waiting on a request nobody will answer.
  */
-#define FUSE_USE_VERSION 314
+/*
+ * The loop API. libfuse 3.12 replaced the public loop config (clone_fd,
+ * max idle threads) with setters that also bound the number of threads,
+ * and runs the old API with at most 10 threads. We compile against the
+ * 3.10 API, so that one build loads on every libfuse from 3.10 on (Ubuntu
+ * 22.04 ships 3.10.5; a package is built once, on whatever libfuse its
+ * builder has), and take 3.12's loop at run time, through dlvsym, where
+ * the loaded libfuse has it: each FUSE thread waits for one answer, so
+ * their number bounds the requests in flight and must be ours, not 10.
+ * SOSFUSE3_PRE_312_LOOP (binding.gyp, from the environment variable of the
+ * same name) keeps the old loop on any libfuse: what 3.10 and 3.11 run,
+ * built and tested on a newer one.
+ */
+#define FUSE_USE_VERSION 310
 #define _GNU_SOURCE
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <node_api.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
+
+#if FUSE_VERSION < FUSE_MAKE_VERSION(3, 10)
+#error "sosfuse3 needs libfuse 3.10 or newer (Debian 11, Ubuntu 22.04); mounts fall back to libfuse 2"
+#endif
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 12)
+/* Newer headers name the old loop fuse_loop_mt_32, a symbol 3.10 lacks;
+ * every libfuse since 3.2 has the same function as fuse_loop_mt@FUSE_3.2. */
+int sosfuse3_loop_mt_v1(struct fuse *f, struct fuse_loop_config *config);
+__asm__(".symver sosfuse3_loop_mt_v1, fuse_loop_mt@FUSE_3.2");
+#define loop_mt_v1 sosfuse3_loop_mt_v1
+#else
+#define loop_mt_v1 fuse_loop_mt
+#endif
+
+/* libfuse 3.12's loop, where the loaded libfuse has it (found at load). */
+static struct {
+  void *(*cfg_create)(void);
+  void (*cfg_destroy)(void *cfg);
+  void (*cfg_set_max_threads)(void *cfg, unsigned int value);
+  void (*cfg_set_idle_threads)(void *cfg, unsigned int value);
+  void (*cfg_set_clone_fd)(void *cfg, unsigned int value);
+  int (*loop_mt)(struct fuse *f, void *cfg);
+} loop312;
+
+static void find_loop312(void) {
+#ifndef SOSFUSE3_PRE_312_LOOP
+  /* Loaded already: we link it. The handle is kept for the process's life. */
+  void *lib = dlopen("libfuse3.so.3", RTLD_LAZY | RTLD_NOLOAD);
+  if (lib == NULL) return;
+  *(void **) &loop312.cfg_create = dlsym(lib, "fuse_loop_cfg_create");
+  *(void **) &loop312.cfg_destroy = dlsym(lib, "fuse_loop_cfg_destroy");
+  *(void **) &loop312.cfg_set_max_threads = dlsym(lib, "fuse_loop_cfg_set_max_threads");
+  *(void **) &loop312.cfg_set_idle_threads = dlsym(lib, "fuse_loop_cfg_set_idle_threads");
+  *(void **) &loop312.cfg_set_clone_fd = dlsym(lib, "fuse_loop_cfg_set_clone_fd");
+  *(void **) &loop312.loop_mt = dlvsym(lib, "fuse_loop_mt", "FUSE_3.12");
+  if (!loop312.cfg_create || !loop312.cfg_destroy || !loop312.cfg_set_max_threads || !loop312.cfg_set_idle_threads
+      || !loop312.cfg_set_clone_fd || !loop312.loop_mt) memset(&loop312, 0, sizeof loop312);
+#endif
+}
 
 /* Operation codes, the same list as OPS in app/fs/fuse3-session.ts. */
 enum op {
@@ -40,8 +100,9 @@ enum op {
   OP_READLINK, OP_STATFS, OP_GETXATTR, OP_SETXATTR, OP_LISTXATTR,
   OP_REMOVEXATTR, OP_RELEASEDIR,
   OP_COUNT,
-  OP_READY = 100, /* not an operation: the kernel accepted the session */
-  OP_ENDED = 101  /* not an operation: the loop has ended */
+  OP_READY = 100,     /* not an operation: the kernel accepted the session */
+  OP_ENDED = 101,     /* not an operation: the loop has ended */
+  OP_TIMED_OUT = 102  /* not an operation: a request was answered EIO at its timeout */
 };
 
 /* Stat fields as JavaScript sends them, one Float64Array row per entry. */
@@ -52,7 +113,17 @@ typedef struct {
   struct fuse *fuse;
   napi_threadsafe_function tsfn;
   pthread_t thread;
-  int external_buffers; /* 0 where the runtime forbids them (Electron) */
+  int external_buffers; /* 0 where the runtime forbids them (Electron), or when asked to copy */
+  /*
+   * Where reads and writes go through copies, the copies' Buffers are used
+   * again: a fresh 1 MiB Buffer per request costs its allocation and page
+   * faults (more than the copy), and garbage to collect. Bounded in bytes
+   * (the mount's memory budget); JavaScript thread only.
+   */
+  struct { size_t len; napi_ref buf; } pool[32];
+  int pool_count;
+  size_t pool_bytes;
+  double timeout_ms[OP_COUNT]; /* 0: no timeout */
   /* Set in init(), from the mount call. */
   unsigned max_write, max_readahead, max_background, congestion_threshold, max_threads, idle_threads;
   double entry_timeout, attr_timeout, negative_timeout;
@@ -86,8 +157,49 @@ typedef struct {
   struct statvfs *stv;
   dirlist_t *dir;
   int result;
-  sem_t done;
 } request_t;
+
+/* What travels through the thread-safe function to JavaScript. */
+enum msg_kind { MSG_REQUEST, MSG_TIMED_OUT, MSG_READY, MSG_ENDED };
+typedef struct { int kind; } msg_t;
+
+enum ticket_state { T_PENDING, T_ANSWERED, T_TIMED_OUT };
+
+/*
+ * A request as both threads see it. The FUSE thread's request (on its
+ * stack) is reachable only while the state is T_PENDING, under the mutex;
+ * the FUSE thread leaves only once the state changed, under the same
+ * mutex, so reply() never writes into a finished frame.
+ */
+typedef struct {
+  msg_t msg; /* MSG_REQUEST */
+  pthread_mutex_t mu;
+  pthread_cond_t cond; /* on CLOCK_MONOTONIC: the timeout must not move with the wall clock */
+  int state;
+  int refs; /* the FUSE thread's, the queue's (then the JavaScript external's), a notice's */
+  int op;
+  double timeout_ms;
+  request_t *r;
+  /*
+   * A Buffer over libfuse's memory (read target, write data) was handed to
+   * JavaScript: it must be detached before the FUSE thread may return, or
+   * a late handler would read or write memory libfuse has freed.
+   */
+  napi_ref alias;
+  /* The copy handed to JavaScript instead (read target, write data): back to
+   * the session's pool once answered in time, never after a timeout (the
+   * late handler may still write it). */
+  napi_ref copy;
+  size_t copy_len;
+  session_t *s;
+} ticket_t;
+
+/* Tells JavaScript that a request timed out, and detaches its Buffer. */
+typedef struct {
+  msg_t msg; /* MSG_TIMED_OUT */
+  ticket_t *t;
+  char *path;
+} notice_t;
 
 /*
  * Set in a handle opened read-only. flush() of such a handle has nothing
@@ -102,16 +214,80 @@ static session_t *current_session(void) {
   return (session_t *) fuse_get_context()->private_data;
 }
 
-/* Runs an operation in JavaScript and waits for its answer. */
+static void ticket_unref(ticket_t *t) {
+  if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  pthread_mutex_destroy(&t->mu);
+  pthread_cond_destroy(&t->cond);
+  free(t);
+}
+
+/*
+ * After a timeout: queue the notice that tells JavaScript (which logs it)
+ * and detaches a Buffer over libfuse's memory if JavaScript holds one, and
+ * wait for that detach (the event loop runs the notice between callbacks,
+ * so a handler that never settles does not hold it up). Called and returns
+ * with t->mu held.
+ */
+static void await_detach(session_t *s, ticket_t *t) {
+  notice_t *n = calloc(1, sizeof *n);
+  int queued = 0;
+  if (n != NULL) {
+    n->msg.kind = MSG_TIMED_OUT;
+    n->t = t;
+    n->path = t->r->path ? strdup(t->r->path) : NULL;
+    __atomic_add_fetch(&t->refs, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&t->mu);
+    queued = napi_call_threadsafe_function(s->tsfn, n, napi_tsfn_blocking) == napi_ok;
+    pthread_mutex_lock(&t->mu);
+    if (!queued) { free(n->path); free(n); __atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL); }
+  }
+  /* Not queued: the runtime is going away and no JavaScript will run. */
+  while (queued && t->alias != NULL) pthread_cond_wait(&t->cond, &t->mu);
+}
+
+/* Runs an operation in JavaScript and waits for its answer or its timeout. */
 static int call_js(session_t *s, request_t *r) {
-  sem_init(&r->done, 0, 0);
-  if (napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
-    sem_destroy(&r->done);
+  ticket_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return -ENOMEM;
+  t->msg.kind = MSG_REQUEST;
+  t->state = T_PENDING;
+  t->refs = 2;
+  t->op = r->op;
+  t->s = s;
+  t->timeout_ms = s->timeout_ms[r->op];
+  t->r = r;
+  pthread_mutex_init(&t->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&t->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  if (t->timeout_ms > 0) {
+    long long ns = deadline.tv_nsec + (long long) (t->timeout_ms * 1e6);
+    deadline.tv_sec += (time_t) (ns / 1000000000LL);
+    deadline.tv_nsec = (long) (ns % 1000000000LL);
+  }
+  if (napi_call_threadsafe_function(s->tsfn, t, napi_tsfn_blocking) != napi_ok) {
+    ticket_unref(t); /* the queue's */
+    ticket_unref(t);
     return -EIO;
   }
-  while (sem_wait(&r->done) != 0 && errno == EINTR) {}
-  sem_destroy(&r->done);
-  return r->result;
+  pthread_mutex_lock(&t->mu);
+  while (t->state == T_PENDING) {
+    if (t->timeout_ms <= 0) { pthread_cond_wait(&t->cond, &t->mu); continue; }
+    if (pthread_cond_timedwait(&t->cond, &t->mu, &deadline) == ETIMEDOUT && t->state == T_PENDING) {
+      t->state = T_TIMED_OUT;
+      r->result = -EIO;
+      await_detach(s, t);
+    }
+  }
+  int result = r->result;
+  t->r = NULL;
+  pthread_mutex_unlock(&t->mu);
+  ticket_unref(t);
+  return result;
 }
 
 #define REQUEST(opcode) \
@@ -342,7 +518,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   cfg->hard_remove = 1;
   cfg->use_ino = 0;
   /* mount() returns before the kernel's INIT; JavaScript waits for this. */
-  static request_t ready_marker = { .op = OP_READY };
+  static msg_t ready_marker = { MSG_READY };
   napi_call_threadsafe_function(s->tsfn, &ready_marker, napi_tsfn_blocking);
   return s;
 }
@@ -376,24 +552,174 @@ static napi_value make_path(napi_env env, const char *p) {
   return out;
 }
 
-/* Calls dispatch(op, request, path, path2, n0, n1, buffer). */
+/* Tags our requests, so reply() refuses any other external it is given. */
+static const napi_type_tag ticket_tag = { 0x736f7366757365ULL, 0x7469636b65743031ULL };
+
+/* Answers a pending request; JavaScript thread, t->mu held. */
+static void settle(ticket_t *t, int result) {
+  t->r->result = result;
+  t->state = T_ANSWERED;
+  pthread_cond_broadcast(&t->cond);
+}
+
+static void detach_buffer(napi_env env, napi_value buf) {
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *raw;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, buf, &type, &length, &raw, &ab, &offset) == napi_ok) napi_detach_arraybuffer(env, ab);
+}
+
+/* Detaches the Buffer over libfuse's memory, if any; JavaScript thread, t->mu held. */
+static void release_alias(napi_env env, ticket_t *t) {
+  if (t->alias == NULL) return;
+  napi_value buf;
+  if (napi_get_reference_value(env, t->alias, &buf) == napi_ok && buf != NULL) detach_buffer(env, buf);
+  napi_delete_reference(env, t->alias);
+  t->alias = NULL;
+  pthread_cond_broadcast(&t->cond);
+}
+
+/*
+ * A dispatch that throws must neither leave the request unanswered (the
+ * caller answers EIO) nor end the process: the mount serves other programs.
+ * Fuse3Session catches its handlers' throws itself; this is the backstop.
+ */
+static void report_exception(napi_env env, const char *what) {
+  napi_value exc, str;
+  char text[512] = "(no message)";
+  size_t len;
+  if (napi_get_and_clear_last_exception(env, &exc) != napi_ok) return;
+  if (napi_coerce_to_string(env, exc, &str) == napi_ok) napi_get_value_string_utf8(env, str, text, sizeof text, &len);
+  else napi_get_and_clear_last_exception(env, &exc);
+  fprintf(stderr, "sosfuse3: %s threw: %s\n", what, text);
+}
+
+#define POOL_MAX_BYTES (8u << 20)
+
+/* A Buffer of exactly len bytes for a copy: one used before, or a new one. */
+static napi_value take_copy_buffer(napi_env env, session_t *s, size_t len, void **data) {
+  napi_value out;
+  size_t got;
+  for (int i = s->pool_count - 1; i >= 0; i--) {
+    if (s->pool[i].len != len) continue;
+    napi_ref ref = s->pool[i].buf;
+    s->pool[i] = s->pool[--s->pool_count];
+    s->pool_bytes -= len;
+    napi_status st = napi_get_reference_value(env, ref, &out);
+    napi_delete_reference(env, ref);
+    if (st == napi_ok && out != NULL && napi_get_buffer_info(env, out, data, &got) == napi_ok && got == len) return out;
+  }
+  if (napi_create_buffer(env, len, data, &out) != napi_ok) return NULL;
+  return out;
+}
+
+/* Ends the ticket's hold on its copy: into the pool when reusable. JavaScript thread. */
+static void drop_copy(napi_env env, ticket_t *t, int reusable) {
+  if (t->copy == NULL) return;
+  session_t *s = t->s;
+  if (reusable && s->pool_count < (int) (sizeof s->pool / sizeof s->pool[0]) && s->pool_bytes + t->copy_len <= POOL_MAX_BYTES) {
+    s->pool[s->pool_count].len = t->copy_len;
+    s->pool[s->pool_count++].buf = t->copy;
+    s->pool_bytes += t->copy_len;
+  } else {
+    napi_delete_reference(env, t->copy);
+  }
+  t->copy = NULL;
+}
+
+/*
+ * The request's external is the JavaScript side's hold on the ticket. If
+ * JavaScript drops a request without answering it (the external is
+ * collected), nobody can answer it any more: EIO now. A request whose
+ * Buffer still aliases libfuse's memory waits for its timeout instead (the
+ * Buffer can only be detached by a JavaScript call, not from a finalizer).
+ */
+static void ticket_finalize(napi_env env, void *data, void *hint) {
+  (void) hint;
+  ticket_t *t = (ticket_t *) data;
+  pthread_mutex_lock(&t->mu);
+  if (t->state == T_PENDING && t->alias == NULL) {
+    drop_copy(env, t, 0);
+    settle(t, -EIO);
+  }
+  pthread_mutex_unlock(&t->mu);
+  ticket_unref(t);
+}
+
+static void deliver_notice(napi_env env, napi_value dispatch, notice_t *n) {
+  ticket_t *t = n->t;
+  pthread_mutex_lock(&t->mu);
+  if (env != NULL) {
+    release_alias(env, t);
+    drop_copy(env, t, 0);
+  } else if (t->alias != NULL) {
+    t->alias = NULL; /* no JavaScript runs any more */
+    pthread_cond_broadcast(&t->cond);
+  }
+  int op = t->op;
+  double ms = t->timeout_ms;
+  pthread_mutex_unlock(&t->mu);
+  ticket_unref(t);
+  if (env != NULL) {
+    napi_value undefined, argv[7];
+    napi_get_undefined(env, &undefined);
+    argv[0] = make_number(env, OP_TIMED_OUT);
+    argv[1] = undefined;
+    argv[2] = make_path(env, n->path);
+    argv[3] = undefined;
+    argv[4] = make_number(env, op);
+    argv[5] = make_number(env, ms);
+    argv[6] = undefined;
+    if (napi_call_function(env, undefined, dispatch, 7, argv, NULL) == napi_pending_exception) report_exception(env, "dispatch of a timeout");
+  }
+  free(n->path);
+  free(n);
+}
+
+/*
+ * Calls dispatch(op, request, path, path2, n0, n1, buffer). Every way this
+ * can fail answers the request (EIO, or ENOMEM for a buffer).
+ */
 static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, void *data) {
   session_t *s = (session_t *) context;
-  request_t *r = (request_t *) data;
-  if (env == NULL) { /* the runtime is going away: fail the operation */
-    if (r != NULL && r->op < OP_COUNT) { r->result = -EIO; sem_post(&r->done); }
-    return;
-  }
+  msg_t *m = (msg_t *) data;
   napi_value undefined, argv[7];
-  napi_get_undefined(env, &undefined);
-  if (r == NULL || r->op >= OP_COUNT) {
-    argv[0] = make_number(env, r == NULL ? OP_ENDED : r->op);
+  if (m->kind == MSG_TIMED_OUT) { deliver_notice(env, dispatch, (notice_t *) m); return; }
+  if (m->kind != MSG_REQUEST) {
+    if (env == NULL) return;
+    if (m->kind == MSG_ENDED) {
+      /* No request is left to use the pool. */
+      for (int i = 0; i < s->pool_count; i++) napi_delete_reference(env, s->pool[i].buf);
+      s->pool_count = 0;
+      s->pool_bytes = 0;
+    }
+    napi_get_undefined(env, &undefined);
+    argv[0] = make_number(env, m->kind == MSG_READY ? OP_READY : OP_ENDED);
     for (int i = 1; i < 7; i++) argv[i] = undefined;
-    napi_call_function(env, undefined, dispatch, 7, argv, NULL);
+    if (napi_call_function(env, undefined, dispatch, 7, argv, NULL) == napi_pending_exception) report_exception(env, "dispatch of a session event");
     return;
   }
+  ticket_t *t = (ticket_t *) m;
+  pthread_mutex_lock(&t->mu);
+  /* Timed out while it waited in the queue: already answered. */
+  if (t->state != T_PENDING || env == NULL) {
+    if (t->state == T_PENDING) settle(t, -EIO); /* the runtime is going away */
+    pthread_mutex_unlock(&t->mu);
+    ticket_unref(t);
+    return;
+  }
+  request_t *r = t->r;
+  napi_get_undefined(env, &undefined);
+  if (napi_create_external(env, t, ticket_finalize, NULL, &argv[1]) != napi_ok) {
+    settle(t, -EIO);
+    pthread_mutex_unlock(&t->mu);
+    ticket_unref(t);
+    return;
+  }
+  /* From here the external holds the queue's reference. */
+  napi_type_tag_object(env, argv[1], &ticket_tag);
   argv[0] = make_number(env, r->op);
-  napi_create_external(env, r, NULL, NULL, &argv[1]);
   argv[2] = make_path(env, r->path);
   argv[3] = make_path(env, r->path2);
   argv[4] = make_number(env, r->num[0]);
@@ -405,28 +731,57 @@ static void dispatch_to_js(napi_env env, napi_value dispatch, void *context, voi
     if (s->external_buffers) {
       st = napi_create_external_buffer(env, r->len, target, NULL, NULL, &argv[6]);
       if (st == napi_no_external_buffers_allowed) s->external_buffers = 0;
+      if (st == napi_ok && napi_create_reference(env, argv[6], 1, &t->alias) != napi_ok) {
+        detach_buffer(env, argv[6]);
+        settle(t, -EIO);
+        pthread_mutex_unlock(&t->mu);
+        return;
+      }
     }
     if (st != napi_ok) {
       void *copy;
-      if (r->op == OP_WRITE) st = napi_create_buffer_copy(env, r->len, r->wbuf, &copy, &argv[6]);
-      else st = napi_create_buffer(env, r->len, &copy, &argv[6]);
-      if (st != napi_ok) { r->result = -ENOMEM; sem_post(&r->done); return; }
+      argv[6] = take_copy_buffer(env, s, r->len, &copy);
+      if (argv[6] == NULL) {
+        argv[6] = undefined;
+        settle(t, -ENOMEM);
+        pthread_mutex_unlock(&t->mu);
+        return;
+      }
+      if (r->op == OP_WRITE) memcpy(copy, r->wbuf, r->len);
+      if (napi_create_reference(env, argv[6], 1, &t->copy) == napi_ok) t->copy_len = r->len;
+      else t->copy = NULL;
     }
   }
+  pthread_mutex_unlock(&t->mu);
   napi_status st = napi_call_function(env, undefined, dispatch, 7, argv, NULL);
-  if (st == napi_pending_exception) {
-    /* A throwing handler must not leave the kernel waiting. JavaScript
-     * answers in a finally, so reaching this means it had no chance to. */
-    napi_value exc;
-    napi_get_and_clear_last_exception(env, &exc);
-    napi_fatal_exception(env, exc);
+  if (st != napi_ok) {
+    pthread_mutex_lock(&t->mu);
+    int pending = t->state == T_PENDING;
+    if (pending) {
+      release_alias(env, t);
+      drop_copy(env, t, 0);
+      settle(t, -EIO);
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (st == napi_pending_exception) report_exception(env, pending ? "dispatch (its request was answered EIO)" : "dispatch (after answering its request)");
   }
 }
 
-static request_t *request_arg(napi_env env, napi_value v) {
+static ticket_t *ticket_arg(napi_env env, napi_value v) {
+  bool ours = false;
   void *p = NULL;
+  if (napi_check_object_type_tag(env, v, &ticket_tag, &ours) != napi_ok || !ours) return NULL;
   if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
-  return (request_t *) p;
+  return (ticket_t *) p;
+}
+
+static napi_value throw_coded(napi_env env, const char *code, const char *message) {
+  napi_value c, m, err;
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &m);
+  napi_create_error(env, c, m, &err);
+  napi_throw(env, err);
+  return NULL;
 }
 
 static void fill_stat(struct stat *st, const double *f) {
@@ -464,21 +819,36 @@ static int float64_array(napi_env env, napi_value v, double **data, size_t *leng
  *   open: the handle number; create: [handle, Float64Array of ST_FIELDS];
  *   readdir: [names, Float64Array of ST_FIELDS per name, 1 if the last
  *   batch else 0], appended to the folder handle's listing;
- *   releasedir: nothing; read: the Buffer given to dispatch (detached here, or
- *   copied where it is not libfuse's memory); write: the Buffer, detached.
- * A result < 0 is -errno and extra is ignored (read/write buffers are still
- * detached, so late writes by the handler cannot reach libfuse's memory).
+ *   releasedir: nothing; read: a Buffer holding the data (copied unless it
+ *   is the one given to dispatch over libfuse's memory); write: nothing.
+ * A result < 0 is -errno and extra is ignored. A Buffer given to dispatch
+ * over libfuse's memory is detached by any answer, so a late write by the
+ * handler cannot reach that memory.
+ * Throws (and changes nothing) for a request already answered, or answered
+ * EIO at its timeout: err.code ERR_FUSE_REQUEST_ANSWERED or
+ * ERR_FUSE_REQUEST_TIMED_OUT. A result that is not a number answers EIO
+ * and throws a TypeError.
  */
 static napi_value reply(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) { napi_throw_type_error(env, NULL, "reply(request, result, extra?)"); return NULL; }
-  request_t *r = request_arg(env, argv[0]);
-  if (r == NULL) { napi_throw_type_error(env, NULL, "reply: not a request"); return NULL; }
+  ticket_t *t = argc >= 1 ? ticket_arg(env, argv[0]) : NULL;
+  if (t == NULL) { napi_throw_type_error(env, NULL, "reply(request, result, extra?): not a request"); return NULL; }
+  pthread_mutex_lock(&t->mu);
+  if (t->state != T_PENDING) {
+    int timed_out = t->state == T_TIMED_OUT;
+    char message[160];
+    if (timed_out) snprintf(message, sizeof message, "sosfuse3: this request was answered EIO at its timeout (%.0f ms); the late answer is dropped", t->timeout_ms);
+    else snprintf(message, sizeof message, "sosfuse3: this request was already answered; a request is answered once");
+    pthread_mutex_unlock(&t->mu);
+    return throw_coded(env, timed_out ? "ERR_FUSE_REQUEST_TIMED_OUT" : "ERR_FUSE_REQUEST_ANSWERED", message);
+  }
+  request_t *r = t->r;
   int32_t result;
-  CHECK(napi_get_value_int32(env, argv[1], &result));
-  napi_value extra = argc >= 3 ? argv[2] : NULL;
+  int bad_result = argc < 2 || napi_get_value_int32(env, argv[1], &result) != napi_ok;
+  if (bad_result) result = -EIO;
+  napi_value extra = argc >= 3 && !bad_result ? argv[2] : NULL;
 
   if ((r->op == OP_READ || r->op == OP_WRITE) && extra != NULL) {
     void *data;
@@ -490,14 +860,7 @@ static napi_value reply(napi_env env, napi_callback_info info) {
       if (r->op == OP_READ && data != target && result > 0) {
         size_t n = (size_t) result < length ? (size_t) result : length;
         if (n > r->len) n = r->len;
-        memcpy(r->buf, data, n);
-      }
-      if (data == target) {
-        napi_typedarray_type type;
-        size_t l, off;
-        void *raw;
-        napi_value ab;
-        if (napi_get_typedarray_info(env, extra, &type, &l, &raw, &ab, &off) == napi_ok) napi_detach_arraybuffer(env, ab);
+        memmove(r->buf, data, n);
       }
     }
     if (r->op == OP_READ && result > (int32_t) r->len) result = -EIO;
@@ -588,24 +951,34 @@ static napi_value reply(napi_env env, napi_callback_info info) {
         break;
     }
   }
-  r->result = result;
-  sem_post(&r->done);
+  release_alias(env, t);
+  drop_copy(env, t, 1);
+  settle(t, result);
+  pthread_mutex_unlock(&t->mu);
+  if (bad_result) napi_throw_type_error(env, NULL, "reply: the result must be a number (the request was answered EIO)");
   return NULL;
 }
 
 static void *loop_thread(void *arg) {
   session_t *s = (session_t *) arg;
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(cfg, s->max_threads);
-  fuse_loop_cfg_set_idle_threads(cfg, s->idle_threads);
-  fuse_loop_cfg_set_clone_fd(cfg, 0);
-  fuse_loop_mt(s->fuse, cfg);
-  fuse_loop_cfg_destroy(cfg);
+  void *cfg = loop312.cfg_create ? loop312.cfg_create() : NULL;
+  if (cfg != NULL) {
+    loop312.cfg_set_max_threads(cfg, s->max_threads);
+    loop312.cfg_set_idle_threads(cfg, s->idle_threads);
+    loop312.cfg_set_clone_fd(cfg, 0);
+    loop312.loop_mt(s->fuse, cfg);
+    loop312.cfg_destroy(cfg);
+  } else {
+    /* Threads are not bounded here (3.10, 3.11) or at most 10 (3.12 on);
+     * the kernel's max_background bounds what it sends at once. */
+    struct fuse_loop_config v1 = { .clone_fd = 0, .max_idle_threads = s->idle_threads };
+    loop_mt_v1(s->fuse, &v1);
+  }
   fuse_unmount(s->fuse);
   fuse_destroy(s->fuse);
   s->fuse = NULL;
   /* A static marker: this thread ends before JavaScript reads the call. */
-  static request_t ended_marker = { .op = OP_ENDED };
+  static msg_t ended_marker = { MSG_ENDED };
   napi_call_threadsafe_function(s->tsfn, &ended_marker, napi_tsfn_blocking);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   return NULL;
@@ -635,9 +1008,16 @@ static int get_double(napi_env env, napi_value obj, const char *key, double *out
  *   args: libfuse command-line arguments after the program name
  *     (["-o", "fsname=...,allow_other", "-d"]);
  *   tuning: { maxWrite, maxReadahead, maxBackground, congestionThreshold,
- *     maxThreads, idleThreads, entryTimeout, attrTimeout, negativeTimeout };
+ *     maxThreads, idleThreads, entryTimeout, attrTimeout, negativeTimeout,
+ *     timeoutsMs, copyBuffers? }; timeoutsMs: per operation code, the
+ *     milliseconds after which a request is answered EIO (0: none);
+ *     copyBuffers: hand JavaScript copies, never libfuse's memory, as
+ *     under Electron (to measure and test that path under Node);
+ *     maxThreads is enforced with libfuse 3.12's loop only;
  *   dispatch: called for each operation as described at dispatch_to_js,
- *     once with OP_READY when the kernel's INIT is answered and once with
+ *     once with OP_READY when the kernel's INIT is answered, with
+ *     OP_TIMED_OUT (no request; path; n0 the operation, n1 the timeout)
+ *     when a request was answered EIO at its timeout, and once with
  *     OP_ENDED when the file system is gone.
  * Throws with libfuse's reason on stderr when the mount fails.
  */
@@ -664,6 +1044,24 @@ static napi_value mount(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "mount: tuning needs maxWrite, maxReadahead, maxBackground, congestionThreshold, maxThreads, idleThreads, entryTimeout, attrTimeout, negativeTimeout");
     return NULL;
   }
+  napi_value timeouts, flag;
+  uint32_t ntimeouts = 0;
+  if (napi_get_named_property(env, tuning, "timeoutsMs", &timeouts) != napi_ok || napi_get_array_length(env, timeouts, &ntimeouts) != napi_ok || ntimeouts != OP_COUNT) {
+    free(s);
+    napi_throw_type_error(env, NULL, "mount: tuning.timeoutsMs must hold one number per operation");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < OP_COUNT; i++) {
+    napi_value v;
+    if (napi_get_element(env, timeouts, i, &v) != napi_ok || napi_get_value_double(env, v, &s->timeout_ms[i]) != napi_ok || !(s->timeout_ms[i] >= 0)) {
+      free(s);
+      napi_throw_type_error(env, NULL, "mount: tuning.timeoutsMs must hold one number >= 0 per operation");
+      return NULL;
+    }
+  }
+  bool copy_buffers = false;
+  if (napi_get_named_property(env, tuning, "copyBuffers", &flag) == napi_ok) napi_get_value_bool(env, flag, &copy_buffers);
+  if (copy_buffers) s->external_buffers = 0;
 
   uint32_t nargs;
   if (napi_get_array_length(env, argv[1], &nargs) != napi_ok || nargs > 30) { free(s); napi_throw_type_error(env, NULL, "mount: args must be an array of strings"); return NULL; }
@@ -726,6 +1124,15 @@ static napi_value init_module(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "OP_ENDED", v);
   napi_create_uint32(env, OP_READY, &v);
   napi_set_named_property(env, exports, "OP_READY", v);
+  napi_create_uint32(env, OP_TIMED_OUT, &v);
+  napi_set_named_property(env, exports, "OP_TIMED_OUT", v);
+  napi_create_uint32(env, OP_COUNT, &v);
+  napi_set_named_property(env, exports, "OP_COUNT", v);
+  napi_create_uint32(env, (uint32_t) fuse_version(), &v);
+  napi_set_named_property(env, exports, "FUSE_VERSION", v);
+  find_loop312();
+  napi_get_boolean(env, loop312.loop_mt == NULL, &v);
+  napi_set_named_property(env, exports, "PRE_312_LOOP", v);
   napi_create_uint32(env, ST_FIELDS, &v);
   napi_set_named_property(env, exports, "STAT_FIELDS", v);
   return exports;

@@ -6,6 +6,10 @@
  * Settings, chosen to be each tool's defaults plus what the local server needs:
  * - ours: `--endpoint-url URL --force-path-style`, keys in the environment;
  *   everything else default (16 requests in flight, 8 MiB parts, metadata TTL 1 s).
+ * - ours-copy (only when named with --contenders): the same with
+ *   SOSMOUNT_FUSE_COPY_BUFFERS=1, the copying path the tray's workers take
+ *   under Electron (no Buffers over libfuse's memory), to compare the two
+ *   in one run.
  * - s3fs: `-f -o url=URL,use_path_request_style,passwd_file=F`; defaults
  *   otherwise (no local cache: `use_cache` is off by default).
  * - rclone: `rclone mount bench:BUCKET DIR` with the remote configured in
@@ -19,8 +23,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { alive, cleanup, forceUnmountSync, mountOf } from './cleanup.js';
 
-export type ContenderName = 'ours' | 'sdk' | 's3fs' | 'rclone';
+export type ContenderName = 'ours' | 'ours-copy' | 'sdk' | 's3fs' | 'rclone';
+/** The default contenders. */
 export const ALL_CONTENDERS: ContenderName[] = ['sdk', 'ours', 's3fs', 'rclone'];
+/** Those --contenders accepts: ours-copy only when asked for. */
+export const KNOWN_CONTENDERS: ContenderName[] = [...ALL_CONTENDERS, 'ours-copy'];
 export const PEERS: ContenderName[] = ['s3fs', 'rclone'];
 
 export interface Target {
@@ -113,12 +120,13 @@ function pidsWithEnv(name: string, value: string): number[] {
 
 let tagCounter = 0;
 
-export async function mountOurs(t: Target, dir: string, opts: { logDir: string; cpuProfDir?: string | undefined }): Promise<MountHandle> {
+export async function mountOurs(t: Target, dir: string, opts: { logDir: string; cpuProfDir?: string | undefined; copyBuffers?: boolean }): Promise<MountHandle> {
   const tag = `${process.pid}-${++tagCounter}`;
   const env = baseEnv({
     AWS_ACCESS_KEY_ID: t.accessKeyId,
     AWS_SECRET_ACCESS_KEY: t.secretAccessKey,
     SOSMOUNT_BENCH_TAG: tag,
+    ...(opts.copyBuffers ? { SOSMOUNT_FUSE_COPY_BUFFERS: '1' } : {}),
   });
   if (opts.cpuProfDir) {
     // Node refuses --cpu-prof in NODE_OPTIONS and the CLI forks its worker with no flags:

@@ -182,6 +182,8 @@ export function markdownTable(p: ProfileReport, contenders: ContenderName[], pee
   if (hasSdk) cols.push('SDK');
   if (hasOurs) cols.push('ours', 'ours / SDK', 'ours / best peer');
   for (const peer of activePeers) cols.push(peer, `${peer} / SDK`);
+  const hasCopy = contenders.includes('ours-copy');
+  if (hasCopy) cols.push('ours, copy buffers', 'copy / ours');
   if (hasOurs) cols.push('target (issue 4)', 'met');
   const lines = [`| ${cols.join(' | ')} |`, `| ${cols.map((c) => (c === 'workload' || c === 'unit' || c.startsWith('target') ? '---' : '---:')).join(' | ')} |`];
   for (const [wl, fig] of Object.entries(FIGURES) as Array<[WorkloadName, Figure]>) {
@@ -193,6 +195,7 @@ export function markdownTable(p: ProfileReport, contenders: ContenderName[], pee
     const peersFailed = activePeers.some((c) => s[c]) && activePeers.every((c) => !s[c] || s[c]!.status !== 'OK');
     if (hasOurs) row.push(cell(s.ours, fig.digits), fmtRatio(ratio(s.ours, s.sdk)), best ? `${fmtRatio(ratio(s.ours, best.s))} (${best.name})` : peersFailed ? 'no peer finished' : '–');
     for (const peer of activePeers) row.push(cell(s[peer], fig.digits), fmtRatio(ratio(s[peer], s.sdk)));
+    if (hasCopy) row.push(cell(s['ours-copy'], fig.digits), fmtRatio(ratio(s['ours-copy'], s.ours)));
     if (hasOurs) {
       const t = target(wl, p.profile, s.ours, s.sdk, best?.s, p.rttMs, peersFailed);
       row.push(t?.text ?? '', metCell(t));
@@ -209,6 +212,7 @@ export function markdownTable(p: ProfileReport, contenders: ContenderName[], pee
     if (hasSdk) row.push(`${fmt(s.sdk?.rssMiB, 0)} (SDK child)`);
     if (hasOurs) row.push(fmt(s.ours?.rssMiB, 0), fmtRatio(ratio(rssOf('ours'), rssOf('sdk'))), best ? `${fmtRatio(ratio(rssOf('ours'), best.s))} (${best.name})` : '–');
     for (const peer of activePeers) row.push(fmt(s[peer]?.rssMiB, 0), fmtRatio(ratio(rssOf(peer), rssOf('sdk'))));
+    if (hasCopy) row.push(fmt(s['ours-copy']?.rssMiB, 0), fmtRatio(ratio(rssOf('ours-copy'), rssOf('ours'))));
     if (hasOurs) {
       const t = target('rss', p.profile, s.ours, undefined, undefined, p.rttMs);
       row.push(t?.text ?? '', metCell(t));

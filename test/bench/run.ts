@@ -7,7 +7,7 @@
  * docs/bench-results/latest.json and the results section of docs/benchmarks.md.
  *
  * Usage: node dist/test/bench/run.js [--quick] [--profile lan|wan|lanproxy|lan,wan]
- *   [--only seqread,ttfb,...] [--contenders sdk,ours,s3fs,rclone] [--runs N]
+ *   [--only seqread,ttfb,...] [--contenders sdk,ours,s3fs,rclone,ours-copy] [--runs N]
  *   [--data-dir DIR] [--no-doc] [--json FILE] [--cpu-prof DIR] [--no-proxy-check]
  *   [--settle SECONDS] [--merge] [--report-only]
  * --merge keeps the results found in the JSON file that this invocation does
@@ -33,7 +33,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { startS3Server, type TestS3Server } from '../helpers/s3-server.js';
 import { abortFuse, cleanup, installCleanupHandlers } from './cleanup.js';
 import {
-  ALL_CONTENDERS, MountFailed, PEERS, RssSampler, baseEnv, waitQuiet, mountOurs, mountRclone, mountS3fs,
+  ALL_CONTENDERS, KNOWN_CONTENDERS, MountFailed, PEERS, RssSampler, baseEnv, waitQuiet, mountOurs, mountRclone, mountS3fs,
   type ContenderName, type MountHandle, type Target,
 } from './contenders.js';
 import { GiB, KiB, LIST_SEED, MiB, SMALL_SEED_BASE, WRITE_SEED_BASE, content, fill, listName, md5Of, randomOffsets, smallName } from './data.js';
@@ -129,7 +129,7 @@ function parseArgs(argv: string[]): Options {
     }
   }
   for (const w of o.only) if (!WORKLOADS.includes(w)) throw new Error(`unknown workload ${w} (${WORKLOADS.join(', ')})`);
-  for (const c of o.contenders) if (!ALL_CONTENDERS.includes(c)) throw new Error(`unknown contender ${c} (${ALL_CONTENDERS.join(', ')})`);
+  for (const c of o.contenders) if (!KNOWN_CONTENDERS.includes(c)) throw new Error(`unknown contender ${c} (${KNOWN_CONTENDERS.join(', ')})`);
   for (const p of o.profiles) if (!['lan', 'wan', 'lanproxy'].includes(p)) throw new Error(`unknown profile ${p} (lan, wan, lanproxy)`);
   if (o.quick && !runsSet) o.runs = 1;
   if (o.quick) o.proxyCheck = false;
@@ -418,6 +418,7 @@ async function mountContender(c: ContenderName, target: Target, dir: string, env
   await fsp.mkdir(dir, { recursive: true });
   switch (c) {
     case 'ours': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir });
+    case 'ours-copy': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir, copyBuffers: true });
     case 's3fs': return mountS3fs(target, dir, env.workDir);
     case 'rclone': return mountRclone(target, dir, env.workDir);
     default: throw new Error(`${c} is not a mount`);
@@ -676,6 +677,7 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     settings: {
       sdk: { readPartBytes: PART, readInFlight: SDK_INFLIGHT, writePartBytes: PART, writeInFlight: SDK_INFLIGHT, smallParallel: PARALLEL },
       ours: 'sosmount --endpoint-url URL --force-path-style (defaults)',
+      'ours-copy': 'as ours, with SOSMOUNT_FUSE_COPY_BUFFERS=1 (the copying path of the tray\'s workers under Electron)',
       s3fs: 's3fs -f -o url=URL,use_path_request_style,passwd_file=F (defaults)',
       rclone: 'rclone mount bench:BUCKET DIR --vfs-cache-mode off (provider Other, defaults)',
       wan: 'delay proxy: 20 ms each way, +1 RTT per new connection, 400 Mbit/s per direction shared, 4 MiB window per connection',
