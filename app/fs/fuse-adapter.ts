@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { errnoValue, refuse, toFsError } from './errno.js';
 import type { S3FileSystem, Stat } from './filesystem.js';
 import { Fuse3Session, fuse3Unavailable, type Fuse3Handlers } from './fuse3-session.js';
+import { FUSE_OP_TIMEOUT_MS } from '../s3/retry-strategy.js';
 
 export type FuseBindingName = 'libfuse3' | 'libfuse2';
 
@@ -59,7 +60,7 @@ export interface FuseMountOptions {
 }
 
 /**
- * FUSE settings and their reasons (DESIGN.md, "Performance design").
+ * FUSE settings and their reasons.
  * - max_read / max_readahead 1 MiB: the most the kernel may ask for at
  *   once; the prefetcher serves it from its window. The kernel's readahead
  *   is also bounded by the mount's read_ahead_kb (/sys/class/bdi/0:N,
@@ -91,15 +92,15 @@ export const FUSE_TUNING = {
 } as const;
 
 /**
- * How long an operation may take before it is answered EIO. Our S3 calls
- * are bounded by their own timeouts and retries (retry-strategy.ts: about
- * 95 s at worst), so this only catches our own bugs and sits above that
- * (fuse-native's default would be 15 s). Completing an upload (flush,
- * fsync, release) waits for the last parts however long they take:
- * close() must not report success or failure before S3 has decided.
+ * How long an operation may take before it is answered EIO:
+ * FUSE_OP_TIMEOUT_MS, above every bound of our S3 requests (retry-strategy.ts),
+ * so it only catches our own bugs (fuse-native's default would be 15 s).
+ * Completing an upload (flush, fsync, release) waits for the last parts
+ * however long they take: close() must not report success or failure
+ * before S3 has decided.
  */
 export const OP_TIMEOUTS = {
-  default: 120_000,
+  default: FUSE_OP_TIMEOUT_MS,
   flush: false,
   fsync: false,
   release: false,

@@ -108,7 +108,7 @@ export interface TargetCheck {
 }
 
 /**
- * Issue 4's targets, by workload and profile. `peer`: the best peer's
+ * The targets (docs/benchmarks.md, "Method"), by workload and profile. `peer`: the best peer's
  * summary; `peersFailed`: there were peers and none gave a figure (all
  * TIMEOUT or FAILED), which a figure of ours beats.
  */
@@ -125,7 +125,7 @@ export function target(workload: WorkloadName | 'rss', profile: string, ours: Su
     case 'randread1':
     case 'randread16':
       // 200–2,000 reads spread over an object small enough to download whole in that time measure how fast a
-      // contender downloads it (s3fs does, rclone streams long ranges), not IOPS; issue 4 asks random reads to
+      // contender downloads it (s3fs does, rclone streams long ranges), not IOPS; the targets ask random reads to
       // fetch only a small block. The IOPS target is judged on the large object.
       return { text: 'none: a whole-object download wins here (see "Random reads")', met: null };
     case 'randlarge1':
@@ -184,7 +184,7 @@ export function markdownTable(p: ProfileReport, contenders: ContenderName[], pee
   for (const peer of activePeers) cols.push(peer, `${peer} / SDK`);
   const hasCopy = contenders.includes('ours-copy');
   if (hasCopy) cols.push('ours, copy buffers', 'copy / ours');
-  if (hasOurs) cols.push('target (issue 4)', 'met');
+  if (hasOurs) cols.push('target', 'met');
   const lines = [`| ${cols.join(' | ')} |`, `| ${cols.map((c) => (c === 'workload' || c === 'unit' || c.startsWith('target') ? '---' : '---:')).join(' | ')} |`];
   for (const [wl, fig] of Object.entries(FIGURES) as Array<[WorkloadName, Figure]>) {
     const s = p.summaries[wl];

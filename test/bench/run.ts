@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: issue 4's benchmark. Runs the same workloads, in one run,
+ * `npm run bench`: the benchmark of docs/benchmarks.md. Runs the same workloads, in one run,
  * against our mount, s3fs, rclone mount and a direct @aws-sdk/client-s3
  * baseline, over the local S3 server (test/helpers/s3-server.ts), on two
  * network profiles: `lan` (loopback) and `wan` (delay-proxy.ts: 40 ms RTT,

@@ -338,6 +338,7 @@ function runChild(config: ChildConfig): void {
   let rules: ActiveRule[] = [];
   // Not reset with the stats: requests in flight stay counted until they end.
   const active: FaultProxyStats['active'] = {};
+  const inFlight = new Map<Socket, Set<() => void>>();
   let stats: FaultProxyStats = { requests: {}, active, fired: {}, errorRequestIds: [], connections: 0, openConnections: 0, maxOpenConnections: 0, watchedSeen: 0, listening: false };
   const sockets = new Set<Socket>();
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
@@ -432,8 +433,18 @@ function runChild(config: ChildConfig): void {
     const { op, bucket, key } = classify(req.method ?? 'GET', url.pathname, url.searchParams, req.headers);
     stats.requests[op] = (stats.requests[op] ?? 0) + 1;
     active[op] = (active[op] ?? 0) + 1;
-    // 'close' comes once the answer is sent in full or the connection is gone.
-    res.once('close', () => { active[op] = (active[op] ?? 1) - 1; });
+    // Over once the answer is sent in full or its connection is gone (however it went: reset by a rule, by the client).
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      active[op] = (active[op] ?? 1) - 1;
+      inFlight.get(req.socket)?.delete(end);
+    };
+    res.once('close', end);
+    const ends = inFlight.get(req.socket) ?? new Set<() => void>();
+    ends.add(end);
+    inFlight.set(req.socket, ends);
     if (config.watch) {
       const watcher = new Watcher(config.watch, () => { stats.watchedSeen++; });
       watcher.feed(`${req.method} ${req.url}\n`);
@@ -559,6 +570,8 @@ function runChild(config: ChildConfig): void {
       socket.once('close', () => {
         sockets.delete(socket);
         stats.openConnections = sockets.size;
+        for (const end of inFlight.get(socket) ?? []) end();
+        inFlight.delete(socket);
       });
     });
     s.on('clientError', (_err, socket) => reset(socket as Socket));
