@@ -264,7 +264,8 @@ describe('an endpoint that never recovers', () => {
       assert.ok(ms < READ_DEADLINE_MS + 10_000, `within the read deadline (${ms} ms)`);
       assert.ok(READ_DEADLINE_MS + 10_000 < FUSE_OP_TIMEOUT_MS, 'which FUSE\'s own timeout is above');
       assert.ok((await world.proxy.stats()).fired['stall-forever']! >= 1);
-      await waitUntil('no GET left running', async () => ((await world.proxy.stats()).active.GetObject ?? 0) === 0, 5_000);
+      await waitUntil('no GET left running', async () => ((await world.proxy.stats()).active.GetObject ?? 0) === 0, 5_000)
+        .catch(async (err: unknown) => { throw new Error(`${(err as Error).message}: ${JSON.stringify((await world.proxy.stats()).active)}`); });
     } finally {
       await world.proxy.clearRules();
     }
