@@ -4,7 +4,8 @@
  * Why our own and not fuse-native (libfuse 2.9): libfuse 3 negotiates
  * READDIRPLUS (a listing hands the kernel every entry's attributes, so
  * `ls -l` does not send one LOOKUP per entry), parallel lookups in one
- * folder, and requests of up to 1 MiB (max_pages) where libfuse 2 caps
+ * folder (libfuse 3.17.1 and later: older ones never pass the flag to the
+ * kernel), and requests of up to 1 MiB (max_pages) where libfuse 2 caps
  * them at 128 KiB: writes; reads too where the mount's read_ahead_kb
  * allows (the kernel's readahead is 128 KiB unless root raises it).
  *
