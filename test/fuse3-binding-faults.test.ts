@@ -20,7 +20,7 @@ import { runInNewContext } from 'node:vm';
 import path from 'node:path';
 import { errnoValue, FsError, toFsError } from '../app/fs/errno.js';
 import type { DirStream, Stat } from '../app/fs/filesystem.js';
-import { copyBuffersAsked, FUSE_TUNING } from '../app/fs/fuse-adapter.js';
+import { copyBuffersAsked, FUSE3_TUNING } from '../app/fs/fuse-adapter.js';
 import {
   FUSE3_OPS, Fuse3Session, fuse3Binding, fuse3Unavailable,
   type Fuse3Handlers, type Fuse3Op, type Fuse3Options, type NativeDispatch, type NativeRequest,
@@ -181,12 +181,7 @@ async function withSession(opts: { timeouts?: Fuse3Options['timeouts']; copyBuff
   const mnt = await tempDir('fuse3-faults');
   const session = new Fuse3Session(mnt, handlers, {
     args: ['-o', 'fsname=fuse3-faults,subtype=sosmount-test'],
-    maxWriteBytes: FUSE_TUNING.maxWriteBytes,
-    maxReadaheadBytes: FUSE_TUNING.maxReadaheadBytes,
-    maxBackground: FUSE_TUNING.maxBackground,
-    congestionThreshold: FUSE_TUNING.congestionThreshold,
-    maxThreads: FUSE_TUNING.maxThreads,
-    idleThreads: FUSE_TUNING.idleThreads,
+    ...FUSE3_TUNING,
     entryTimeoutSeconds: 0,
     attrTimeoutSeconds: 0,
     negativeTimeoutSeconds: 0,

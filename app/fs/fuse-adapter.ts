@@ -10,7 +10,7 @@ import Fuse, { type FuseOps, type FuseStat, type OpTimeouts } from 'fuse-native'
 import type { Logger } from '../log.js';
 import { errnoValue, refuse, toFsError } from './errno.js';
 import type { S3FileSystem, Stat } from './filesystem.js';
-import { Fuse3Session, fuse3Unavailable, type Fuse3Handlers } from './fuse3-session.js';
+import { Fuse3Session, fuse3Unavailable, type Fuse3Handlers, type Fuse3Options } from './fuse3-session.js';
 import { FUSE_OP_TIMEOUT_MS } from '../s3/retry-strategy.js';
 
 export type FuseBindingName = 'libfuse3' | 'libfuse2';
@@ -90,6 +90,16 @@ export const FUSE_TUNING = {
   maxThreads: 64 + 16,
   idleThreads: 16,
 } as const;
+
+/** FUSE_TUNING as the libfuse 3 binding's session takes it. */
+export const FUSE3_TUNING = {
+  maxWriteBytes: FUSE_TUNING.maxWriteBytes,
+  maxReadaheadBytes: FUSE_TUNING.maxReadaheadBytes,
+  maxBackground: FUSE_TUNING.maxBackground,
+  congestionThreshold: FUSE_TUNING.congestionThreshold,
+  maxThreads: FUSE_TUNING.maxThreads,
+  idleThreads: FUSE_TUNING.idleThreads,
+} as const satisfies Partial<Fuse3Options>;
 
 /**
  * How long an operation may take before it is answered EIO:
@@ -202,12 +212,7 @@ function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMount
   // Made at mount, so a binding that is not built fails the mount with its reason.
   const open = (): Fuse3Session => new Fuse3Session(mountPoint, handlers, {
     args: ['-o', mountOptions(options).join(','), ...(options.debug ? ['-d'] : [])],
-    maxWriteBytes: FUSE_TUNING.maxWriteBytes,
-    maxReadaheadBytes: FUSE_TUNING.maxReadaheadBytes,
-    maxBackground: FUSE_TUNING.maxBackground,
-    congestionThreshold: FUSE_TUNING.congestionThreshold,
-    maxThreads: FUSE_TUNING.maxThreads,
-    idleThreads: FUSE_TUNING.idleThreads,
+    ...FUSE3_TUNING,
     entryTimeoutSeconds: ttl,
     attrTimeoutSeconds: ttl,
     negativeTimeoutSeconds: 0,

@@ -57,13 +57,7 @@ export interface SettingsHandlerDeps {
 }
 
 /** The injected parts with their defaults filled in, as each feature module of main/settings/ receives them. */
-export interface SettingsContext {
-  settings: SettingsAccess;
-  secrets: SecretStore;
-  statuses: MountStatusSource;
-  createS3Client: S3ClientFactory;
-  dialog: FolderDialog;
-  emit: EventSink;
+export interface SettingsContext extends Pick<SettingsHandlerDeps, 'settings' | 'secrets' | 'statuses' | 'createS3Client' | 'dialog' | 'emit'> {
   home: string;
   awsFiles: AwsSharedFiles;
   connectionTimeoutMs: number;
