@@ -31,7 +31,7 @@ import { S3RequestError } from '../app/s3/errors.js';
 import { S3FileSystem } from '../app/fs/filesystem.js';
 import type { FsError } from '../app/fs/errno.js';
 
-/** The bound the issue sets on any operation under a fault: it ends, one way or the other, within this. */
+/** The bound on any operation under a fault (docs/reliability.md): it ends, one way or the other, within this. */
 const BOUND_MS = 120_000;
 const OUTAGE_MS = 5_000;
 const BIG = 64 * MiB;
