@@ -65,14 +65,15 @@ export interface MountRequest {
   keepMounted: boolean;
 }
 
-/** Failures that say something about the configuration or the account: retrying will not help. */
 /** Quit anyway: how long a worker may take to abort its uploads and unmount before it is killed. */
 const ABANDON_TIMEOUT_MS = 10_000;
+/** Failures that say something about the configuration or the account: retrying will not help. */
 const PERMANENT: ReadonlySet<MountErrorCode> = new Set<MountErrorCode>([
   'mount-point-missing',
   'mount-point-not-directory',
   'mount-point-not-empty',
   'mount-point-in-use',
+  'folder-inside-mount-point',
   'bucket-not-found',
   'access-denied',
   'invalid-credentials',

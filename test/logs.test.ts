@@ -148,7 +148,7 @@ describe('folders the worker writes are refused inside the mount point', () => {
     const mnt = path.join(root, 'mnt');
     await mkdir(mnt);
     const problem = await checkFoldersOutsideMountPoint(mnt, [{ what: 'log folder', folder: path.join(mnt, 'a', 'logs') }]);
-    assert.equal(problem?.code, 'mount-point-in-use');
+    assert.equal(problem?.code, 'folder-inside-mount-point');
     assert.equal(problem?.message.split('\n').length, 1);
     assert.match(problem!.message, new RegExp(`^the log folder ${path.join(mnt, 'a', 'logs')} is inside the mount point ${mnt}: `));
   });

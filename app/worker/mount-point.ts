@@ -131,9 +131,7 @@ export interface LocalFolder {
 }
 
 export interface FolderInsideMountPoint {
-  // protocol.ts has no code of its own for this yet; like an in-use mount
-  // point, it is the user's configuration to change, so the tray does not retry.
-  code: 'mount-point-in-use';
+  code: 'folder-inside-mount-point';
   message: string;
   what: string;
   folder: string;
@@ -180,7 +178,7 @@ export async function checkFoldersOutsideMountPoint(mountPoint: string, folders:
     const shown = real === path.resolve(folder) ? folder : `${folder} (${real})`;
     const where = real === realMountPoint ? `is the mount point ${mountPoint}` : `is inside the mount point ${mountPoint}`;
     return {
-      code: 'mount-point-in-use',
+      code: 'folder-inside-mount-point',
       what,
       folder,
       message: `the ${what} ${shown} ${where}: the worker would write into its own mount and hang it; choose a ${what} outside ${mountPoint}`,

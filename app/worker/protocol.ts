@@ -14,6 +14,8 @@ export type MountErrorCode =
   | 'mount-point-not-directory'
   | 'mount-point-not-empty'
   | 'mount-point-in-use'
+  /** A folder the worker writes (log, upload journal) is the mount point or inside it. */
+  | 'folder-inside-mount-point'
   | 'bucket-not-found'
   | 'access-denied'
   | 'invalid-credentials'
