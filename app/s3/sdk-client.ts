@@ -221,8 +221,9 @@ function isTooLargeToCopy(err: unknown): boolean {
   return err instanceof S3RequestError && err.status === 400 && (err.code === 'InvalidRequest' || err.code === 'EntityTooLarge');
 }
 
-function abortedError(signal: AbortSignal): unknown {
-  return signal.reason instanceof Error ? Object.assign(signal.reason, { name: 'AbortError' }) : Object.assign(new Error('aborted'), { name: 'AbortError' });
+/** What toS3Error classifies as Aborted, with the signal's reason as cause (a DOMException's name cannot be set). */
+function abortedError(signal: AbortSignal): Error {
+  return Object.assign(new Error('aborted', { cause: signal.reason }), { name: 'AbortError' });
 }
 
 function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
@@ -500,6 +501,8 @@ export class SdkObjectClient implements ObjectClient {
       const failed = new AbortController();
       const signal = opts.signal ? AbortSignal.any([failed.signal, opts.signal]) : failed.signal;
       let next = 0;
+      // The first failure is the cause; the parts in flight then were aborted because of it.
+      let firstFailure: { error: unknown } | undefined;
       const worker = async (): Promise<void> => {
         while (next < count && !signal.aborted) {
           const partNumber = ++next;
@@ -515,15 +518,16 @@ export class SdkObjectClient implements ObjectClient {
               }), { abortSignal: signal }));
             parts.push({ partNumber, etag: etagOf(out.CopyPartResult?.ETag) });
           } catch (err) {
+            firstFailure ??= { error: err };
             failed.abort();
-            throw err;
+            return;
           }
         }
       };
-      const outcomes = await Promise.allSettled(Array.from({ length: Math.min(this.copyLimits.partsInFlight, count) }, worker));
-      // The first failure is the cause; the others were aborted because of it.
-      const rejected = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-      if (rejected) throw rejected.reason;
+      // Every worker settles before the upload is aborted: a part still in
+      // flight could otherwise land in an upload thought gone.
+      await Promise.all(Array.from({ length: Math.min(this.copyLimits.partsInFlight, count) }, worker));
+      if (firstFailure) throw firstFailure.error;
       if (opts.signal?.aborted) throw toS3Error(abortedError(opts.signal), { operation: 'UploadPartCopy', bucket: this.bucket, key: destKey });
       parts.sort((a, b) => a.partNumber - b.partNumber);
       return await this.completeMultipartUpload(destKey, uploadId, parts, opts.signal ? { signal: opts.signal } : {});
