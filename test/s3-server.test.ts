@@ -23,6 +23,7 @@ import {
   S3Client,
   S3ServiceException,
   UploadPartCommand,
+  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 
@@ -483,6 +484,123 @@ describe('writes and listings', () => {
     assert.equal(head.Metadata?.['mode'], '644');
     const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'bucket', Prefix: 'self/' }));
     assert.equal(listed.Contents?.[0]?.LastModified?.getTime(), head.LastModified?.getTime());
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Conditional writes and copies, as S3 documents them.
+
+describe('conditional writes and copies', () => {
+  let server: TestS3Server;
+  let s3: S3Client;
+
+  before(async () => {
+    server = await startS3Server({ buckets: ['bucket'] });
+    s3 = server.client();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  const body = async (Key: string): Promise<string> =>
+    (await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key }))).Body!.transformToString();
+
+  async function pendingUploadIds(): Promise<string[]> {
+    return fsp.readdir(`${server.directory}/bucket/._S3rver_uploads`).catch(() => []);
+  }
+
+  test('PutObject with If-None-Match: * creates a missing key and fails 412 PreconditionFailed on an existing one, which it keeps', async () => {
+    await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/new', Body: 'first', IfNoneMatch: '*' }));
+    assert.deepEqual(
+      await s3Failure(s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/new', Body: 'second', IfNoneMatch: '*' }))),
+      { name: 'PreconditionFailed', status: 412 },
+    );
+    assert.equal(await body('cond/new'), 'first');
+  });
+
+  test('PutObject with If-Match replaces the version with that ETag, fails 412 with a stale one and 404 NoSuchKey on a missing key', async () => {
+    const v1 = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/match', Body: 'v1' }));
+    const v2 = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/match', Body: 'v2', IfMatch: v1.ETag }));
+    assert.deepEqual(
+      await s3Failure(s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/match', Body: 'v3', IfMatch: v1.ETag }))),
+      { name: 'PreconditionFailed', status: 412 },
+    );
+    assert.equal(await body('cond/match'), 'v2');
+    await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/match', Body: 'v3', IfMatch: v2.ETag }));
+    assert.equal(await body('cond/match'), 'v3');
+    assert.deepEqual(
+      await s3Failure(s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/missing', Body: 'x', IfMatch: v1.ETag }))),
+      { name: 'NoSuchKey', status: 404 },
+    );
+  });
+
+  test('CompleteMultipartUpload honours If-None-Match and If-Match; a failed condition stores nothing and keeps the upload', async () => {
+    const { ETag: current } = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'cond/mpu', Body: 'old' }));
+    const upload = async (Key = 'cond/mpu'): Promise<{ UploadId: string; Parts: Array<{ PartNumber: number; ETag: string | undefined }> }> => {
+      const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'bucket', Key }));
+      const { ETag } = await s3.send(new UploadPartCommand({ Bucket: 'bucket', Key, UploadId, PartNumber: 1, Body: 'new' }));
+      return { UploadId: UploadId!, Parts: [{ PartNumber: 1, ETag }] };
+    };
+    const a = await upload();
+    assert.deepEqual(
+      await s3Failure(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'bucket', Key: 'cond/mpu', UploadId: a.UploadId, MultipartUpload: { Parts: a.Parts }, IfNoneMatch: '*' }))),
+      { name: 'PreconditionFailed', status: 412 },
+    );
+    assert.deepEqual(
+      await s3Failure(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'bucket', Key: 'cond/mpu', UploadId: a.UploadId, MultipartUpload: { Parts: a.Parts }, IfMatch: '"0123456789abcdef0123456789abcdef"' }))),
+      { name: 'PreconditionFailed', status: 412 },
+    );
+    assert.equal(await body('cond/mpu'), 'old');
+    assert.ok((await pendingUploadIds()).includes(a.UploadId), 'the upload is still there');
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: 'bucket', Key: 'cond/mpu', UploadId: a.UploadId, MultipartUpload: { Parts: a.Parts }, IfMatch: current }));
+    assert.equal(await body('cond/mpu'), 'new');
+    const b = await upload('cond/mpu-fresh');
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: 'bucket', Key: 'cond/mpu-fresh', UploadId: b.UploadId, MultipartUpload: { Parts: b.Parts }, IfNoneMatch: '*' }));
+    assert.equal(await body('cond/mpu-fresh'), 'new');
+  });
+
+  test('CopyObject with a stale x-amz-copy-source-if-match fails 412 and copies nothing; with the current ETag it copies', async () => {
+    const { ETag: stale } = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'copy/src', Body: 'one' }));
+    const { ETag: current } = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'copy/src', Body: 'two' }));
+    assert.deepEqual(
+      await s3Failure(s3.send(new CopyObjectCommand({ Bucket: 'bucket', Key: 'copy/dest', CopySource: 'bucket/copy/src', CopySourceIfMatch: stale }))),
+      { name: 'PreconditionFailed', status: 412 },
+    );
+    assert.deepEqual(await s3Failure(s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'copy/dest' }))), { name: 'NoSuchKey', status: 404 });
+    await s3.send(new CopyObjectCommand({ Bucket: 'bucket', Key: 'copy/dest', CopySource: 'bucket/copy/src', CopySourceIfMatch: current }));
+    assert.equal(await body('copy/dest'), 'two');
+  });
+
+  test('UploadPartCopy of a range gives exactly those bytes; a range past the source is 400 InvalidArgument, a stale copy-source-if-match 412', async () => {
+    const source = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
+    const { ETag } = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'part copy/src +&#', Body: source }));
+    const CopySource = `bucket/${'part copy/src +&#'.split('/').map(encodeURIComponent).join('/')}`;
+    const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'bucket', Key: 'part copy/dest' }));
+    const first = await s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'part copy/dest', UploadId, PartNumber: 1, CopySource, CopySourceRange: 'bytes=100-399', CopySourceIfMatch: ETag }));
+    const second = await s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'part copy/dest', UploadId, PartNumber: 2, CopySource, CopySourceRange: 'bytes=900-999' }));
+    assert.match(first.CopyPartResult?.ETag ?? '', /^"[0-9a-f]{32}"$/);
+    assert.deepEqual(
+      await s3Failure(s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'part copy/dest', UploadId, PartNumber: 3, CopySource, CopySourceRange: 'bytes=900-1000' }))),
+      { name: 'InvalidArgument', status: 400 },
+    );
+    assert.deepEqual(
+      await s3Failure(s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'part copy/dest', UploadId, PartNumber: 3, CopySource, CopySourceIfMatch: '"0123456789abcdef0123456789abcdef"' }))),
+      { name: 'PreconditionFailed', status: 412 },
+    );
+    await s3.send(new CompleteMultipartUploadCommand({
+      Bucket: 'bucket', Key: 'part copy/dest', UploadId,
+      MultipartUpload: { Parts: [{ PartNumber: 1, ETag: first.CopyPartResult?.ETag }, { PartNumber: 2, ETag: second.CopyPartResult?.ETag }] },
+    }));
+    const got = await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key: 'part copy/dest' }));
+    assert.ok(Buffer.from(await got.Body!.transformToByteArray()).equals(Buffer.concat([source.subarray(100, 400), source.subarray(900, 1000)])));
+  });
+
+  test('UploadPartCopy into an upload that does not exist fails 404 NoSuchUpload', async () => {
+    await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'part copy/x', Body: 'x' }));
+    assert.deepEqual(
+      await s3Failure(s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'part copy/y', UploadId: 'abcdef', PartNumber: 1, CopySource: 'bucket/part copy/x' }))),
+      { name: 'NoSuchUpload', status: 404 },
+    );
   });
 });
 

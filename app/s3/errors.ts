@@ -13,6 +13,8 @@ export type S3ErrorKind =
   | 'InvalidCredentials'
   | 'ClockSkew'
   | 'PreconditionFailed'
+  /** 409 ConditionalRequestConflict: a conditional write raced another write to the key. */
+  | 'Conflict'
   | 'Throttled'
   | 'ServerError'
   | 'Network'
@@ -104,6 +106,13 @@ function classify(code: string | undefined, status: number | undefined): S3Error
       return 'ClockSkew';
     case 'PreconditionFailed':
       return 'PreconditionFailed';
+    case 'ConditionalRequestConflict':
+      return 'Conflict';
+    // S3 documents it inside a 200 answer of CopyObject, UploadPartCopy and
+    // CompleteMultipartUpload; the SDK gives that one status 503, which
+    // would otherwise read as throttling.
+    case 'InternalError':
+      return 'ServerError';
     case 'SlowDown':
     case 'Throttling':
     case 'ThrottlingException':
@@ -154,7 +163,8 @@ export function describeKind(kind: S3ErrorKind): string {
     case 'AccessDenied': return 'access denied';
     case 'InvalidCredentials': return 'the credentials were rejected';
     case 'ClockSkew': return "this computer's clock differs too much from the server's";
-    case 'PreconditionFailed': return 'the object changed while it was being read';
+    case 'PreconditionFailed': return 'the object is not the version the request expected';
+    case 'Conflict': return 'another write to the key was in progress';
     case 'Throttled': return 'the server asked us to slow down';
     case 'ServerError': return 'server error';
     case 'Network': return 'the endpoint could not be reached';
@@ -163,7 +173,13 @@ export function describeKind(kind: S3ErrorKind): string {
   }
 }
 
-/** Whether another attempt may succeed: server-side, throttling and transport faults. */
+/**
+ * Whether another attempt may succeed: server-side, throttling and transport
+ * faults. A conditional PutObject or CopyObject that met a concurrent write
+ * (409 ConditionalRequestConflict) may be sent again, as AWS documents; a
+ * CompleteMultipartUpload may not (AWS: start a new multipart upload).
+ */
 export function isRetryable(err: S3RequestError): boolean {
+  if (err.kind === 'Conflict') return err.operation === 'PutObject' || err.operation === 'CopyObject';
   return err.kind === 'ServerError' || err.kind === 'Throttled' || err.kind === 'Network';
 }

@@ -6,7 +6,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { S3RequestError } from './errors.js';
 import type {
-  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink,
+  ByteRange, CompletedPart, CopyOptions, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink, WriteConditions,
 } from './object-client.js';
 
 interface StoredObject {
@@ -32,6 +32,25 @@ export class MemoryObjectClient implements ObjectClient {
 
   private notFound(op: string, key: string): S3RequestError {
     return new S3RequestError('NoSuchKey', { operation: op, bucket: this.bucket, key, status: 404, code: 'NoSuchKey' }, `${op} ${key}: no such key`);
+  }
+
+  private preconditionFailed(op: string, key: string, condition: string): S3RequestError {
+    return new S3RequestError('PreconditionFailed', { operation: op, bucket: this.bucket, key, status: 412, code: 'PreconditionFailed' },
+      `${op} ${key}: the ${condition} condition did not hold`);
+  }
+
+  /**
+   * S3's conditional writes: If-Match names the current version (a missing
+   * key is 404 NoSuchKey, as S3 answers), If-None-Match '*' requires that
+   * no object exists. ETags compare without their quotes, as S3 does.
+   */
+  private checkConditions(op: string, key: string, cond: WriteConditions): void {
+    const current = this.objects.get(key);
+    if (cond.ifNoneMatch === '*' && current) throw this.preconditionFailed(op, key, 'If-None-Match');
+    if (cond.ifMatch !== undefined) {
+      if (!current) throw this.notFound(op, key);
+      if (unquoted(cond.ifMatch) !== unquoted(current.etag)) throw this.preconditionFailed(op, key, 'If-Match');
+    }
   }
 
   put(key: string, body: string | Uint8Array, lastModified = new Date()): void {
@@ -100,8 +119,9 @@ export class MemoryObjectClient implements ObjectClient {
     sink.write(o.body.subarray(range.start, range.end));
   }
 
-  async putObject(key: string, body: Uint8Array): Promise<{ etag: string }> {
+  async putObject(key: string, body: Uint8Array, opts: WriteConditions = {}): Promise<{ etag: string }> {
     this.count('PutObject');
+    this.checkConditions('PutObject', key, opts);
     this.put(key, body);
     return { etag: this.objects.get(key)!.etag };
   }
@@ -121,10 +141,12 @@ export class MemoryObjectClient implements ObjectClient {
     return `"${createHash('md5').update(body).digest('hex')}"`;
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[]): Promise<{ etag: string }> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: WriteConditions = {}): Promise<{ etag: string }> {
     this.count('CompleteMultipartUpload');
     const u = this.uploads.get(uploadId);
     if (!u) throw new S3RequestError('NoSuchUpload', { operation: 'CompleteMultipartUpload', bucket: this.bucket, key, status: 404 }, 'no such upload');
+    // A failed condition leaves the upload in place, as on S3 (it can be completed or aborted later).
+    this.checkConditions('CompleteMultipartUpload', key, opts);
     const body = Buffer.concat(parts.map((p) => {
       const b = u.parts.get(p.partNumber);
       if (!b) throw new S3RequestError('Other', { operation: 'CompleteMultipartUpload', bucket: this.bucket, key, status: 400, code: 'InvalidPart' }, 'invalid part');
@@ -144,4 +166,20 @@ export class MemoryObjectClient implements ObjectClient {
     this.count('DeleteObject');
     this.objects.delete(key);
   }
+
+  /** One request whatever the size: the part-wise copy of large objects is the real client's concern. */
+  async copyObject(sourceKey: string, destKey: string, opts: CopyOptions = {}): Promise<{ etag: string }> {
+    this.count('CopyObject');
+    const source = this.objects.get(sourceKey);
+    if (!source) throw this.notFound('CopyObject', sourceKey);
+    if (opts.ifMatch !== undefined && unquoted(opts.ifMatch) !== unquoted(source.etag)) {
+      throw this.preconditionFailed('CopyObject', sourceKey, 'x-amz-copy-source-if-match');
+    }
+    this.put(destKey, source.body);
+    return { etag: this.objects.get(destKey)!.etag };
+  }
+}
+
+function unquoted(etag: string): string {
+  return etag.replace(/"/g, '');
 }

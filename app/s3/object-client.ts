@@ -56,6 +56,28 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * S3's conditional writes (PutObject, CompleteMultipartUpload): with
+ * `ifMatch` the write happens only over the version with that ETag (a
+ * missing key fails with NoSuchKey), with `ifNoneMatch: '*'` only where no
+ * object exists. A failed condition is kind PreconditionFailed; a write
+ * that raced another one on the key is kind Conflict.
+ */
+export interface WriteConditions {
+  ifMatch?: string | undefined;
+  ifNoneMatch?: '*' | undefined;
+}
+
+export interface CopyOptions extends RequestOptions {
+  /** The source's ETag: a source changed since fails with kind PreconditionFailed. */
+  ifMatch?: string | undefined;
+  /**
+   * The source's size when known: above S3's CopyObject limit the copy is
+   * multipart from the start, instead of after CopyObject's refusal.
+   */
+  sizeBytes?: number | undefined;
+}
+
 export interface ObjectClient {
   readonly bucket: string;
   headBucket(opts?: RequestOptions): Promise<void>;
@@ -77,10 +99,16 @@ export interface ObjectClient {
    * written leaves them in the sink.
    */
   getRange(key: string, range: ByteRange, sink: RangeSink, opts?: RequestOptions & { ifMatch?: string }): Promise<void>;
-  putObject(key: string, body: Uint8Array, opts?: RequestOptions): Promise<{ etag: string }>;
+  putObject(key: string, body: Uint8Array, opts?: RequestOptions & WriteConditions): Promise<{ etag: string }>;
   createMultipartUpload(key: string, opts?: RequestOptions): Promise<string>;
   uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, opts?: RequestOptions): Promise<string>;
-  completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts?: RequestOptions): Promise<{ etag: string }>;
+  completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts?: RequestOptions & WriteConditions): Promise<{ etag: string }>;
   abortMultipartUpload(key: string, uploadId: string, opts?: RequestOptions): Promise<void>;
   deleteObject(key: string, opts?: RequestOptions): Promise<void>;
+  /**
+   * A server-side copy of `sourceKey` (this bucket) to `destKey`, with the
+   * source's metadata and the client's storage class. Large objects are
+   * copied in parts; a failed copy leaves no multipart upload behind.
+   */
+  copyObject(sourceKey: string, destKey: string, opts?: CopyOptions): Promise<{ etag: string }>;
 }

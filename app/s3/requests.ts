@@ -330,7 +330,12 @@ export class SignedRequests {
    * server refuses a body that changed on the way. Retried as the SDK
    * retries (the policy's attempts); the body is sent whole each time.
    */
-  async put(key: string, body: Uint8Array, opts: { storageClass?: string | undefined; signal?: AbortSignal | undefined } = {}): Promise<{ etag: string }> {
+  async put(key: string, body: Uint8Array, opts: {
+    storageClass?: string | undefined;
+    signal?: AbortSignal | undefined;
+    ifMatch?: string | undefined;
+    ifNoneMatch?: '*' | undefined;
+  } = {}): Promise<{ etag: string }> {
     const details = { operation: 'PutObject', bucket: this.bucket, key };
     const sha256 = createHash('sha256').update(body).digest('hex');
     for (let attempt = 1; ; attempt++) {
@@ -343,6 +348,9 @@ export class SignedRequests {
           'content-type': 'application/octet-stream',
           'x-amz-content-sha256': sha256,
           ...(opts.storageClass ? { 'x-amz-storage-class': opts.storageClass } : {}),
+          // Signed with the rest: a condition dropped on the way would turn into an overwrite.
+          ...(opts.ifMatch ? { 'if-match': opts.ifMatch } : {}),
+          ...(opts.ifNoneMatch ? { 'if-none-match': opts.ifNoneMatch } : {}),
         });
         const out = await this.transport.request(t, { method: 'PUT', path: req.path, headers: req.headers, body },
           (head) => head.status === 200 ? { write: () => {} } : undefined, { signal: opts.signal, first: true });

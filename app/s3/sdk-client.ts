@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -18,22 +19,25 @@ import {
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
+  UploadPartCopyCommand,
   type ListObjectsV2CommandInput,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
 import type { DeserializeMiddleware } from '@smithy/types';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
-import { S3RequestError, toS3Error } from './errors.js';
+import { S3RequestError, isRetryable, toS3Error } from './errors.js';
 import { HttpTransport } from './http-transport.js';
-import { SignedRequests, type RequestsOptions } from './requests.js';
+import { SignedRequests, keyPath, type RequestsOptions } from './requests.js';
 import { TransportHttpHandler } from './smithy-handler.js';
 import { parseListObjectsV2, type ParsedListing } from './list-xml.js';
 import {
-  CONNECT_TIMEOUT_MS, DEFAULT_RETRY_POLICY, IDLE_CONNECTION_MS, INACTIVITY_TIMEOUT_MS, OutageRetryStrategy,
+  CONNECT_TIMEOUT_MS, DEFAULT_RETRY_POLICY, IDLE_CONNECTION_MS, INACTIVITY_TIMEOUT_MS, OutageRetryStrategy, retryDelayMs,
+  type RetryPolicy,
 } from './retry-strategy.js';
 import type {
-  ByteRange, CompletedPart, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink, RequestOptions,
+  ByteRange, CompletedPart, CopyOptions, FirstBytes, ListPage, ListRequest, ObjectClient, ObjectInfo, RangeSink, RequestOptions,
+  WriteConditions,
 } from './object-client.js';
 
 export interface StaticCredentials {
@@ -177,6 +181,69 @@ export function parseListingFirst(command: ListObjectsV2Command): { parsed: Pars
   return result;
 }
 
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+/** How copies are cut; S3's limits are the defaults, tests shrink them. */
+export interface CopyLimits {
+  /** Larger objects are copied in parts. */
+  singleCopyMaxBytes: number;
+  /** Each UploadPartCopy's range, unless the object needs larger parts to fit S3's part count. */
+  partBytes: number;
+  /** UploadPartCopy requests at once. */
+  partsInFlight: number;
+}
+
+/**
+ * S3 refuses CopyObject of a source above 5 GiB. A part may be 5 MiB to
+ * 5 GiB and an upload holds at most 10,000 parts; 512 MiB parts keep a copy
+ * to a few requests per GiB and are raised for objects above 5,000 GiB
+ * (10,000 × 512 MiB). Four parts at once: the copy runs inside S3, so more
+ * only competes with the mount's own requests for connections.
+ */
+export const DEFAULT_COPY_LIMITS: CopyLimits = { singleCopyMaxBytes: 5 * GiB, partBytes: 512 * MiB, partsInFlight: 4 };
+const MIN_PART_BYTES = 5 * MiB;
+const MAX_PARTS = 10_000;
+
+/** The part size of a copy of `sizeBytes`: the configured one, or larger to stay within 10,000 parts. */
+export function copyPartBytes(sizeBytes: number, limits: Pick<CopyLimits, 'partBytes'> = DEFAULT_COPY_LIMITS): number {
+  const least = Math.ceil(Math.ceil(sizeBytes / MAX_PARTS) / MiB) * MiB;
+  return Math.max(limits.partBytes, least, MIN_PART_BYTES);
+}
+
+/** The header value of a source in this bucket: S3 wants the key URL-encoded. */
+function copySource(bucket: string, key: string): string {
+  return `${bucket}/${keyPath(key)}`;
+}
+
+/** CopyObject's refusal of a source above its limit (S3 answers 400 InvalidRequest; some stores EntityTooLarge). */
+function isTooLargeToCopy(err: unknown): boolean {
+  return err instanceof S3RequestError && err.status === 400 && (err.code === 'InvalidRequest' || err.code === 'EntityTooLarge');
+}
+
+/** What toS3Error classifies as Aborted, with the signal's reason as cause (a DOMException's name cannot be set). */
+function abortedError(signal: AbortSignal): Error {
+  return Object.assign(new Error('aborted', { cause: signal.reason }), { name: 'AbortError' });
+}
+
+function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(abortedError(signal));
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(abortedError(signal!));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 export interface SdkObjectClientOptions {
   /** The connections of `s3` too: GETs and small PUTs are sent on it directly. */
   transport: HttpTransport;
@@ -185,6 +252,7 @@ export interface SdkObjectClientOptions {
   directPuts?: boolean;
   policy?: RequestsOptions['policy'];
   readDeadlineMs?: number;
+  copyLimits?: Partial<CopyLimits>;
 }
 
 export class SdkObjectClient implements ObjectClient {
@@ -194,9 +262,13 @@ export class SdkObjectClient implements ObjectClient {
   private readonly storageClass: string | undefined;
   private readonly requests: SignedRequests;
   private readonly directPuts: boolean;
+  private readonly copyLimits: CopyLimits;
+  private readonly policy: RetryPolicy;
 
   constructor(s3: S3Client, bucket: string, options: SdkObjectClientOptions) {
     this.s3 = s3;
+    this.copyLimits = { ...DEFAULT_COPY_LIMITS, ...options.copyLimits };
+    this.policy = options.policy ?? DEFAULT_RETRY_POLICY;
     this.bucket = bucket;
     this.transport = options.transport;
     this.storageClass = options.storageClass;
@@ -307,14 +379,29 @@ export class SdkObjectClient implements ObjectClient {
     await this.requests.getRange(key, range, sink, opts);
   }
 
-  async putObject(key: string, body: Uint8Array, opts: RequestOptions = {}): Promise<{ etag: string }> {
-    if (this.directPuts) return this.requests.put(key, body, { storageClass: this.storageClass, signal: opts.signal });
-    const out = await this.call('PutObject', key, () =>
-      this.s3.send(new PutObjectCommand({
-        Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength,
-        ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
-      }), sendOptions(opts.signal)));
-    return { etag: etagOf(out.ETag) };
+  async putObject(key: string, body: Uint8Array, opts: RequestOptions & WriteConditions = {}): Promise<{ etag: string }> {
+    if (this.directPuts) {
+      return this.requests.put(key, body, { storageClass: this.storageClass, signal: opts.signal, ifMatch: opts.ifMatch, ifNoneMatch: opts.ifNoneMatch });
+    }
+    // The SDK's retry strategy sees a 409 as a client error; AWS says a
+    // conditional PutObject that met a concurrent write may be sent again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const out = await this.call('PutObject', key, () =>
+          this.s3.send(new PutObjectCommand({
+            Bucket: this.bucket, Key: key, Body: body, ContentLength: body.byteLength,
+            ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
+            ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}),
+            ...(opts.ifNoneMatch ? { IfNoneMatch: opts.ifNoneMatch } : {}),
+          }), sendOptions(opts.signal)));
+        return { etag: etagOf(out.ETag) };
+      } catch (err) {
+        if (!(err instanceof S3RequestError && err.kind === 'Conflict' && isRetryable(err)) || attempt >= this.policy.maxAttempts) throw err;
+        await wait(retryDelayMs(attempt, this.policy), opts.signal).catch((e: unknown) => {
+          throw toS3Error(e, { operation: 'PutObject', bucket: this.bucket, key });
+        });
+      }
+    }
   }
 
   async createMultipartUpload(key: string, opts: RequestOptions = {}): Promise<string> {
@@ -335,11 +422,13 @@ export class SdkObjectClient implements ObjectClient {
     return etagOf(out.ETag);
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: RequestOptions = {}): Promise<{ etag: string }> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: RequestOptions & WriteConditions = {}): Promise<{ etag: string }> {
     const out = await this.call('CompleteMultipartUpload', key, () =>
       this.s3.send(new CompleteMultipartUploadCommand({
         Bucket: this.bucket, Key: key, UploadId: uploadId,
         MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+        ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}),
+        ...(opts.ifNoneMatch ? { IfNoneMatch: opts.ifNoneMatch } : {}),
       }), sendOptions(opts.signal)));
     return { etag: etagOf(out.ETag) };
   }
@@ -352,5 +441,102 @@ export class SdkObjectClient implements ObjectClient {
   async deleteObject(key: string, opts: RequestOptions = {}): Promise<void> {
     await this.call('DeleteObject', key, () =>
       this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), sendOptions(opts.signal)));
+  }
+
+  async copyObject(sourceKey: string, destKey: string, opts: CopyOptions = {}): Promise<{ etag: string }> {
+    if (opts.sizeBytes === undefined || opts.sizeBytes <= this.copyLimits.singleCopyMaxBytes) {
+      try {
+        return await this.copyWhole(sourceKey, destKey, opts);
+      } catch (err) {
+        if (!isTooLargeToCopy(err)) throw err;
+        // Only a source above the limit takes the multipart path; any other refusal stands.
+        const source = await this.headObject(sourceKey, opts);
+        if (source === undefined || source.sizeBytes <= this.copyLimits.singleCopyMaxBytes) throw err;
+      }
+    }
+    return this.copyInParts(sourceKey, destKey, opts);
+  }
+
+  /**
+   * CopyObject. A 200 answer may still carry an <Error> (S3 documents it for
+   * copies): the SDK's S3 middleware turns it into a 503 with the error's
+   * code, retried like any server error.
+   */
+  private async copyWhole(sourceKey: string, destKey: string, opts: CopyOptions): Promise<{ etag: string }> {
+    const out = await this.call('CopyObject', destKey, () =>
+      this.s3.send(new CopyObjectCommand({
+        Bucket: this.bucket, Key: destKey, CopySource: copySource(this.bucket, sourceKey),
+        MetadataDirective: 'COPY',
+        ...(opts.ifMatch ? { CopySourceIfMatch: opts.ifMatch } : {}),
+        ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
+      }), sendOptions(opts.signal)));
+    return { etag: etagOf(out.CopyObjectResult?.ETag) };
+  }
+
+  /**
+   * The copy of a source above CopyObject's limit: UploadPartCopy of its
+   * ranges, a bounded number at once. Every part names the source's ETag,
+   * so the parts all come from one version even without `ifMatch`. Parts
+   * do not carry metadata: the upload is created with the source's.
+   * Any failure aborts the upload, once no part is in flight.
+   */
+  private async copyInParts(sourceKey: string, destKey: string, opts: CopyOptions): Promise<{ etag: string }> {
+    const head = await this.call('HeadObject', sourceKey, () =>
+      this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: sourceKey, ...(opts.ifMatch ? { IfMatch: opts.ifMatch } : {}) }), sendOptions(opts.signal)));
+    const sizeBytes = head.ContentLength ?? 0;
+    const etag = opts.ifMatch ?? head.ETag;
+    const create = await this.call('CreateMultipartUpload', destKey, () =>
+      this.s3.send(new CreateMultipartUploadCommand({
+        Bucket: this.bucket, Key: destKey,
+        ...(head.ContentType ? { ContentType: head.ContentType } : {}),
+        ...(head.Metadata ? { Metadata: head.Metadata } : {}),
+        ...(this.storageClass ? { StorageClass: this.storageClass as never } : {}),
+      }), sendOptions(opts.signal)));
+    const uploadId = create.UploadId;
+    if (!uploadId) throw toS3Error(new Error('no UploadId in response'), { operation: 'CreateMultipartUpload', bucket: this.bucket, key: destKey });
+    try {
+      const partBytes = copyPartBytes(sizeBytes, this.copyLimits);
+      const count = Math.max(1, Math.ceil(sizeBytes / partBytes));
+      const parts: CompletedPart[] = [];
+      const failed = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([failed.signal, opts.signal]) : failed.signal;
+      let next = 0;
+      // The first failure is the cause; the parts in flight then were aborted because of it.
+      let firstFailure: { error: unknown } | undefined;
+      const worker = async (): Promise<void> => {
+        while (next < count && !signal.aborted) {
+          const partNumber = ++next;
+          const start = (partNumber - 1) * partBytes;
+          const end = Math.min(sizeBytes, start + partBytes);
+          try {
+            const out = await this.call('UploadPartCopy', destKey, () =>
+              this.s3.send(new UploadPartCopyCommand({
+                Bucket: this.bucket, Key: destKey, UploadId: uploadId, PartNumber: partNumber,
+                CopySource: copySource(this.bucket, sourceKey),
+                ...(sizeBytes > 0 ? { CopySourceRange: `bytes=${start}-${end - 1}` } : {}),
+                ...(etag ? { CopySourceIfMatch: etag } : {}),
+              }), { abortSignal: signal }));
+            parts.push({ partNumber, etag: etagOf(out.CopyPartResult?.ETag) });
+          } catch (err) {
+            firstFailure ??= { error: err };
+            failed.abort();
+            return;
+          }
+        }
+      };
+      // Every worker settles before the upload is aborted: a part still in
+      // flight could otherwise land in an upload thought gone.
+      await Promise.all(Array.from({ length: Math.min(this.copyLimits.partsInFlight, count) }, worker));
+      if (firstFailure) throw firstFailure.error;
+      if (opts.signal?.aborted) throw toS3Error(abortedError(opts.signal), { operation: 'UploadPartCopy', bucket: this.bucket, key: destKey });
+      parts.sort((a, b) => a.partNumber - b.partNumber);
+      return await this.completeMultipartUpload(destKey, uploadId, parts, opts.signal ? { signal: opts.signal } : {});
+    } catch (err) {
+      // Without the caller's signal: an aborted copy must still clean up. A
+      // failed abort leaves the upload to the bucket's lifecycle rules; the
+      // copy's own error is the one to report.
+      await this.abortMultipartUpload(destKey, uploadId).catch(() => undefined);
+      throw err;
+    }
   }
 }

@@ -30,6 +30,16 @@
  * - GetObject ranges: "bytes=0-0" sent the whole object (s3rver reads the
  *   end as `end || Infinity`); a range of an empty object sent a bad
  *   Content-Length instead of 416 InvalidRange.
+ * - UploadPartCopy (x-amz-copy-source on a part PUT): s3rver answers 501
+ *   NotImplemented. Ours stores the source's x-amz-copy-source-range (or
+ *   the whole source) as the part, with x-amz-copy-source-if-match.
+ * - CopyObject x-amz-copy-source-if-match / -if-none-match: s3rver ignores
+ *   them; a source that does not match gets 412 PreconditionFailed.
+ * - PutObject and CompleteMultipartUpload If-Match / If-None-Match (S3's
+ *   conditional writes): s3rver ignores them. Ours: 412 PreconditionFailed
+ *   when the condition fails, 404 NoSuchKey for If-Match on a missing key.
+ *   Checked just before the write, not atomically with it: no test races
+ *   two conditional writes, so 409 ConditionalRequestConflict never occurs.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
@@ -61,6 +71,7 @@ interface StoredObjectRef { bucket: string; key: string }
 
 interface FilesystemStore {
   rootDirectory: string;
+  putPart(bucket: string, uploadId: string, partNumber: string, content: NodeJS.ReadableStream): Promise<{ size: number; md5: string }>;
   getResourcePath(bucket: string, key: string | undefined, resource: string): string;
   getMetadata(bucket: string, key: string): Promise<Record<string, string | number | undefined>>;
   getBucket(bucket: string): Promise<object | null>;
@@ -131,6 +142,10 @@ const bucketController = require('s3rver/lib/controllers/bucket.js') as { getBuc
 const objectController = require('s3rver/lib/controllers/object.js') as {
   getObject: Controller;
   deleteMultipleObjects: Controller;
+  putObject: Controller;
+  putObjectCopy: Controller;
+  uploadPart: Controller;
+  completeMultipartUpload: Controller;
 };
 // `he` is s3rver's own XML entity codec; using it keeps escaping identical.
 const he = createRequire(require.resolve('s3rver'))('he') as { decode(text: string): string };
@@ -798,6 +813,18 @@ const preRouter: Middleware = async (ctx, next) => {
     ctx.req.headers['x-amz-copy-source'] = encodeURI(source.split('/').map(safeDecode).join('/'));
   }
   const uploadId = queryString(ctx, 'uploadId');
+  if (ctx.method === 'PUT' && uploadId !== undefined && typeof ctx.req.headers['x-amz-copy-source'] === 'string') {
+    // s3rver's router refuses a part PUT with x-amz-copy-source (501): hide
+    // the copy headers from it and let withUploadPartCopy take them.
+    const copyHeaders: IncomingHttpHeaders = {};
+    for (const name of Object.keys(ctx.req.headers)) {
+      if (name.startsWith('x-amz-copy-source')) {
+        copyHeaders[name] = ctx.req.headers[name];
+        delete ctx.req.headers[name];
+      }
+    }
+    ctx.state[COPY_PART_STATE] = copyHeaders;
+  }
   const target = ctx.method === 'DELETE' && uploadId !== undefined ? bucketAndKey(ctx) : undefined;
   if (target && uploadId !== undefined) {
     await abortMultipartUpload(ctx, target.bucket, uploadId);
@@ -805,6 +832,129 @@ const preRouter: Middleware = async (ctx, next) => {
   }
   await next();
 };
+
+/** The stored object's ETag without quotes; undefined when there is no object. */
+async function storedEtag(store: FilesystemStore, bucket: string, key: string): Promise<string | undefined> {
+  try {
+    if (!(await store.existsObject(bucket, key))) return undefined;
+    return String((await store.getMetadata(bucket, key))['etag']).replace(/"/g, '');
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** Whether an If-Match style list ("a", W/"b", *) names this ETag. */
+function etagListMatches(header: string, etag: string): boolean {
+  const wanted = header.split(',').map((t) => t.trim().replace(/^W\//, '').replace(/"/g, ''));
+  return wanted.includes('*') || wanted.includes(etag);
+}
+
+function preconditionFailed(condition: string): Error {
+  return new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: condition });
+}
+
+/**
+ * S3's conditional writes on PutObject and CompleteMultipartUpload:
+ * If-None-Match takes only '*' (anything else is refused) and fails 412
+ * when the key exists; If-Match fails 412 on another
+ * ETag and 404 NoSuchKey when there is no object.
+ */
+async function checkWriteConditions(ctx: Ctx, bucket: string, key: string): Promise<void> {
+  const ifMatch = headerValue(ctx.req.headers, 'if-match');
+  const ifNoneMatch = headerValue(ctx.req.headers, 'if-none-match');
+  if (!ifMatch && !ifNoneMatch) return;
+  if (ifNoneMatch && ifNoneMatch !== '*') {
+    throw new S3Error('NotImplemented', 'A header you provided implies functionality that is not implemented', { Header: 'If-None-Match' });
+  }
+  const etag = await storedEtag(ctx.store, bucket, key);
+  if (ifNoneMatch && etag !== undefined) throw preconditionFailed('If-None-Match');
+  if (ifMatch) {
+    if (etag === undefined) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+    if (!etagListMatches(ifMatch, etag)) throw preconditionFailed('If-Match');
+  }
+}
+
+function withWriteConditions(controller: Controller, key: (ctx: Ctx) => string | undefined): Controller {
+  return async (ctx) => {
+    const bucket = ctx.params['bucket'];
+    const target = key(ctx);
+    if (bucket !== undefined && target !== undefined) await checkWriteConditions(ctx, bucket, target);
+    await controller(ctx);
+  };
+}
+
+/** x-amz-copy-source as s3rver reads it once preRouter has rewritten it. */
+function parseCopySource(header: string): { bucket: string; key: string } {
+  const source = decodeURI(header).replace(/^\//, '');
+  const slash = source.indexOf('/');
+  return { bucket: source.slice(0, slash), key: source.slice(slash + 1) };
+}
+
+/** x-amz-copy-source-if-match / -if-none-match of CopyObject and UploadPartCopy, against the source. */
+async function checkCopySourceConditions(ctx: Ctx, source: { bucket: string; key: string }, headers: IncomingHttpHeaders): Promise<string> {
+  const etag = await storedEtag(ctx.store, source.bucket, source.key);
+  if (etag === undefined) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: source.key });
+  const ifMatch = headerValue(headers, 'x-amz-copy-source-if-match');
+  const ifNoneMatch = headerValue(headers, 'x-amz-copy-source-if-none-match');
+  if (ifMatch && !etagListMatches(ifMatch, etag)) throw preconditionFailed('x-amz-copy-source-If-Match');
+  if (ifNoneMatch && etagListMatches(ifNoneMatch, etag)) throw preconditionFailed('x-amz-copy-source-If-None-Match');
+  return etag;
+}
+
+function withCopySourceConditions(putObjectCopy: Controller): Controller {
+  return async (ctx) => {
+    const header = ctx.req.headers['x-amz-copy-source'];
+    if (typeof header === 'string') await checkCopySourceConditions(ctx, parseCopySource(header), ctx.req.headers);
+    await putObjectCopy(ctx);
+  };
+}
+
+/** Where preRouter leaves an UploadPartCopy's headers, so s3rver routes it to uploadPart. */
+const COPY_PART_STATE = 'sosmountCopyPart';
+
+/**
+ * UploadPartCopy: the part is the source's bytes in x-amz-copy-source-range
+ * ("bytes=first-last", inclusive, within the source, else 400
+ * InvalidArgument as S3 answers), or the whole source without it.
+ */
+function withUploadPartCopy(uploadPart: Controller): Controller {
+  return async (ctx) => {
+    const headers = ctx.state[COPY_PART_STATE] as IncomingHttpHeaders | undefined;
+    if (headers === undefined) {
+      await uploadPart(ctx);
+      return;
+    }
+    const bucket = ctx.params['bucket']!;
+    const uploadId = queryString(ctx, 'uploadId') ?? '';
+    const partNumber = queryString(ctx, 'partNumber') ?? '';
+    const uploadDir = path.join(ctx.store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
+    if (!/^[0-9a-f]+$/i.test(uploadId) || !fs.existsSync(uploadDir)) {
+      throw new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', { UploadId: uploadId });
+    }
+    if (!/^\d+$/.test(partNumber) || Number(partNumber) < 1 || Number(partNumber) > 10_000) {
+      throw invalidArgument('Part number must be an integer between 1 and 10000, inclusive', 'partNumber', partNumber);
+    }
+    const source = parseCopySource(String(headers['x-amz-copy-source']));
+    await checkCopySourceConditions(ctx, source, headers);
+    const size = Number((await ctx.store.getMetadata(source.bucket, source.key))['content-length']);
+    const range = headerValue(headers, 'x-amz-copy-source-range');
+    let start = 0;
+    let end = size - 1;
+    if (range) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(range);
+      if (!m || Number(m[1]) > Number(m[2]) || Number(m[2]) >= size) {
+        throw invalidArgument(`Range specified is not valid for source object of size: ${size}`, 'x-amz-copy-source-range', range);
+      }
+      start = Number(m[1]);
+      end = Number(m[2]);
+    }
+    const objectPath = ctx.store.getResourcePath(source.bucket, source.key, 'object');
+    const content = size === 0 ? fs.createReadStream(objectPath) : fs.createReadStream(objectPath, { start, end });
+    const { md5 } = await ctx.store.putPart(bucket, uploadId, partNumber, content);
+    ctx.body = { CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) } };
+  };
+}
 
 /** If-Match on GetObject/HeadObject, which s3rver ignores: 412 PreconditionFailed on an ETag mismatch. */
 function withIfMatch(getObject: Controller): Controller {
@@ -943,6 +1093,10 @@ async function main(): Promise<void> {
   bucketController.getBucket = listObjects;
   objectController.getObject = withIfMatch(withRangeFixes(objectController.getObject));
   objectController.deleteMultipleObjects = deleteMultipleObjects;
+  objectController.putObject = withWriteConditions(objectController.putObject, (ctx) => ctx.params['key']);
+  objectController.completeMultipartUpload = withWriteConditions(objectController.completeMultipartUpload, (ctx) => ctx.params['key']);
+  objectController.putObjectCopy = withCopySourceConditions(objectController.putObjectCopy);
+  objectController.uploadPart = withUploadPartCopy(objectController.uploadPart);
 
   const server = new S3rver({
     address: '127.0.0.1',
