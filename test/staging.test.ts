@@ -18,7 +18,7 @@ import { S3RequestError } from '../app/s3/errors.js';
 import type { ByteRange, CompletedPart, RangeSink, RequestOptions } from '../app/s3/object-client.js';
 import { FsError } from '../app/fs/errno.js';
 import {
-  StagedFile, StageStateError, StagingArea, defaultStagingDirectory, type RecoveredStage, type StageFillSource, type StageRecord,
+  StagedFile, StageStateError, StagingArea, defaultStagingDirectory, stageWriteError, type RecoveredStage, type StageFillSource, type StageRecord,
 } from '../app/data/staging.js';
 import {
   StageConflictError, uploadStagedFile, type StagedUploadConfig, type StagedUploadTarget, type WritePrecondition,
@@ -303,6 +303,15 @@ describe('staging area', () => {
     assert.equal((await recordOnDisk(directory, stage)).state, 'open');
     await stage.write(3, Buffer.from('d'));
     assert.deepEqual(await stage.read(0, 10), Buffer.from('abcd'));
+  });
+
+  test('local write errors map to the errno the program sees: a full disk or quota is ENOSPC', () => {
+    const err = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });
+    assert.equal(stageWriteError(err('ENOSPC'), 'k').errno, 'ENOSPC');
+    assert.equal(stageWriteError(err('EDQUOT'), 'k').errno, 'ENOSPC');
+    assert.equal(stageWriteError(err('EFBIG'), 'k').errno, 'EFBIG');
+    assert.equal(stageWriteError(err('EIO'), 'k').errno, 'EIO');
+    assert.equal(stageWriteError(err('EDQUOT'), 'k').cause instanceof Error, true);
   });
 
   test('remove deletes record and data; freeSpace reports the staging file system', async () => {
@@ -654,6 +663,11 @@ describe('staging on a full disk', () => {
         assert.equal(stage.failure, failure);
         await assert.rejects(stage.write(0, Buffer.from('x')), (e: unknown) => e === failure, 'the failure is sticky');
         await assert.rejects(stage.markClosed(), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');
+
+        // Even a record no longer fits: staging another file fails the same way and leaves nothing.
+        const namesBefore = (await readdir(directory)).filter((n) => !n.endsWith('.tmp')).sort();
+        await assert.rejects(area.createEmpty('another', undefined), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');
+        assert.deepEqual((await readdir(directory)).filter((n) => !n.endsWith('.tmp')).sort(), namesBefore);
 
         const { inner, bucket } = bucketWith();
         await assert.rejects(uploadStagedFile(stage, bucket, SMALL), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');

@@ -273,7 +273,11 @@ export class StagingArea {
     } catch {
       return keep('data-missing', `${record.key}: its data file is missing`, record);
     }
-    if (dataBytes !== record.sizeBytes || record.fillFrom) {
+    if (record.fillFrom) {
+      // markClosed() fills before it records "closed": only a hand-edited record gets here.
+      return keep('data-size-differs', `${record.key}: the object's bytes were never fetched into it`, record);
+    }
+    if (dataBytes !== record.sizeBytes) {
       return keep('data-size-differs', `${record.key}: ${dataBytes} bytes on disk, ${record.sizeBytes} recorded`, record);
     }
     // An upload cut short by the crash starts over; its parts were aborted by
@@ -335,8 +339,11 @@ export class StagingArea {
 
   /** Removes a stage: after its upload, or when the fs model drops it (unlink, a failed write reported). */
   async remove(stage: StagedFile): Promise<void> {
-    await stage.closeHandle();
     stage.markRemoved();
+    // A record write already under way would otherwise rename its temp file
+    // over the deleted record and bring the stage back at the next open().
+    await stage.recordWritten();
+    await stage.closeHandle();
     this.live.delete(stage.id);
     await this.deleteFiles(stage.id);
   }
@@ -677,6 +684,11 @@ export class StagedFile {
     } catch (err) {
       throw this.failWrite(err);
     }
+  }
+
+  /** @internal Resolves when every record write so far has ended. */
+  recordWritten(): Promise<void> {
+    return this.persisting;
   }
 
   /** Writes the record durably; writes are chained so the file ends with the latest state. */
