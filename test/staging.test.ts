@@ -8,11 +8,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { MemoryObjectClient } from '../app/s3/memory-client.js';
 import { S3RequestError } from '../app/s3/errors.js';
 import type { ByteRange, CompletedPart, RangeSink, RequestOptions } from '../app/s3/object-client.js';
@@ -136,6 +139,10 @@ async function openArea(directory?: string, extra: { fillChunkBytes?: number } =
 
 async function recordOnDisk(directory: string, stage: StagedFile): Promise<StageRecord> {
   return JSON.parse(await readFile(path.join(directory, `${stage.id}.json`), 'utf8')) as StageRecord;
+}
+
+function byKey(recovered: readonly RecoveredStage[]): Map<string | undefined, RecoveredStage> {
+  return new Map(recovered.map((r) => [r.action === 'upload' ? r.stage.key : r.record?.key, r]));
 }
 
 function bucketWith(key?: string, body?: string | Uint8Array): { inner: MemoryObjectClient; bucket: ConditionalBucket } {
@@ -365,6 +372,42 @@ describe('staging recovery after a crash', () => {
     await second.area.discard(kept.record!.id);
     assert.deepEqual((await openArea(first.directory)).recovered, []);
     assert.deepEqual(await readdir(first.directory), []);
+  });
+
+  test('a worker killed with SIGKILL loses nothing it closed', async () => {
+    const directory = path.join(root, `killed-${++folderCount}`);
+    const stagingModule = fileURLToPath(new URL('../app/data/staging.js', import.meta.url));
+    const script = `
+      import { StagingArea } from ${JSON.stringify(stagingModule)};
+      const area = new StagingArea({ directory: process.env.STAGING_DIR });
+      await area.open();
+      const closed = await area.createEmpty('closed.bin', undefined);
+      await closed.write(0, Buffer.alloc(3 * 1024 * 1024, 5));
+      await closed.markClosed();
+      const open = await area.createEmpty('open.bin', undefined);
+      await open.write(0, Buffer.from('unfinished'));
+      process.stdout.write('ready\\n');
+      setInterval(() => {}, 60_000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, STAGING_DIR: directory }, stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = once(child, 'exit');
+    const lines = createInterface({ input: child.stdout });
+    const [line] = await once(lines, 'line') as [string];
+    lines.close();
+    assert.equal(line, 'ready');
+    child.kill('SIGKILL');
+    const [, signal] = await exited as [number | null, string | null];
+    assert.equal(signal, 'SIGKILL');
+
+    const { recovered } = await openArea(directory);
+    const outcome = byKey(recovered);
+    const closed = outcome.get('closed.bin');
+    assert.ok(closed && closed.action === 'upload');
+    assert.deepEqual(await closed.stage.read(0, 4 * 1024 * 1024), Buffer.alloc(3 * 1024 * 1024, 5));
+    const open = outcome.get('open.bin');
+    assert.ok(open && open.action === 'keep' && open.reason === 'never-closed');
   });
 
   test('a reopened stage left by a crash is reported, never uploaded half-rewritten', async () => {
@@ -677,9 +720,9 @@ describe('staging on a full disk', () => {
         // The next mount: the closed file uploads, the failed one is reported
         // (its record says "write-failed", or "open" if even that did not fit).
         const next = await openArea(directory);
-        const byKey = new Map(next.recovered.map((r) => [r.action === 'upload' ? r.stage.key : r.record?.key, r]));
-        assert.equal(byKey.get('fits')?.action, 'upload');
-        const failed = byKey.get('too-big');
+        const found = byKey(next.recovered);
+        assert.equal(found.get('fits')?.action, 'upload');
+        const failed = found.get('too-big');
         assert.ok(failed && failed.action === 'keep');
         assert.ok(['write-failed', 'never-closed'].includes(failed.reason), failed.reason);
         await area.close();
