@@ -1,0 +1,762 @@
+/**
+ * Local staging of files opened for writing in editing mode: each staged
+ * file is a data file on local disk plus a small journal record beside it,
+ * in one folder per mount (under the state directory, never inside the
+ * mount: the worker would write into its own mount and hang it). The fs
+ * model stages a file when a program opens it for writing, uploads it
+ * (staged-upload.ts) after the last close, and removes the stage once the
+ * object is in the bucket.
+ *
+ * Durability: markClosed() fsyncs the data, then writes the record as
+ * "closed" atomically (temp file, fsync, rename, fsync of the folder). So
+ * whatever close() accepted survives a killed worker, a crash or a reboot,
+ * and the next mount finds it with open() and uploads it. A record is
+ * switched back to "open" (durably) before a closed stage takes another
+ * write, so a crash can never leave a "closed" record over half-rewritten
+ * data. Records still "open" after a crash had a writer that never
+ * finished: they are never uploaded, only kept and reported.
+ *
+ * Failures to write locally (a full disk above all) are sticky: the stage
+ * becomes "write-failed", every later write and markClosed() throws the
+ * same FsError (ENOSPC for a full disk or quota), and nothing of it is
+ * ever uploaded: a program told ENOSPC must not find half its file in the
+ * bucket.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { FsError, type ErrnoName } from '../fs/errno.js';
+import { defaultLogDirectory, type Logger } from '../log.js';
+import type { ByteRange, RangeSink } from '../s3/object-client.js';
+
+/**
+ * open: a writer may still change it. closed: complete on disk, waiting to
+ * be uploaded. uploading: an upload started (after a crash: upload again).
+ * conflict: the object changed in the bucket since the stage was based on
+ * it; kept for the user, never uploaded over the other writer's version.
+ * write-failed: a local write failed (ENOSPC); never uploaded.
+ */
+export type StageState = 'open' | 'closed' | 'uploading' | 'conflict' | 'write-failed';
+
+/** The version of an object a stage is filled from, lazily. */
+export interface StageOrigin {
+  key: string;
+  etag: string;
+  sizeBytes: number;
+}
+
+/** Where a stage's first bytes come from; ObjectClient satisfies it. */
+export interface StageFillSource {
+  getRange(key: string, range: ByteRange, sink: RangeSink, opts?: { signal?: AbortSignal; ifMatch?: string }): Promise<void>;
+}
+
+/** The journal record, one JSON file per staged file. */
+export interface StageRecord {
+  format: 1;
+  id: string;
+  key: string;
+  /** The ETag the upload must still find at the key; absent for a new file (the key must not exist). */
+  baseEtag?: string;
+  sizeBytes: number;
+  createdMs: number;
+  mtimeMs: number;
+  atimeMs: number;
+  state: StageState;
+  /** Set while the bytes of the origin are still to be fetched into the data file. */
+  fillFrom?: StageOrigin & { fillBytes: number };
+  failure?: { errno: ErrnoName; message: string };
+}
+
+export type KeptReason = 'never-closed' | 'write-failed' | 'conflict' | 'data-missing' | 'data-size-differs' | 'record-unreadable';
+
+/** What open() found of an earlier run. */
+export type RecoveredStage =
+  | { action: 'upload'; stage: StagedFile }
+  | {
+    action: 'keep';
+    reason: KeptReason;
+    message: string;
+    /** Undefined when the record could not be read. */
+    record: StageRecord | undefined;
+    /** The bytes, for the user to rescue; discard() removes them. */
+    dataPath: string;
+    recordPath: string;
+  };
+
+export interface StagingConfig {
+  /** The mount's staging folder; created 0700. */
+  directory: string;
+  now?: () => number;
+  log?: Logger;
+  /**
+   * Bytes fetched per GET while filling a stage from its object: memory
+   * for a fill is one such buffer, whatever the object's size.
+   */
+  fillChunkBytes?: number;
+  /** The mount's signal: unmount stops fills in progress. */
+  signal?: AbortSignal;
+}
+
+/** 8 MiB, the default --read-part-size: one GET per part as the reader would send. */
+const DEFAULT_FILL_CHUNK_BYTES = 8 * 1024 * 1024;
+const RECORD_SUFFIX = '.json';
+const DATA_SUFFIX = '.data';
+const TEMP_SUFFIX = '.tmp';
+
+/** The default staging folder of a mount, beside the logs and the upload journal in the state directory. */
+export function defaultStagingDirectory(mountName: string, env: NodeJS.ProcessEnv = process.env, home: string = homedir()): string {
+  return path.join(path.dirname(defaultLogDirectory(env, home)), 'staging', mountName);
+}
+
+/** A local write failed: the errno the program must see (ENOSPC for a full disk or quota). */
+export function stageWriteError(err: unknown, key: string): FsError {
+  if (err instanceof FsError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  // EDQUOT has no row of its own: to the program a quota is a full disk.
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new FsError('ENOSPC', `${key}: no space left in the staging folder`, { cause: err });
+  if (code === 'EFBIG') return new FsError('EFBIG', `${key}: too large for the staging folder's file system`, { cause: err });
+  const message = err instanceof Error ? err.message : String(err);
+  return new FsError('EIO', `${key}: staging failed: ${message}`, { cause: err });
+}
+
+/** The stage is gone or in a state that refuses the operation. */
+export class StageStateError extends Error {
+  override readonly name = 'StageStateError';
+}
+
+async function syncFolder(directory: string): Promise<void> {
+  const h = await open(directory, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+/** Replaces `file` with `text` so that a crash leaves either the old or the new content, both durable. */
+async function writeFileDurably(directory: string, file: string, text: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
+  try {
+    const h = await open(tmp, 'w', 0o600);
+    try {
+      await h.writeFile(text);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await syncFolder(directory);
+}
+
+async function writeAll(h: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await h.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Reads until `buffer` is full or the file ends; returns the bytes read. */
+async function readFully(h: FileHandle, buffer: Buffer, position: number): Promise<number> {
+  let done = 0;
+  while (done < buffer.length) {
+    const { bytesRead } = await h.read(buffer, done, buffer.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+function parseRecord(text: string, id: string): StageRecord | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null) return undefined;
+  const r = v as Partial<StageRecord>;
+  const states: readonly StageState[] = ['open', 'closed', 'uploading', 'conflict', 'write-failed'];
+  if (r.format !== 1 || r.id !== id || typeof r.key !== 'string' || typeof r.sizeBytes !== 'number' || r.sizeBytes < 0
+    || typeof r.state !== 'string' || !states.includes(r.state)
+    || typeof r.createdMs !== 'number' || typeof r.mtimeMs !== 'number' || typeof r.atimeMs !== 'number'
+    || (r.baseEtag !== undefined && typeof r.baseEtag !== 'string')) {
+    return undefined;
+  }
+  return r as StageRecord;
+}
+
+export class StagingArea {
+  readonly directory: string;
+  private readonly now: () => number;
+  private readonly log: Logger | undefined;
+  readonly fillChunkBytes: number;
+  readonly signal: AbortSignal | undefined;
+  private readonly live = new Map<string, StagedFile>();
+  private opened = false;
+
+  constructor(config: StagingConfig) {
+    this.directory = config.directory;
+    this.now = config.now ?? Date.now;
+    this.log = config.log;
+    this.fillChunkBytes = config.fillChunkBytes ?? DEFAULT_FILL_CHUNK_BYTES;
+    this.signal = config.signal;
+  }
+
+  /**
+   * Creates the folder (0700: staged files are the user's documents) and
+   * returns what an earlier run left: closed or uploading stages to upload
+   * again, and the rest, kept and reported.
+   */
+  async open(): Promise<RecoveredStage[]> {
+    await mkdir(this.directory, { recursive: true, mode: 0o700 });
+    await chmod(this.directory, 0o700);
+    this.opened = true;
+    const names = await readdir(this.directory);
+    const recordIds = new Set<string>();
+    const found: RecoveredStage[] = [];
+    for (const name of names.sort()) {
+      if (name.endsWith(TEMP_SUFFIX)) {
+        // A record write a crash interrupted; the record it was replacing is intact.
+        await rm(path.join(this.directory, name), { force: true });
+        continue;
+      }
+      if (!name.endsWith(RECORD_SUFFIX)) continue;
+      const id = name.slice(0, -RECORD_SUFFIX.length);
+      recordIds.add(id);
+      if (this.live.has(id)) continue;
+      found.push(await this.recover(id));
+    }
+    for (const name of names) {
+      if (!name.endsWith(DATA_SUFFIX)) continue;
+      const id = name.slice(0, -DATA_SUFFIX.length);
+      // remove() deletes the record first: a data file without one is an
+      // upload that finished before a crash.
+      if (!recordIds.has(id) && !this.live.has(id)) await rm(path.join(this.directory, name), { force: true });
+    }
+    return found;
+  }
+
+  private async recover(id: string): Promise<RecoveredStage> {
+    const recordPath = this.recordPath(id);
+    const dataPath = this.dataPath(id);
+    const keep = (reason: KeptReason, message: string, record: StageRecord | undefined): RecoveredStage => {
+      this.log?.warn('staged file kept, not uploaded', { key: record?.key, reason, dataPath, detail: message });
+      return { action: 'keep', reason, message, record, dataPath, recordPath };
+    };
+    let record: StageRecord | undefined;
+    try {
+      record = parseRecord(await readFile(recordPath, 'utf8'), id);
+    } catch {
+      record = undefined;
+    }
+    if (!record) return keep('record-unreadable', `${recordPath}: not a staging record`, undefined);
+    switch (record.state) {
+      case 'open':
+        return keep('never-closed', `${record.key}: its writer never closed it; the bytes may be incomplete`, record);
+      case 'write-failed':
+        return keep('write-failed', `${record.key}: a write failed (${record.failure?.errno ?? 'EIO'}); the bytes are incomplete`, record);
+      case 'conflict':
+        return keep('conflict', `${record.key}: the object changed in the bucket since it was opened`, record);
+      case 'closed':
+      case 'uploading':
+        break;
+    }
+    let dataBytes: number;
+    try {
+      dataBytes = (await stat(dataPath)).size;
+    } catch {
+      return keep('data-missing', `${record.key}: its data file is missing`, record);
+    }
+    if (record.fillFrom) {
+      // markClosed() fills before it records "closed": only a hand-edited record gets here.
+      return keep('data-size-differs', `${record.key}: the object's bytes were never fetched into it`, record);
+    }
+    if (dataBytes !== record.sizeBytes) {
+      return keep('data-size-differs', `${record.key}: ${dataBytes} bytes on disk, ${record.sizeBytes} recorded`, record);
+    }
+    // An upload cut short by the crash starts over; its parts were aborted by
+    // the upload journal or will be by a lifecycle rule.
+    const stage = new StagedFile(this, { ...record, state: 'closed' }, undefined);
+    this.live.set(id, stage);
+    return { action: 'upload', stage };
+  }
+
+  /** A new, empty staged file; `baseEtag` is the ETag of the object it replaces (an O_TRUNC open), absent for a new key. */
+  async createEmpty(key: string, baseEtag: string | undefined): Promise<StagedFile> {
+    return this.create(key, baseEtag, undefined, undefined);
+  }
+
+  /**
+   * A staged file with the object's content, fetched from `source` into the
+   * stage only when a read or a partial write first needs it (a write of
+   * the whole file or a truncate to 0 never fetches).
+   */
+  async createFromObject(origin: StageOrigin, source: StageFillSource): Promise<StagedFile> {
+    return this.create(origin.key, origin.etag, origin, source);
+  }
+
+  private async create(key: string, baseEtag: string | undefined, origin: StageOrigin | undefined, source: StageFillSource | undefined): Promise<StagedFile> {
+    if (!this.opened) throw new StageStateError('StagingArea.open() must run before files are staged');
+    const id = `${this.now().toString(36)}-${randomBytes(8).toString('hex')}`;
+    const t = this.now();
+    const record: StageRecord = {
+      format: 1, id, key, sizeBytes: origin?.sizeBytes ?? 0, createdMs: t, mtimeMs: t, atimeMs: t, state: 'open',
+    };
+    if (baseEtag !== undefined) record.baseEtag = baseEtag;
+    if (origin && origin.sizeBytes > 0) record.fillFrom = { ...origin, fillBytes: origin.sizeBytes };
+    const stage = new StagedFile(this, record, source);
+    try {
+      // The record first: a crash between the two leaves a record "open"
+      // (reported) rather than a nameless data file.
+      await stage.persist();
+      const h = await open(this.dataPath(id), 'wx', 0o600);
+      await h.close();
+    } catch (err) {
+      await this.deleteFiles(id);
+      throw stageWriteError(err, key);
+    }
+    this.live.set(id, stage);
+    return stage;
+  }
+
+  /** Staged files of this run (and those recovered for upload). */
+  get stages(): readonly StagedFile[] {
+    return [...this.live.values()];
+  }
+
+  /** Free and total bytes of the staging folder's file system, for statfs and to refuse early. */
+  async freeSpace(): Promise<{ freeBytes: number; totalBytes: number }> {
+    const s = await statfs(this.directory);
+    // bavail, not bfree: what an unprivileged writer can still use.
+    return { freeBytes: s.bavail * s.bsize, totalBytes: s.blocks * s.bsize };
+  }
+
+  /** Removes a stage: after its upload, or when the fs model drops it (unlink, a failed write reported). */
+  async remove(stage: StagedFile): Promise<void> {
+    stage.markRemoved();
+    // A record write already under way would otherwise rename its temp file
+    // over the deleted record and bring the stage back at the next open().
+    await stage.recordWritten();
+    await stage.closeHandle();
+    this.live.delete(stage.id);
+    await this.deleteFiles(stage.id);
+  }
+
+  /** Removes a kept stage of an earlier run, once the user has it or gave it up. */
+  async discard(id: string): Promise<void> {
+    const stage = this.live.get(id);
+    if (stage) return this.remove(stage);
+    await this.deleteFiles(id);
+  }
+
+  /** Closes open file handles; staged files stay on disk for the next open(). */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.live.values()].map((s) => s.closeHandle()));
+    this.live.clear();
+  }
+
+  private async deleteFiles(id: string): Promise<void> {
+    // Record first, made durable: a crash then leaves an orphan data file,
+    // deleted by the next open(), never a record pointing at nothing.
+    await rm(this.recordPath(id), { force: true });
+    await syncFolder(this.directory);
+    await rm(this.dataPath(id), { force: true });
+  }
+
+  /** @internal */
+  recordPath(id: string): string {
+    return path.join(this.directory, id + RECORD_SUFFIX);
+  }
+
+  /** @internal */
+  dataPath(id: string): string {
+    return path.join(this.directory, id + DATA_SUFFIX);
+  }
+
+  /** @internal */
+  clock(): number {
+    return this.now();
+  }
+
+  /** @internal */
+  logger(): Logger | undefined {
+    return this.log;
+  }
+}
+
+/** What an upload starts from; see staged-upload.ts. */
+export interface UploadSnapshot {
+  key: string;
+  baseEtag: string | undefined;
+  sizeBytes: number;
+  generation: number;
+}
+
+/**
+ * One staged file. Several handles of the fs model may use it at once:
+ * reads and writes are positional on one file descriptor.
+ */
+export class StagedFile {
+  readonly id: string;
+  private readonly area: StagingArea;
+  private record: StageRecord;
+  private source: StageFillSource | undefined;
+  private handlePromise: Promise<FileHandle> | undefined;
+  private fillTask: Promise<void> | undefined;
+  private persisting: Promise<void> = Promise.resolve();
+  private failureError: FsError | undefined;
+  private removed = false;
+  private uploadRunning = false;
+  /**
+   * Bumped by every change of content or key, before the change touches
+   * the disk: an upload that finds it unchanged after reading the last
+   * byte read one consistent version.
+   */
+  private generationValue = 0;
+
+  /** @internal Use StagingArea.createEmpty / createFromObject. */
+  constructor(area: StagingArea, record: StageRecord, source: StageFillSource | undefined) {
+    this.area = area;
+    this.id = record.id;
+    this.record = record;
+    this.source = source;
+  }
+
+  get key(): string {
+    return this.record.key;
+  }
+
+  get baseEtag(): string | undefined {
+    return this.record.baseEtag;
+  }
+
+  get state(): StageState {
+    return this.record.state;
+  }
+
+  get sizeBytes(): number {
+    return this.record.sizeBytes;
+  }
+
+  get mtimeMs(): number {
+    return this.record.mtimeMs;
+  }
+
+  get atimeMs(): number {
+    return this.record.atimeMs;
+  }
+
+  get generation(): number {
+    return this.generationValue;
+  }
+
+  /** The sticky local write failure (its errno is ENOSPC for a full disk), if any. */
+  get failure(): FsError | undefined {
+    return this.failureError;
+  }
+
+  /** Whether the object's bytes are still to be fetched. */
+  get needsFill(): boolean {
+    return this.record.fillFrom !== undefined;
+  }
+
+  get dataPath(): string {
+    return this.area.dataPath(this.id);
+  }
+
+  /** A copy of the journal record as it is in memory. */
+  snapshotRecord(): StageRecord {
+    return structuredClone(this.record);
+  }
+
+  private handle(): Promise<FileHandle> {
+    if (this.removed) return Promise.reject(new StageStateError(`${this.key}: staged file removed`));
+    if (!this.handlePromise) {
+      const p = open(this.dataPath, 'r+');
+      p.catch(() => { if (this.handlePromise === p) this.handlePromise = undefined; });
+      this.handlePromise = p;
+    }
+    return this.handlePromise;
+  }
+
+  /** @internal */
+  async closeHandle(): Promise<void> {
+    const p = this.handlePromise;
+    this.handlePromise = undefined;
+    if (!p) return;
+    try {
+      await (await p).close();
+    } catch {
+      // Opening had failed: nothing to close.
+    }
+  }
+
+  /** @internal */
+  markRemoved(): void {
+    this.removed = true;
+  }
+
+  private assertWritable(): void {
+    if (this.removed) throw new StageStateError(`${this.key}: staged file removed`);
+    if (this.failureError) throw this.failureError;
+    if (this.record.state !== 'open') throw new StageStateError(`${this.key}: staged file is ${this.record.state}, not open for writing`);
+  }
+
+  /** Makes the local failure sticky and records it; returns the error the program sees. */
+  private failWrite(err: unknown): FsError {
+    if (this.failureError) return this.failureError;
+    const e = stageWriteError(err, this.key);
+    this.failureError = e;
+    this.record.state = 'write-failed';
+    this.record.failure = { errno: e.errno, message: e.message };
+    this.area.logger()?.warn('staged file write failed; it will not be uploaded', { key: this.key, errno: e.errno, detail: e.message });
+    // Best effort: on a full disk the record may not fit either, and then it
+    // stays "open", which is never uploaded too.
+    this.persist().catch(() => {});
+    return e;
+  }
+
+  /** Fetches the object's bytes into the stage, once; reads and partial writes call it. */
+  async fill(): Promise<void> {
+    if (!this.record.fillFrom) return;
+    if (!this.fillTask) {
+      const task = this.runFill().finally(() => { if (this.fillTask === task) this.fillTask = undefined; });
+      this.fillTask = task;
+    }
+    return this.fillTask;
+  }
+
+  private async runFill(): Promise<void> {
+    const from = this.record.fillFrom;
+    if (!from) return;
+    if (!this.source) throw new StageStateError(`${this.key}: no source to fill the staged file from`);
+    const h = await this.handle();
+    const chunkBytes = this.area.fillChunkBytes;
+    const buffer = Buffer.allocUnsafe(Math.min(chunkBytes, from.fillBytes));
+    for (let start = 0; start < from.fillBytes; start += chunkBytes) {
+      const end = Math.min(from.fillBytes, start + chunkBytes);
+      let got = 0;
+      const sink: RangeSink = {
+        write: (bytes) => {
+          // The transport reuses its buffer: copy now; ignore bytes past the range.
+          got += bytes.copy(buffer, got, 0, Math.min(bytes.length, end - start - got));
+        },
+      };
+      // ifMatch: a fill that mixed two versions would be a corrupt file.
+      await this.source.getRange(from.key, { start, end }, sink, { ifMatch: from.etag, ...(this.area.signal ? { signal: this.area.signal } : {}) });
+      if (got !== end - start) throw new StageStateError(`${from.key}: fill got ${got} of ${end - start} bytes at ${start}`);
+      try {
+        await writeAll(h, buffer.subarray(0, got), start);
+      } catch (err) {
+        throw this.failWrite(err);
+      }
+    }
+    delete this.record.fillFrom;
+    this.source = undefined;
+  }
+
+  /** Reads up to `length` bytes at `offset`; shorter at the end of the file. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (this.record.fillFrom) await this.fill();
+    const h = await this.handle();
+    const n = Math.max(0, Math.min(length, this.record.sizeBytes - offset));
+    const buffer = Buffer.alloc(n);
+    // Zeroed: a read racing a truncate down gets zeros past the new end, never stale memory.
+    await readFully(h, buffer, offset);
+    this.record.atimeMs = this.area.clock();
+    return buffer;
+  }
+
+  /**
+   * Writes at any offset; resolves with the byte count once the bytes are
+   * in the data file (not yet durable: markClosed() syncs them).
+   */
+  async write(offset: number, data: Uint8Array): Promise<number> {
+    this.assertWritable();
+    const from = this.record.fillFrom;
+    if (from) {
+      if (this.fillTask) await this.fillTask.catch(() => {});
+      // A write that covers every byte the fill would fetch makes it useless.
+      if (this.record.fillFrom && offset === 0 && data.length >= this.record.fillFrom.fillBytes) this.cancelFill();
+      else await this.fill();
+      this.assertWritable();
+    }
+    const h = await this.handle();
+    this.generationValue++;
+    try {
+      await writeAll(h, data, offset);
+    } catch (err) {
+      throw this.failWrite(err);
+    }
+    this.record.sizeBytes = Math.max(this.record.sizeBytes, offset + data.length);
+    this.record.mtimeMs = this.area.clock();
+    return data.length;
+  }
+
+  private cancelFill(): void {
+    delete this.record.fillFrom;
+    this.source = undefined;
+  }
+
+  async truncate(sizeBytes: number): Promise<void> {
+    this.assertWritable();
+    if (this.fillTask) await this.fillTask.catch(() => {});
+    const from = this.record.fillFrom;
+    if (from) {
+      // Only the bytes that stay are worth fetching.
+      if (sizeBytes === 0) this.cancelFill();
+      else from.fillBytes = Math.min(from.fillBytes, sizeBytes);
+    }
+    const h = await this.handle();
+    this.generationValue++;
+    try {
+      await h.truncate(sizeBytes);
+    } catch (err) {
+      throw this.failWrite(err);
+    }
+    this.record.sizeBytes = sizeBytes;
+    this.record.mtimeMs = this.area.clock();
+  }
+
+  /** utimens; kept in the record (durable at the next markClosed or right away when closed). */
+  async setTimes(times: { atimeMs?: number; mtimeMs?: number }): Promise<void> {
+    if (this.removed) throw new StageStateError(`${this.key}: staged file removed`);
+    if (times.atimeMs !== undefined) this.record.atimeMs = times.atimeMs;
+    if (times.mtimeMs !== undefined) this.record.mtimeMs = times.mtimeMs;
+    if (this.record.state !== 'open') await this.persist();
+  }
+
+  /**
+   * Gives the stage another key, locally (the fs model deletes the old
+   * object, if any, itself). `replacesEtag` is the ETag of the object now at
+   * `key`, which the upload will replace, or undefined if the key is free.
+   */
+  async rename(key: string, replacesEtag: string | undefined): Promise<void> {
+    if (this.removed) throw new StageStateError(`${this.key}: staged file removed`);
+    this.generationValue++;
+    this.record.key = key;
+    if (replacesEtag === undefined) delete this.record.baseEtag;
+    else this.record.baseEtag = replacesEtag;
+    try {
+      await this.persist();
+    } catch (err) {
+      throw stageWriteError(err, key);
+    }
+  }
+
+  /**
+   * The last writer closed: fills what was never fetched, then makes data
+   * and record durable. After this resolves the bytes survive a crash and
+   * the stage waits for its upload.
+   */
+  async markClosed(): Promise<void> {
+    this.assertWritable();
+    await this.fill();
+    this.assertWritable();
+    try {
+      const h = await this.handle();
+      await h.sync();
+      this.record.state = 'closed';
+      await this.persist();
+    } catch (err) {
+      throw this.failWrite(err);
+    }
+  }
+
+  /**
+   * A program opens the file for writing again before (or while) it is
+   * uploaded. The record says "open" on disk before this resolves, so no
+   * write can reach a stage whose record still says "closed".
+   */
+  async reopen(): Promise<void> {
+    if (this.removed) throw new StageStateError(`${this.key}: staged file removed`);
+    if (this.failureError) throw this.failureError;
+    if (this.record.state === 'open') return;
+    this.record.state = 'open';
+    try {
+      await this.persist();
+    } catch (err) {
+      throw this.failWrite(err);
+    }
+  }
+
+  /** @internal Resolves when every record write so far has ended. */
+  recordWritten(): Promise<void> {
+    return this.persisting;
+  }
+
+  /** Writes the record durably; writes are chained so the file ends with the latest state. */
+  persist(): Promise<void> {
+    const text = JSON.stringify(this.record);
+    const run = this.persisting.then(() => {
+      if (this.removed) return;
+      return writeFileDurably(this.area.directory, this.area.recordPath(this.id), text);
+    });
+    this.persisting = run.catch(() => {});
+    return run;
+  }
+
+  /** @internal staged-upload.ts: marks the stage "uploading" and returns what to upload. */
+  async beginUpload(): Promise<UploadSnapshot> {
+    if (this.removed) throw new StageStateError(`${this.key}: staged file removed`);
+    if (this.failureError) throw this.failureError;
+    if (this.uploadRunning) throw new StageStateError(`${this.key}: an upload of this staged file is running`);
+    if (this.record.state !== 'closed') throw new StageStateError(`${this.key}: staged file is ${this.record.state}, not closed`);
+    this.uploadRunning = true;
+    this.record.state = 'uploading';
+    try {
+      await this.persist();
+    } catch (err) {
+      this.uploadRunning = false;
+      this.record.state = 'closed';
+      throw err;
+    }
+    return { key: this.record.key, baseEtag: this.record.baseEtag, sizeBytes: this.record.sizeBytes, generation: this.generationValue };
+  }
+
+  /** @internal Reads upload bytes; `buffer` is filled unless the file is shorter. */
+  async readForUpload(buffer: Buffer, position: number): Promise<number> {
+    return readFully(await this.handle(), buffer, position);
+  }
+
+  /** @internal Whether the stage is still what `snap` describes. */
+  unchangedSince(snap: UploadSnapshot): boolean {
+    return !this.removed && this.generationValue === snap.generation;
+  }
+
+  /**
+   * @internal The object `snap` describes is in the bucket as `etag`.
+   * Returns whether the stage was removed; a stage changed meanwhile stays,
+   * now based on the version just uploaded.
+   */
+  async finishUpload(snap: UploadSnapshot, etag: string): Promise<boolean> {
+    this.uploadRunning = false;
+    if (this.removed) return true;
+    if (this.generationValue === snap.generation && this.record.state === 'uploading') {
+      await this.area.remove(this);
+      return true;
+    }
+    if (this.record.key === snap.key) this.record.baseEtag = etag;
+    if (this.record.state === 'uploading') this.record.state = 'closed';
+    await this.persist();
+    return false;
+  }
+
+  /** @internal The upload did not publish: back to "closed" for another try, or "conflict" for the user. */
+  async endUploadUnpublished(outcome: 'retry' | 'conflict'): Promise<void> {
+    this.uploadRunning = false;
+    if (this.removed) return;
+    if (this.record.state === 'uploading') this.record.state = outcome === 'conflict' ? 'conflict' : 'closed';
+    try {
+      await this.persist();
+    } catch (err) {
+      this.area.logger()?.warn('could not record the end of an upload', { key: this.key, error: (err as Error).message });
+    }
+  }
+}
