@@ -18,13 +18,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryObjectClient } from '../app/s3/memory-client.js';
 import { S3RequestError } from '../app/s3/errors.js';
-import type { ByteRange, CompletedPart, RangeSink, RequestOptions } from '../app/s3/object-client.js';
+import type { ByteRange, CompletedPart, RangeSink, RequestOptions, WriteConditions } from '../app/s3/object-client.js';
 import { FsError } from '../app/fs/errno.js';
 import {
   StagedFile, StageStateError, StagingArea, defaultStagingDirectory, stageWriteError, type RecoveredStage, type StageFillSource, type StageRecord,
 } from '../app/data/staging.js';
 import {
-  StageConflictError, uploadStagedFile, type StagedUploadConfig, type StagedUploadTarget, type WritePrecondition,
+  StageConflictError, uploadStagedFile, type StagedUploadConfig, type StagedUploadTarget,
 } from '../app/data/staged-upload.js';
 import { S3_MIN_PART_BYTES } from '../app/data/uploader.js';
 
@@ -36,16 +36,14 @@ const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex')
 const bareEtag = (e: string): string => e.replace(/^"|"$/g, '');
 
 /**
- * MemoryObjectClient as a StagedUploadTarget: checks If-Match and
- * If-None-Match as S3 does (412, or 404 for If-Match on a missing key),
- * records every part's size and the parts in flight, and lets a test act
- * at a chosen step of an upload.
+ * MemoryObjectClient (which checks If-Match and If-None-Match as S3 does)
+ * as a StagedUploadTarget that records the conditions, every part's size
+ * and the parts in flight, and lets a test act at a chosen step of an upload.
  */
 class ConditionalBucket implements StagedUploadTarget {
-  readonly writePreconditions = true as const;
   readonly bucket: string;
   readonly partSizes: number[] = [];
-  readonly preconditions: WritePrecondition[] = [];
+  readonly preconditions: WriteConditions[] = [];
   inFlight = 0;
   maxInFlight = 0;
   failPart: number | undefined;
@@ -56,24 +54,10 @@ class ConditionalBucket implements StagedUploadTarget {
     this.bucket = inner.bucket;
   }
 
-  private check(op: string, key: string, p: WritePrecondition): void {
-    this.preconditions.push(p);
-    const current = this.inner.objects.get(key);
-    if (p.ifNoneMatch === '*' && current) {
-      throw new S3RequestError('PreconditionFailed', { operation: op, bucket: this.bucket, key, status: 412, code: 'PreconditionFailed' }, 'precondition failed');
-    }
-    if (p.ifMatch !== undefined) {
-      if (!current) throw new S3RequestError('NoSuchKey', { operation: op, bucket: this.bucket, key, status: 404, code: 'NoSuchKey' }, 'no such key');
-      if (bareEtag(current.etag) !== bareEtag(p.ifMatch)) {
-        throw new S3RequestError('PreconditionFailed', { operation: op, bucket: this.bucket, key, status: 412, code: 'PreconditionFailed' }, 'precondition failed');
-      }
-    }
-  }
-
-  async putObject(key: string, body: Uint8Array, opts: RequestOptions & WritePrecondition): Promise<{ etag: string }> {
+  async putObject(key: string, body: Uint8Array, opts: RequestOptions & WriteConditions = {}): Promise<{ etag: string }> {
     await this.beforePart?.(0);
-    this.check('PutObject', key, opts);
-    return this.inner.putObject(key, body);
+    this.preconditions.push({ ...(opts.ifMatch !== undefined ? { ifMatch: opts.ifMatch } : {}), ...(opts.ifNoneMatch !== undefined ? { ifNoneMatch: opts.ifNoneMatch } : {}) });
+    return this.inner.putObject(key, body, opts);
   }
 
   createMultipartUpload(key: string): Promise<string> {
@@ -95,9 +79,9 @@ class ConditionalBucket implements StagedUploadTarget {
     }
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: RequestOptions & WritePrecondition): Promise<{ etag: string }> {
-    this.check('CompleteMultipartUpload', key, opts);
-    return this.inner.completeMultipartUpload(key, uploadId, parts);
+  async completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: RequestOptions & WriteConditions = {}): Promise<{ etag: string }> {
+    this.preconditions.push({ ...(opts.ifMatch !== undefined ? { ifMatch: opts.ifMatch } : {}), ...(opts.ifNoneMatch !== undefined ? { ifNoneMatch: opts.ifNoneMatch } : {}) });
+    return this.inner.completeMultipartUpload(key, uploadId, parts, opts);
   }
 
   abortMultipartUpload(key: string, uploadId: string): Promise<void> {

@@ -18,37 +18,13 @@
  * aborts the upload, which starts over if the stage was closed again, and
  * otherwise leaves it to the next close.
  */
-import type { CompletedPart, RequestOptions } from '../s3/object-client.js';
+import type { CompletedPart, ObjectClient, WriteConditions } from '../s3/object-client.js';
 import { S3RequestError } from '../s3/errors.js';
 import { PartLimitError, maxObjectBytes, partSizeFor, type UploadTracker } from './uploader.js';
 import type { StagedFile, UploadSnapshot } from './staging.js';
 
-/**
- * The conditional-write headers of PutObject and CompleteMultipartUpload.
- * Defined here until ObjectClient takes them itself.
- */
-export interface WritePrecondition {
-  /** Write only if the object's current ETag is this one. */
-  ifMatch?: string;
-  /** '*': write only if no object has the key. */
-  ifNoneMatch?: '*';
-}
-
-/**
- * What an upload of a staged file needs of the bucket. ObjectClient's
- * methods have these shapes; `writePreconditions` must be declared on
- * purpose, because a client that silently dropped the precondition would
- * type-check and yet overwrite other writers' objects.
- */
-export interface StagedUploadTarget {
-  readonly bucket: string;
-  readonly writePreconditions: true;
-  putObject(key: string, body: Uint8Array, opts: RequestOptions & WritePrecondition): Promise<{ etag: string }>;
-  createMultipartUpload(key: string, opts?: RequestOptions): Promise<string>;
-  uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, opts?: RequestOptions): Promise<string>;
-  completeMultipartUpload(key: string, uploadId: string, parts: readonly CompletedPart[], opts: RequestOptions & WritePrecondition): Promise<{ etag: string }>;
-  abortMultipartUpload(key: string, uploadId: string, opts?: RequestOptions): Promise<void>;
-}
+/** What an upload of a staged file needs of the bucket: its writes, with their conditions (WriteConditions). */
+export type StagedUploadTarget = Pick<ObjectClient, 'bucket' | 'putObject' | 'createMultipartUpload' | 'uploadPart' | 'completeMultipartUpload' | 'abortMultipartUpload'>;
 
 export interface StagedUploadConfig {
   /** `--write-part-size`; the first part size, as in uploader.ts. */
@@ -84,7 +60,7 @@ const DEFAULT_MAX_ATTEMPTS = 3;
 /** The stage changed under the upload; internal to this module. */
 class ChangedDuringUpload extends Error {}
 
-function isConflict(err: unknown, precondition: WritePrecondition): boolean {
+function isConflict(err: unknown, precondition: WriteConditions): boolean {
   if (!(err instanceof S3RequestError)) return false;
   if (err.kind === 'PreconditionFailed') return true;
   // 409: two conditional writes raced at S3; the other one won.
@@ -97,7 +73,7 @@ export async function uploadStagedFile(stage: StagedFile, target: StagedUploadTa
   const maxAttempts = config.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   for (let attempt = 1; ; attempt++) {
     const snap = await stage.beginUpload();
-    const precondition: WritePrecondition = snap.baseEtag === undefined ? { ifNoneMatch: '*' } : { ifMatch: snap.baseEtag };
+    const precondition: WriteConditions = snap.baseEtag === undefined ? { ifNoneMatch: '*' } : { ifMatch: snap.baseEtag };
     let etag: string;
     try {
       etag = await uploadSnapshot(stage, snap, target, config, precondition);
@@ -124,7 +100,7 @@ async function readPart(stage: StagedFile, snap: UploadSnapshot, buffer: Buffer,
   if (got !== buffer.length || !stage.unchangedSince(snap)) throw new ChangedDuringUpload();
 }
 
-async function uploadSnapshot(stage: StagedFile, snap: UploadSnapshot, target: StagedUploadTarget, config: StagedUploadConfig, precondition: WritePrecondition): Promise<string> {
+async function uploadSnapshot(stage: StagedFile, snap: UploadSnapshot, target: StagedUploadTarget, config: StagedUploadConfig, precondition: WriteConditions): Promise<string> {
   const signalOpts = config.signal ? { signal: config.signal } : {};
   const firstPartBytes = partSizeFor(1, config.partSizeBytes);
   if (snap.sizeBytes <= firstPartBytes) {
