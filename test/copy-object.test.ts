@@ -14,9 +14,8 @@ import { after, before, describe, test } from 'node:test';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { S3RequestError } from '../app/s3/errors.js';
 import { MemoryObjectClient } from '../app/s3/memory-client.js';
-import { DEFAULT_RETRY_POLICY } from '../app/s3/retry-strategy.js';
 import {
-  copyPartBytes, createS3Client, createTransport, DEFAULT_COPY_LIMITS, SdkObjectClient, type CopyLimits, type S3ConnectionConfig,
+  copyPartBytes, DEFAULT_COPY_LIMITS, openObjectClient, type CopyLimits, type S3ConnectionConfig, type SdkObjectClient,
 } from '../app/s3/sdk-client.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
@@ -37,15 +36,7 @@ function connection(endpointUrl: string, extra: Partial<S3ConnectionConfig> = {}
 
 /** openObjectClient's client, with copy limits of the test's choosing. */
 function objectClient(endpointUrl: string, extra: Partial<S3ConnectionConfig> = {}, copyLimits?: Partial<CopyLimits>): SdkObjectClient {
-  const config = connection(endpointUrl, extra);
-  const transport = createTransport(config);
-  return new SdkObjectClient(createS3Client(config, transport), config.bucket, {
-    transport,
-    storageClass: config.storageClass,
-    directPuts: config.uploadChecksums === 'off',
-    policy: { ...DEFAULT_RETRY_POLICY, ...(config.maxAttempts !== undefined ? { maxAttempts: config.maxAttempts } : {}) },
-    ...(copyLimits ? { copyLimits } : {}),
-  });
+  return openObjectClient(connection(endpointUrl, extra), copyLimits);
 }
 
 function md5(b: Uint8Array): string {

@@ -121,8 +121,8 @@ export function createS3Client(config: S3ConnectionConfig, transport?: HttpTrans
   });
 }
 
-/** A client for the bucket with its S3Client and transport, made for each other. */
-export function openObjectClient(config: S3ConnectionConfig): SdkObjectClient {
+/** A client for the bucket with its S3Client and transport, made for each other; `copyLimits` for tests. */
+export function openObjectClient(config: S3ConnectionConfig, copyLimits?: Partial<CopyLimits>): SdkObjectClient {
   const transport = createTransport(config);
   return new SdkObjectClient(createS3Client(config, transport), config.bucket, {
     transport,
@@ -130,6 +130,7 @@ export function openObjectClient(config: S3ConnectionConfig): SdkObjectClient {
     directPuts: config.uploadChecksums === 'off',
     policy: { ...DEFAULT_RETRY_POLICY, ...(config.maxAttempts !== undefined ? { maxAttempts: config.maxAttempts } : {}) },
     ...(config.readDeadlineMs !== undefined ? { readDeadlineMs: config.readDeadlineMs } : {}),
+    ...(copyLimits ? { copyLimits } : {}),
   });
 }
 
