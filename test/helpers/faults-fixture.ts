@@ -58,22 +58,30 @@ export interface Watchdog {
   logFile: string;
 }
 
-/** Watchdogs (app/watchdog.ts) by their command line: /bin/sh -c SCRIPT sosmount-watchdog PID DIR LOG. */
+/**
+ * Watchdogs (app/worker/watchdog.ts) by their command line: /bin/sh -c
+ * SCRIPT sosmount-watchdog PID DIR LOG. The shell forks for each `sleep 1`,
+ * and until the child execs it has the same command line: a process whose
+ * parent is a watchdog is that fork, not a second watchdog.
+ */
 export async function findWatchdogs(mountPoint?: string): Promise<Watchdog[]> {
-  const found: Watchdog[] = [];
+  const found: Array<Watchdog & { parent: number }> = [];
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let argv: string[];
+    let parent: number;
     try {
       argv = (await readFile(`/proc/${name}/cmdline`, 'utf8')).split('\0');
+      parent = Number(/^PPid:\s+(\d+)/m.exec(await readFile(`/proc/${name}/status`, 'utf8'))?.[1] ?? 0);
     } catch {
       continue;
     }
     if (argv[3] !== 'sosmount-watchdog') continue;
-    const w = { pid: Number(name), workerPid: Number(argv[4]), mountPoint: argv[5] ?? '', logFile: argv[6] ?? '' };
+    const w = { pid: Number(name), workerPid: Number(argv[4]), mountPoint: argv[5] ?? '', logFile: argv[6] ?? '', parent };
     if (mountPoint === undefined || w.mountPoint === mountPoint) found.push(w);
   }
-  return found;
+  const pids = new Set(found.map((w) => w.pid));
+  return found.filter((w) => !pids.has(w.parent)).map(({ parent: _parent, ...w }) => w);
 }
 
 async function isZombieOrGone(pid: number): Promise<boolean> {
