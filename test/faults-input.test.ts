@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  mountBucket, objectMd5, putObject, seedOnDisk, startWorld, statWithin, withDeadline, type Mount, type World,
+  mountBucket, objectMd5, putObject, seedOnDisk, startWorld, statWithin, waitUntil, withDeadline, type Mount, type World,
 } from './helpers/faults-fixture.js';
 import { MiB, md5, pattern, startIo, type IoEvent } from './helpers/faults-io.js';
 import { run } from './helpers/processes.js';
@@ -95,7 +95,12 @@ describe('bad input', () => {
     assert.equal(error?.code, 'EACCES', `the reader gets EACCES: ${JSON.stringify(read)}`);
     assert.notEqual(ls.code, 0);
     assert.match(ls.stderr, /Permission denied/);
-    const log = await m.log();
+    // The worker writes its log asynchronously: the lines may land a moment after the failures.
+    let log = '';
+    await waitUntil('both refusals in the log', async () => {
+      log = await m.log();
+      return log.includes(getId) && log.includes(listId);
+    }, 10_000).catch(() => undefined);
     const getLine = log.split('\n').find((l) => l.includes(getId));
     const listLine = log.split('\n').find((l) => l.includes(listId));
     t.diagnostic(`log line: ${getLine}`);
