@@ -15,6 +15,7 @@
  * answer's ETag, so one read never mixes two versions of an object.
  */
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { getEndpointFromInstructions } from '@smithy/core/endpoints';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -98,24 +99,6 @@ export function errorOfAnswer(head: ResponseHead, body: Buffer, details: { opera
 
 function abortError(): Error {
   return Object.assign(new Error('request aborted'), { name: 'AbortError', code: 'ABORT_ERR' });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(abortError());
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(abortError());
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Raised inside an attempt: the answer is not what was asked for (an error answer, a wrong range). */
@@ -317,7 +300,7 @@ export class SignedRequests {
           if (!isRetryable(e)) throw e;
           const delay = retryDelayMs(retry, this.policy, this.random);
           if (delay >= deadline.leftMs) throw e;
-          await sleep(delay, opts.signal).catch(() => { throw toS3Error(abortError(), details); });
+          await sleep(delay, undefined, { signal: opts.signal }).catch(() => { throw toS3Error(abortError(), details); });
         }
       }
     } finally {
@@ -367,7 +350,7 @@ export class SignedRequests {
         e = toS3Error(transportCause(err), details);
       }
       if (!(isRetryable(e) || (e.kind === 'ClockSkew' && attempt === 1)) || attempt >= this.policy.maxAttempts) throw e;
-      await sleep(retryDelayMs(attempt, this.policy, this.random), opts.signal).catch(() => { throw toS3Error(abortError(), details); });
+      await sleep(retryDelayMs(attempt, this.policy, this.random), undefined, { signal: opts.signal }).catch(() => { throw toS3Error(abortError(), details); });
     }
   }
 }

@@ -6,6 +6,7 @@
  * (retry-strategy.ts) and the transport as its HTTP handler.
  */
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -227,24 +228,6 @@ function abortedError(signal: AbortSignal): Error {
   return Object.assign(new Error('aborted', { cause: signal.reason }), { name: 'AbortError' });
 }
 
-function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(abortedError(signal));
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(abortedError(signal!));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 export interface SdkObjectClientOptions {
   /** The connections of `s3` too: GETs and small PUTs are sent on it directly. */
   transport: HttpTransport;
@@ -398,7 +381,7 @@ export class SdkObjectClient implements ObjectClient {
         return { etag: etagOf(out.ETag) };
       } catch (err) {
         if (!(err instanceof S3RequestError && err.kind === 'Conflict' && isRetryable(err)) || attempt >= this.policy.maxAttempts) throw err;
-        await wait(retryDelayMs(attempt, this.policy), opts.signal).catch((e: unknown) => {
+        await sleep(retryDelayMs(attempt, this.policy), undefined, { signal: opts.signal }).catch((e: unknown) => {
           throw toS3Error(e, { operation: 'PutObject', bucket: this.bucket, key });
         });
       }
