@@ -6,7 +6,7 @@
  * proxy where a failure is needed, and the in-memory client's same rules.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -19,28 +19,17 @@ import {
 } from '../app/s3/sdk-client.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
+import { KEYS, testConnection as connection } from './helpers/s3-client-fixture.js';
+import { md5 } from './helpers/faults-io.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-/** As in requests.test.ts: every character class a key may hold in a path or a copy source. */
-const KEYS = ['plain', 'with space', 'plus+sign', 'per%cent', 'amp&and=eq?q#h', "bang!quote'(paren)*star", 'tilde~', 'é/ü/😀', 'dir/sub/file.txt', '\uE000private'];
 /** Small enough for a test: a 12 MiB object is copied in 5 MiB parts (S3's smallest). */
 const SMALL_COPY_LIMITS: CopyLimits = { singleCopyMaxBytes: 8 * MiB, partBytes: 5 * MiB, partsInFlight: 2 };
-
-function connection(endpointUrl: string, extra: Partial<S3ConnectionConfig> = {}): S3ConnectionConfig {
-  return {
-    bucket: 'direct', endpointUrl, region: undefined, forcePathStyle: true, profile: undefined,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, maxConnections: 4, uploadChecksums: 'off', ...extra,
-  };
-}
 
 /** openObjectClient's client, with copy limits of the test's choosing. */
 function objectClient(endpointUrl: string, extra: Partial<S3ConnectionConfig> = {}, copyLimits?: Partial<CopyLimits>): SdkObjectClient {
   return openObjectClient(connection(endpointUrl, extra), copyLimits);
-}
-
-function md5(b: Uint8Array): string {
-  return createHash('md5').update(b).digest('hex');
 }
 
 function isKind(kind: S3RequestError['kind']): (err: unknown) => boolean {

@@ -7,42 +7,20 @@
  * SDK's requests on the same connections; `--max-threads` bounding them.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { keyPath } from '../app/s3/requests.js';
 import { S3RequestError } from '../app/s3/errors.js';
-import { openObjectClient, type S3ConnectionConfig } from '../app/s3/sdk-client.js';
-import type { RangeSink } from '../app/s3/object-client.js';
+import { openObjectClient } from '../app/s3/sdk-client.js';
 import { zoneEndpoint } from '../app/s3/zones.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
+import { Collect, KEYS, testConnection as connection } from './helpers/s3-client-fixture.js';
+import { md5 } from './helpers/faults-io.js';
 
 const MiB = 1024 * 1024;
-const KEYS = ['plain', 'with space', 'plus+sign', 'per%cent', 'amp&and=eq?q#h', "bang!quote'(paren)*star", 'tilde~', 'é/ü/😀', 'dir/sub/file.txt', '\uE000private'];
-
-function connection(endpointUrl: string, extra: Partial<S3ConnectionConfig> = {}): S3ConnectionConfig {
-  return {
-    bucket: 'direct', endpointUrl, region: undefined, forcePathStyle: true, profile: undefined,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, maxConnections: 4, uploadChecksums: 'off', ...extra,
-  };
-}
-
-/** Collects what a GET writes; the transport's buffer is reused, so it copies. */
-class Collect implements RangeSink {
-  readonly parts: Buffer[] = [];
-  write(bytes: Buffer): void {
-    this.parts.push(Buffer.from(bytes));
-  }
-  get bytes(): Buffer {
-    return Buffer.concat(this.parts);
-  }
-}
-
-function md5(b: Buffer): string {
-  return createHash('md5').update(b).digest('hex');
-}
 
 describe('GETs and small PUTs signed by us, on the transport', () => {
   let server: TestS3Server;

@@ -16,19 +16,10 @@ import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { describe, test, type TestContext } from 'node:test';
 import { HttpTransport, HttpTransportError, type BodySink, type HttpTarget, type HttpTransportOptions } from '../app/s3/http-transport.js';
+import { Collect } from './helpers/s3-client-fixture.js';
 
 const MiB = 1024 * 1024;
 
-/** Collects what a request writes; the transport's buffer is reused, so it copies. */
-class Collect implements BodySink {
-  readonly parts: Buffer[] = [];
-  write(bytes: Buffer): void {
-    this.parts.push(Buffer.from(bytes));
-  }
-  get bytes(): Buffer {
-    return Buffer.concat(this.parts);
-  }
-}
 
 describe('the transport against a raw server', () => {
   /** Serves each connection's requests with the next canned answers, in order. */
