@@ -41,6 +41,15 @@ export interface MountOptions {
   readOnly: boolean;
   allowDelete: boolean;
   allowOverwrite: boolean;
+  /**
+   * `--allow-edit`: editing mode (staged writes, rename, offset writes,
+   * truncate, set times); implies allowDelete and allowOverwrite.
+   */
+  allowEdit: boolean;
+  /** Editing mode's local copies of files being written; absolute. undefined: the default under the state directory. */
+  stagingDirectory: string | undefined;
+  /** Editing mode: quiet time after the last close before a file is uploaded. */
+  uploadDelayMs: number;
   uid: number;
   gid: number;
   fileMode: number;
@@ -111,6 +120,8 @@ interface FlagValues {
   metadataTtl: MetadataTtl;
   negativeMetadataTtl: MetadataTtl;
   logDirectory: string;
+  stagingDirectory: string;
+  uploadDelay: number;
 }
 
 type ValueKey = keyof FlagValues;
@@ -120,6 +131,7 @@ type SwitchKey =
   | 'readOnly'
   | 'allowDelete'
   | 'allowOverwrite'
+  | 'allowEdit'
   | 'autoUnmount'
   | 'allowRoot'
   | 'allowOther'
@@ -302,6 +314,26 @@ const FLAGS: readonly FlagSpec[] = [
     key: 'allowOverwrite',
     group: 'Mount options',
     help: 'Allow overwrite operations on file system',
+  },
+  {
+    long: 'allow-edit',
+    key: 'allowEdit',
+    group: 'Mount options',
+    help: 'Editing mode: programs can save, rename, append, write anywhere in\nand truncate files; writes are staged on local disk and uploaded\nafter close (implies --allow-delete and --allow-overwrite)',
+  },
+  {
+    long: 'staging-directory',
+    key: 'stagingDirectory',
+    value: 'DIRECTORY',
+    group: 'Mount options',
+    help: 'Where editing mode keeps files being written until they are uploaded\n[default: $XDG_STATE_HOME/sosmount/staging/<bucket>-<hash>]',
+  },
+  {
+    long: 'upload-delay',
+    key: 'uploadDelay',
+    value: 'SECONDS',
+    group: 'Mount options',
+    help: 'Editing mode: quiet time after a file is closed before it is uploaded\n[default: 0.2]',
   },
   { long: 'auto-unmount', key: 'autoUnmount', group: 'Mount options', help: 'Automatically unmount on exit' },
   { long: 'allow-root', key: 'allowRoot', group: 'Mount options', help: 'Allow root user to access file system' },
@@ -670,6 +702,18 @@ function parseTtl(flag: string, raw: string): MetadataTtl {
   return { kind: 'seconds', seconds };
 }
 
+/** Editing mode's default quiet time: long enough for "write a temp file, rename it" to finish first. */
+export const DEFAULT_UPLOAD_DELAY_MS = 200;
+/** Longer would leave saved files off the bucket for a surprising time. */
+const MAX_UPLOAD_DELAY_SECONDS = 3600;
+
+function parseDelay(flag: string, raw: string): number {
+  if (!/^[0-9]+(\.[0-9]{1,3})?$/.test(raw)) throw new UsageError(flag, `'${raw}' is not a number of seconds (e.g. 0.2 or 5)`);
+  const seconds = Number(raw);
+  if (seconds > MAX_UPLOAD_DELAY_SECONDS) throw new UsageError(flag, `${raw} is more than ${MAX_UPLOAD_DELAY_SECONDS} seconds`);
+  return Math.round(seconds * 1000);
+}
+
 function parseNonEmpty(flag: string, raw: string, pattern?: RegExp, expected?: string): string {
   if (raw === '') throw new UsageError(flag, 'must not be empty');
   if (pattern !== undefined && !pattern.test(raw)) {
@@ -754,6 +798,8 @@ const CHECKS: { readonly [K in ValueKey]: (flag: string, raw: string) => FlagVal
   metadataTtl: parseTtl,
   negativeMetadataTtl: parseTtl,
   logDirectory: (flag, raw) => parseNonEmpty(flag, raw),
+  stagingDirectory: (flag, raw) => parseNonEmpty(flag, raw),
+  uploadDelay: parseDelay,
 };
 
 // ---------------------------------------------------------------------------
@@ -834,6 +880,13 @@ export function buildMountOptions(args: MountArgs, env: ParseEnv = processEnv())
     );
   }
 
+  const stagingDirectoryArg = value('stagingDirectory');
+  if (on('allowEdit') && on('readOnly')) throw new UsageError('--allow-edit', 'cannot be combined with --read-only');
+  if (!on('allowEdit')) {
+    const needsEdit = stagingDirectoryArg !== undefined ? '--staging-directory' : value('uploadDelay') !== undefined ? '--upload-delay' : undefined;
+    if (needsEdit !== undefined) throw new UsageError(needsEdit, 'only applies with --allow-edit');
+  }
+
   const logDirectoryArg = value('logDirectory');
   if (on('noLog')) {
     // As mount-s3: asking for no logs and for logs at once is a mistake, not a preference.
@@ -865,8 +918,11 @@ export function buildMountOptions(args: MountArgs, env: ParseEnv = processEnv())
     forcePathStyle: on('forcePathStyle'),
     prefix: value('prefix') ?? '',
     readOnly: on('readOnly'),
-    allowDelete: on('allowDelete'),
-    allowOverwrite: on('allowOverwrite'),
+    allowDelete: on('allowDelete') || on('allowEdit'),
+    allowOverwrite: on('allowOverwrite') || on('allowEdit'),
+    allowEdit: on('allowEdit'),
+    stagingDirectory: stagingDirectoryArg === undefined ? undefined : path.resolve(env.cwd, stagingDirectoryArg),
+    uploadDelayMs: value('uploadDelay') ?? DEFAULT_UPLOAD_DELAY_MS,
     uid: value('uid') ?? env.uid,
     gid: value('gid') ?? env.gid,
     fileMode: value('fileMode') ?? DEFAULT_FILE_MODE,

@@ -115,6 +115,21 @@ describe('parseMountArgs: the tutorial and defaults', () => {
     assert.equal(o.allowDelete, false, 'rm is refused without --allow-delete');
   });
 
+  test('--allow-edit turns on editing mode, deletes and overwrites; its own flags need it', () => {
+    const o = parse('--allow-edit', '--staging-directory', 'stage', '--upload-delay', '1.5');
+    assert.equal(o.allowEdit, true);
+    assert.equal(o.allowDelete, true);
+    assert.equal(o.allowOverwrite, true);
+    assert.equal(o.stagingDirectory, '/home/exouser/stage');
+    assert.equal(o.uploadDelayMs, 1500);
+    assert.throws(() => parse('--allow-edit', '--read-only'), /--allow-edit: cannot be combined with --read-only/);
+    assert.throws(() => parse('--upload-delay', '1'), /--upload-delay: only applies with --allow-edit/);
+    assert.throws(() => parse('--staging-directory', '/x'), /--staging-directory: only applies with --allow-edit/);
+    assert.throws(() => parse('--allow-edit', '--upload-delay', '-1'), /--upload-delay/);
+    assert.throws(() => parse('--allow-edit', '--upload-delay', '1e3'), /--upload-delay: '1e3' is not a number of seconds/);
+    assert.throws(() => parse('--allow-edit', '--upload-delay', '7200'), /more than 3600 seconds/);
+  });
+
   test('an --endpoint-url of a known SOS zone signs for that zone when --region is not given', () => {
     assert.equal(parse('--endpoint-url', 'https://sos-ch-dk-2.exo.io').region, 'ch-dk-2');
     assert.equal(parse('--endpoint-url', 'https://sos-ch-dk-2.exo.io', '--region', 'other').region, 'other');
@@ -134,6 +149,9 @@ describe('parseMountArgs: the tutorial and defaults', () => {
       readOnly: false,
       allowDelete: false,
       allowOverwrite: false,
+      allowEdit: false,
+      stagingDirectory: undefined,
+      uploadDelayMs: 200,
       uid: 1000,
       gid: 1001,
       fileMode: 0o644,

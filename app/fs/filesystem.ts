@@ -114,6 +114,21 @@ const S_IFDIR = 0o040000;
 export interface FsEvents {
   onUploadsChanged?(inProgress: number): void;
   onUploadFailed?(path: string, err: Error): void;
+  /** Editing mode: ours was stored as `conflictPath` because the object at `path` changed meanwhile. */
+  onConflict?(path: string, conflictPath: string): void;
+  /** Editing mode: a folder rename's progress; called with finished at the end, with the error if it stopped. */
+  onRenameProgress?(progress: RenameProgress): void;
+  /** Editing mode, at mount: what an earlier run left in the staging folder. */
+  onRecovered?(recovered: { uploading: number; kept: { path: string; reason: string }[]; stagingDirectory: string }): void;
+}
+
+export interface RenameProgress {
+  from: string;
+  to: string;
+  done: number;
+  total: number;
+  finished: boolean;
+  error?: string | undefined;
 }
 
 export class S3FileSystem {

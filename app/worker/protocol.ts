@@ -48,6 +48,15 @@ export type FromWorker =
   | { type: 'state'; state: MountState; error?: WorkerError | undefined; mountPoint?: string }
   | { type: 'uploads'; inProgress: number }
   | { type: 'upload-failed'; path: string; message: string }
+  /**
+   * Editing mode: the object changed in the bucket while it was edited here;
+   * ours was stored beside it as `conflictPath` (both are mount paths).
+   */
+  | { type: 'conflict'; path: string; conflictPath: string }
+  /** Editing mode, at mount: files an earlier run accepted and did not upload; `kept` could not be uploaded and stay in `stagingDirectory`. */
+  | { type: 'recovered'; uploading: number; kept: { path: string; reason: string }[]; stagingDirectory: string }
+  /** Editing mode: a folder rename under way (`done` of `total` objects), or ended (`finished`, with `error` if it stopped half way). */
+  | { type: 'rename-progress'; from: string; to: string; done: number; total: number; finished: boolean; error?: string | undefined }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string };
 
 function isRecord(v: unknown): v is Record<string, unknown> {

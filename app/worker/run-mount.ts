@@ -71,6 +71,9 @@ export async function runMount(options: MountOptions, credentials: StaticCredent
       events: {
         onUploadsChanged: (inProgress) => cb.send({ type: 'uploads', inProgress }),
         onUploadFailed: (path, err) => cb.send({ type: 'upload-failed', path, message: err.message }),
+        onConflict: (path, conflictPath) => cb.send({ type: 'conflict', path, conflictPath }),
+        onRenameProgress: (p) => cb.send({ type: 'rename-progress', ...p }),
+        onRecovered: (r) => cb.send({ type: 'recovered', ...r }),
       },
     });
   } catch (err) {
