@@ -281,11 +281,12 @@ describe('staging area', () => {
     assert.deepEqual(await stage.read(0, 10), Buffer.from('data'));
   });
 
-  test('markClosed makes data and record durable; writes then need reopen, which records "open" first', async () => {
+  test('markClosed records the stage closed (fsynced right after); writes then need reopen, which records "open" first', async () => {
     const { area, directory } = await openArea();
     const stage = await area.createEmpty('k', undefined);
     await stage.write(0, Buffer.from('abc'));
     await stage.markClosed();
+    await stage.durable();
     assert.equal(stage.state, 'closed');
     assert.deepEqual(await recordOnDisk(directory, stage), { ...stage.snapshotRecord(), state: 'closed', sizeBytes: 3 });
     await assert.rejects(stage.write(0, Buffer.from('x')), StageStateError);
@@ -532,7 +533,14 @@ describe('uploading staged files', () => {
     assert.deepEqual(await readFile(stage.dataPath), Buffer.from('mine'));
     await assert.rejects(uploadStagedFile(stage, bucket, SMALL), StageStateError, 'not uploaded again by itself');
     const next = await openArea(directory);
-    assert.deepEqual(next.recovered.map((r) => r.action === 'keep' && r.reason), ['conflict']);
+    assert.deepEqual(next.recovered.map((r) => r.action === 'upload' && r.stage.state), ['conflict'], 'the next run stores it under another name');
+    const again = next.recovered[0]!;
+    assert.ok(again.action === 'upload');
+    await again.stage.retarget('doc (conflict)');
+    const result = await uploadStagedFile(again.stage, bucket, SMALL);
+    assert.equal(result.status, 'uploaded');
+    assert.equal(inner.objects.get('doc (conflict)')!.body.toString(), 'mine');
+    assert.equal(inner.objects.get('doc')!.body.toString(), 'theirs');
     await area.close();
   });
 

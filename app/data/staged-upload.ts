@@ -37,11 +37,16 @@ export interface StagedUploadConfig {
    * them the stage stays closed for the caller's next round.
    */
   maxAttempts?: number;
+  /**
+   * Asked once the object is stored: true keeps the stage (a program still
+   * has the file open), based on the version just uploaded.
+   */
+  keepStage?: () => boolean;
 }
 
 export type StagedUploadResult =
   /** The object is in the bucket as `etag`; the stage was removed unless it changed meanwhile (then it is based on `etag`). */
-  | { status: 'uploaded'; key: string; etag: string; sizeBytes: number; stageRemoved: boolean }
+  | { status: 'uploaded'; key: string; etag: string; sizeBytes: number; stageRemoved: boolean; generation: number }
   /** The stage changed during the upload; nothing was published; it uploads again after its next close. */
   | { status: 'superseded'; key: string };
 
@@ -90,8 +95,8 @@ export async function uploadStagedFile(stage: StagedFile, target: StagedUploadTa
       await stage.endUploadUnpublished('retry');
       throw err;
     }
-    const stageRemoved = await stage.finishUpload(snap, etag);
-    return { status: 'uploaded', key: snap.key, etag, sizeBytes: snap.sizeBytes, stageRemoved };
+    const stageRemoved = await stage.finishUpload(snap, etag, config.keepStage?.() ?? false);
+    return { status: 'uploaded', key: snap.key, etag, sizeBytes: snap.sizeBytes, stageRemoved, generation: snap.generation };
   }
 }
 

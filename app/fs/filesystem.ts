@@ -13,7 +13,7 @@ import { ObjectReads } from '../data/object-reads.js';
 import { PartLimitError, Uploader, type UploadTracker } from '../data/uploader.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
-import type { MountOptions } from '../options.js';
+import { DEFAULT_UPLOAD_DELAY_MS, type MountOptions } from '../options.js';
 import { silentLogger } from '../log.js';
 import { FsError, refuse, toFsError } from './errno.js';
 import { MetadataCache, systemClock, type Clock, type RemoteEntry } from './metadata-cache.js';
@@ -22,6 +22,11 @@ import {
 } from './names.js';
 import { FolderIndex, FolderIndexes, pagePositions } from './folder-index.js';
 import { BatchQueue, HeldFiles } from './folder-listing.js';
+import type { RecoveredStage, StagedFile, StagingArea } from '../data/staging.js';
+import { StageConflictError, uploadStagedFile } from '../data/staged-upload.js';
+import { WriteBack } from '../data/write-back.js';
+import { conflictName } from './conflict-name.js';
+import { FolderRenameError, renameFolderKeys } from './folder-rename.js';
 
 /** The mount's flags the model obeys, plus the numbers derived from them in mount.ts. */
 export interface FsConfig extends Pick<MountOptions,
@@ -34,6 +39,14 @@ export interface FsConfig extends Pick<MountOptions,
   prefetchBudgetBytes: number;
   prefetch?: Partial<PrefetchConfig>;
   uploadTracker?: UploadTracker | undefined;
+  /** Editing mode (--allow-edit): writes are staged in `staging`, required then. */
+  allowEdit?: boolean;
+  /** Editing mode: quiet time after the last close before the upload. */
+  uploadDelayMs?: number;
+  /** Editing mode's local copies. */
+  staging?: StagingArea | undefined;
+  /** Editing mode: files uploaded at once, and keys moved at once by a folder rename. */
+  maxUploadsInFlight?: number;
 }
 
 export interface Stat {
@@ -82,7 +95,31 @@ interface ReadHandle {
   prefetcher: Prefetcher;
 }
 
-type Handle = WriteHandle | ReadHandle;
+/**
+ * Editing mode: a file staged on local disk (staging.ts), at `path` until
+ * it is renamed, unlinked or replaced (then `detached`: never uploaded,
+ * removed when its last handle closes).
+ */
+interface StagedEntry {
+  path: string;
+  stage: StagedFile;
+  handles: number;
+  writers: number;
+  /** The stage's generation whose content is in the bucket; -1 when none is. */
+  cleanGeneration: number;
+  detached: boolean;
+  /** Failed uploads in a row, for the backoff. */
+  failures: number;
+}
+
+interface StagedHandle {
+  kind: 'staged';
+  path: string;
+  entry: StagedEntry;
+  writable: boolean;
+}
+
+type Handle = WriteHandle | ReadHandle | StagedHandle;
 
 /** A folder this mount made: until when we know all it holds, and what we wrote there. */
 interface OwnedDir {
@@ -93,9 +130,17 @@ interface OwnedDir {
 type Node =
   | { kind: 'dir'; local: boolean }
   | { kind: 'file'; info: ObjectInfo }
-  | { kind: 'writing'; handle: WriteHandle };
+  | { kind: 'writing'; handle: WriteHandle }
+  | { kind: 'staged'; entry: StagedEntry };
 
 const { O_WRONLY, O_RDWR, O_TRUNC, O_EXCL, O_SYNC } = fsConstants;
+/** renameat2 flags (linux/fs.h); libfuse 3 passes them on. */
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
+/** Editing mode's uploads at once, unless the mount says otherwise. */
+const DEFAULT_UPLOADS_IN_FLIGHT = 16;
+/** Backoff of a staged file whose upload failed: 1 s doubling to this. */
+const MAX_UPLOAD_RETRY_MS = 60_000;
 const O_DSYNC = fsConstants.O_DSYNC ?? 0;
 /** Not in Node's constants; the same on Linux and macOS. */
 const O_ACCMODE = 3;
@@ -164,6 +209,13 @@ export class S3FileSystem {
   /** Lookup pages in flight, by folder: a lookup meanwhile waits for it instead of sending its own. */
   private readonly lookupPages = new Map<string, Promise<unknown>>();
   private readonly events: FsEvents;
+  /** Editing mode: staged files by path. */
+  private readonly staged = new Map<string, StagedEntry>();
+  /** Editing mode: a stored file being staged, so two opens at once share one stage. */
+  private readonly staging = new Map<string, Promise<StagedEntry>>();
+  private readonly writeBack: WriteBack<StagedEntry>;
+  private lastUploadsReported = 0;
+  private draining = false;
 
   constructor(client: ObjectClient, config: FsConfig, options: { log?: Logger; clock?: Clock; events?: FsEvents } = {}) {
     this.client = client;
@@ -179,13 +231,28 @@ export class S3FileSystem {
       now: () => this.clock.now(),
     });
     this.mountedAt = new Date(this.clock.now());
+    if (config.allowEdit && !config.staging) throw new Error('editing mode needs a staging area');
+    this.writeBack = new WriteBack<StagedEntry>((e) => this.uploadStaged(e), {
+      delayMs: config.uploadDelayMs ?? DEFAULT_UPLOAD_DELAY_MS,
+      concurrency: config.maxUploadsInFlight ?? DEFAULT_UPLOADS_IN_FLIGHT,
+      onError: (e, err) => this.uploadFailed(e as StagedEntry, err),
+      onPendingChanged: () => this.uploadsChanged(),
+    });
   }
 
-  /** Files open for writing whose object is not complete yet. */
+  /** Files open for writing whose object is not complete yet, and staged files waiting for their upload. */
   get uploadsInProgress(): number {
     let n = 0;
     for (const h of this.writing.values()) if (!h.completed) n++;
+    for (const e of this.staged.values()) if (this.isDirty(e) || this.writeBack.has(e)) n++;
     return n;
+  }
+
+  private uploadsChanged(): void {
+    const n = this.uploadsInProgress;
+    if (n === this.lastUploadsReported) return;
+    this.lastUploadsReported = n;
+    this.events.onUploadsChanged?.(n);
   }
 
   get prefetchedBytes(): number {
@@ -215,6 +282,11 @@ export class S3FileSystem {
       case 'dir': return this.dirStat();
       case 'file': return this.fileStat(node.info.sizeBytes, node.info.lastModified);
       case 'writing': return this.fileStat(node.handle.uploader.sizeBytes, new Date(node.handle.openedAtMs));
+      case 'staged': {
+        const st = this.fileStat(node.entry.stage.sizeBytes, new Date(node.entry.stage.mtimeMs));
+        st.atime = new Date(node.entry.stage.atimeMs);
+        return st;
+      }
     }
   }
 
@@ -225,7 +297,7 @@ export class S3FileSystem {
   private async resolve(path: string): Promise<Node | undefined> {
     if (path === '/') return { kind: 'dir', local: false };
     // Local state answers without a request; only a cached remote folder overrides it.
-    const local = this.localDirs.has(path) || this.writing.has(path);
+    const local = this.localDirs.has(path) || this.writing.has(path) || this.staged.has(path);
     return this.merge(path, local ? this.cache.get(path) : await this.lookupRemote(path));
   }
 
@@ -235,6 +307,8 @@ export class S3FileSystem {
     if (this.localDirs.has(path)) return { kind: 'dir', local: true };
     const w = this.writing.get(path);
     if (w) return { kind: 'writing', handle: w };
+    const e = this.staged.get(path);
+    if (e) return { kind: 'staged', entry: e };
     if (remote?.kind === 'file') return { kind: 'file', info: remote.info };
     return undefined;
   }
@@ -480,9 +554,9 @@ export class S3FileSystem {
         if (shown.has(name) || this.localDirs.has(child)) continue;
         shown.add(name);
         this.cache.set(child, { kind: 'file', info }, listedAt);
-        const w = this.writing.get(child);
+        const local = this.localFile(child);
         names.push(name);
-        stats.push(w ? this.statOf({ kind: 'writing', handle: w }) : this.fileStat(info.sizeBytes, info.lastModified));
+        stats.push(local ? this.statOf(local) : this.fileStat(info.sizeBytes, info.lastModified));
       }
       // A listing with entries proves the folder: the kernel looks it up
       // again when its entry expires during a long listing.
@@ -508,13 +582,21 @@ export class S3FileSystem {
         shown.add(baseName(d));
       }
     }
-    for (const [p, w] of this.writing) {
+    for (const p of [...this.writing.keys(), ...this.staged.keys()]) {
       if (parentPath(p) === path && !shown.has(baseName(p))) {
         names.push(baseName(p));
-        stats.push(this.statOf({ kind: 'writing', handle: w }));
+        stats.push(this.statOf(this.localFile(p)!));
         shown.add(baseName(p));
       }
     }
+  }
+
+  /** A file being written or staged at the path. */
+  private localFile(path: string): Node | undefined {
+    const w = this.writing.get(path);
+    if (w) return { kind: 'writing', handle: w };
+    const e = this.staged.get(path);
+    return e ? { kind: 'staged', entry: e } : undefined;
   }
 
   statfs(): StatFs {
@@ -590,6 +672,8 @@ export class S3FileSystem {
       const accmode = flags & O_ACCMODE;
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
+      if (this.config.allowEdit) return this.openEditing(path, flags, node);
+      if (node.kind === 'staged') throw refuse('concurrentWriter', path);
       const readWrite = accmode === O_RDWR && (flags & O_TRUNC) === 0 && node.kind === 'file';
       if ((accmode === O_WRONLY || accmode === O_RDWR) && !readWrite) {
         this.checkWritable(path);
@@ -630,8 +714,11 @@ export class S3FileSystem {
       // The kernel calls create only after its lookup found nothing, so only
       // what we already know (local state, the cache) is checked: no request.
       const node = this.resolveKnown(path);
+      if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
+      if (this.config.allowEdit) return this.createEditing(path, flags, node);
       if (node) {
         if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
+        if (node.kind === 'staged') throw refuse('concurrentWriter', path);
         if (node.kind === 'dir') throw refuse('isADirectory', path);
         if (node.kind === 'writing') throw refuse('concurrentWriter', path);
         if (!this.config.allowOverwrite) throw refuse('overwriteNotAllowed', path);
@@ -644,6 +731,7 @@ export class S3FileSystem {
 
   async read(path: string, fd: number, target: Buffer, length: number, offset: number): Promise<number> {
     const h = this.handle(fd, path);
+    if (h.kind === 'staged') return this.readStaged(h, target, length, offset);
     if (h.kind !== 'read') throw refuse('concurrentWriter', path);
     try {
       try {
@@ -661,6 +749,7 @@ export class S3FileSystem {
 
   async write(path: string, fd: number, data: Buffer, offset: number): Promise<number> {
     const h = this.handle(fd, path);
+    if (h.kind === 'staged') return this.writeStaged(h, data, offset);
     if (h.kind !== 'write') throw refuse('badHandle', path);
     if (h.completed) throw refuse('writeAfterFsync', path);
     // A part already failed: the upload is lost, whatever the offset (the
@@ -685,6 +774,7 @@ export class S3FileSystem {
   /** flush (every close) and fsync: complete the object; close() returns only when it is in the bucket. */
   async flush(path: string, fd: number): Promise<void> {
     const h = this.handles.get(fd);
+    if (h?.kind === 'staged') return this.guard(path, () => this.flushStaged(h));
     if (!h || h.kind !== 'write') return;
     // Mountpoint's exception: closing a still-empty file (shell redirection
     // closes a dup'ed fd before writing; `touch` sets times after close)
@@ -696,6 +786,7 @@ export class S3FileSystem {
   /** fsync completes the object even when it is empty; later writes get EIO. */
   async fsync(path: string, fd: number): Promise<void> {
     const h = this.handles.get(fd);
+    if (h?.kind === 'staged') return this.guard(path, () => this.fsyncStaged(h));
     if (!h || h.kind !== 'write') return;
     await this.completeWrite(h);
   }
@@ -741,6 +832,7 @@ export class S3FileSystem {
     const h = this.handles.get(fd);
     if (!h) return;
     this.handles.delete(fd);
+    if (h.kind === 'staged') return this.releaseStaged(h);
     if (h.kind === 'read') {
       h.prefetcher.close();
       this.log.debug('closed', { op: 'release', path, requests: h.prefetcher.stats.requests, resets: h.prefetcher.stats.resets });
@@ -765,6 +857,7 @@ export class S3FileSystem {
       if (node.kind === 'dir') throw refuse('isADirectory', path);
       if (node.kind === 'writing') throw refuse('unlinkWhileWriting', path);
       if (!this.config.allowDelete) throw refuse('unlinkNotAllowed', path);
+      if (node.kind === 'staged') return this.unlinkStaged(path, node.entry);
       await this.client.deleteObject(node.info.key);
       this.cache.set(path, { kind: 'missing' });
       this.ownedContents(parentPath(path))?.entries.delete(path);
@@ -778,6 +871,7 @@ export class S3FileSystem {
       this.checkNewName(path);
       await this.requireParentDir(path);
       if (await this.resolve(path)) throw refuse('mkdirExists', path);
+      if (this.config.allowEdit) return this.mkdirEditing(path);
       this.localDirs.add(path);
       this.ownedDirs.set(path, { until: Number.POSITIVE_INFINITY, entries: new Map() });
     });
@@ -789,6 +883,7 @@ export class S3FileSystem {
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       if (node.kind !== 'dir') throw refuse('notADirectory', path);
+      if (!node.local && this.config.allowEdit) return this.rmdirEditing(path);
       if (!node.local) throw refuse('rmdirRemote', path);
       for (const d of this.localDirs) if (isInside(d, path)) throw refuse('rmdirNotEmpty', path);
       for (const w of this.writing.keys()) if (isInside(w, path)) throw refuse('rmdirNotEmpty', path);
@@ -797,9 +892,10 @@ export class S3FileSystem {
     });
   }
 
-  async rename(from: string): Promise<void> {
+  async rename(from: string, to = '', flags = 0): Promise<void> {
     return this.guard(from, async () => {
       this.checkWritable(from);
+      if (this.config.allowEdit) return this.renameEditing(from, to, flags);
       const node = await this.resolve(from);
       if (!node) throw refuse('notFound', from);
       throw node.kind === 'dir' ? refuse('renameDirectory', from) : refuse('renameFile', from);
@@ -825,12 +921,19 @@ export class S3FileSystem {
    * chmod, chown, utimens: refused on stored files; a no-op on a file being
    * written, so `touch new` and copies that set times while writing work.
    */
-  async setattr(path: string): Promise<void> {
+  async setattr(path: string, times?: { atimeMs: number; mtimeMs: number }): Promise<void> {
     return this.guard(path, async () => {
       this.checkWritable(path);
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       if (node.kind === 'writing') return;
+      if (this.config.allowEdit) {
+        // Owner and modes come from the mount's flags, and S3 keeps no
+        // times of its own: accepted so copies that preserve them work;
+        // a staged file keeps its times until it is uploaded.
+        if (node.kind === 'staged' && times) await node.entry.stage.setTimes(this.timesFrom(times));
+        return;
+      }
       throw refuse('setAttributes', path);
     });
   }
@@ -841,8 +944,545 @@ export class S3FileSystem {
       const node = await this.resolve(path);
       if (!node) throw refuse('notFound', path);
       if (node.kind === 'writing' && !node.handle.completed && node.handle.uploader.sizeBytes === size) return;
+      if (this.config.allowEdit && node.kind !== 'writing') return this.truncateEditing(path, node, size);
       throw refuse('truncate', path);
     });
+  }
+
+  // ---- editing mode (--allow-edit): files staged on local disk ----
+
+  private get stagingArea(): StagingArea {
+    if (!this.config.staging) throw new Error('editing mode needs a staging area');
+    return this.config.staging;
+  }
+
+  private isDirty(e: StagedEntry): boolean {
+    return !e.detached && e.stage.generation !== e.cleanGeneration;
+  }
+
+  private addStagedHandle(e: StagedEntry, writable: boolean): number {
+    e.handles++;
+    if (writable) e.writers++;
+    return this.addHandle({ kind: 'staged', path: e.path, entry: e, writable });
+  }
+
+  private async openEditing(path: string, flags: number, node: Node): Promise<number> {
+    const accmode = flags & O_ACCMODE;
+    const writable = accmode === O_WRONLY || accmode === O_RDWR;
+    if (node.kind === 'dir') {
+      if (writable) throw refuse('isADirectory', path);
+      return this.addHandle({ kind: 'read', path, prefetcher: this.reads.openEmpty(fileKey(this.config.prefix, path)) });
+    }
+    if (writable && ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC))) throw refuse('openSyncFlags', path);
+    if (node.kind === 'writing') throw refuse('concurrentWriter', path);
+    const truncate = writable && (flags & O_TRUNC) !== 0;
+    if (node.kind === 'staged') {
+      const e = node.entry;
+      if (writable) {
+        await this.prepareWrite(e);
+        if (truncate) await e.stage.truncate(0);
+      }
+      return this.addStagedHandle(e, writable);
+    }
+    if (!writable) return this.addHandle({ kind: 'read', path, prefetcher: this.reads.open(node.info) });
+    const e = await this.stageObject(path, node.info, truncate);
+    return this.addStagedHandle(e, true);
+  }
+
+  private async createEditing(path: string, flags: number, node: Node | undefined): Promise<number> {
+    if (node) {
+      if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
+      return this.openEditing(path, flags, node);
+    }
+    const stage = await this.stagingArea.createEmpty(fileKey(this.config.prefix, path), undefined);
+    const e = this.addEntry(path, stage, -1);
+    return this.addStagedHandle(e, true);
+  }
+
+  private addEntry(path: string, stage: StagedFile, cleanGeneration: number): StagedEntry {
+    const e: StagedEntry = { path, stage, handles: 0, writers: 0, cleanGeneration, detached: false, failures: 0 };
+    this.staged.set(path, e);
+    this.uploadsChanged();
+    return e;
+  }
+
+  /**
+   * Stages a stored file; its bytes are fetched only when a read or a
+   * partial write needs them. Two opens at once share one stage.
+   */
+  private stageObject(path: string, info: ObjectInfo, truncate: boolean): Promise<StagedEntry> {
+    let pending = this.staging.get(path);
+    if (!pending) {
+      pending = (async () => {
+        const origin = { key: info.key, etag: info.etag, sizeBytes: info.sizeBytes };
+        const stage = truncate
+          ? await this.stagingArea.createEmpty(info.key, info.etag)
+          : await this.stagingArea.createFromObject(origin, this.client);
+        // Truncated, it differs from the object; filled lazily, it is the object until written.
+        return this.addEntry(path, stage, truncate && info.sizeBytes > 0 ? -1 : 0);
+      })().finally(() => this.staging.delete(path));
+      this.staging.set(path, pending);
+      return pending;
+    }
+    return pending.then(async (e) => {
+      if (truncate) await e.stage.truncate(0);
+      return e;
+    });
+  }
+
+  /** A stage closed by an earlier flush takes writes again: recorded "open" first (staging.ts). */
+  private async prepareWrite(e: StagedEntry): Promise<void> {
+    if (e.stage.failure) throw e.stage.failure;
+    if (e.stage.state !== 'open') {
+      this.writeBack.cancel(e);
+      await e.stage.reopen();
+    }
+  }
+
+  private async readStaged(h: StagedHandle, target: Buffer, length: number, offset: number): Promise<number> {
+    try {
+      const bytes = await h.entry.stage.read(offset, length);
+      bytes.copy(target);
+      return bytes.length;
+    } catch (err) {
+      const e = toFsError(err, h.path);
+      this.log.warn('read failed', { op: 'read', path: h.entry.path, errno: e.errno, error: e.message, ...requestIdOf(err) });
+      throw e;
+    }
+  }
+
+  private async writeStaged(h: StagedHandle, data: Buffer, offset: number): Promise<number> {
+    if (!h.writable) throw refuse('badHandle', h.path);
+    try {
+      await this.prepareWrite(h.entry);
+      return await h.entry.stage.write(offset, data);
+    } catch (err) {
+      const e = toFsError(err, h.path);
+      this.log.error('staged write failed', { op: 'write', path: h.entry.path, errno: e.errno, error: e.message });
+      throw e;
+    }
+  }
+
+  /**
+   * close(): the last writer's flush records the stage closed (it survives
+   * a killed worker from then on) and starts the quiet period before its
+   * upload. close() does not wait for the network.
+   */
+  private async flushStaged(h: StagedHandle): Promise<void> {
+    const e = h.entry;
+    if (!h.writable || e.writers > 1) return;
+    await this.closeStage(e);
+  }
+
+  private async closeStage(e: StagedEntry): Promise<void> {
+    if (e.detached || e.stage.state !== 'open') return;
+    if (e.stage.failure) throw e.stage.failure;
+    if (!this.isDirty(e)) return;
+    await e.stage.markClosed();
+    this.writeBack.schedule(e);
+    this.uploadsChanged();
+  }
+
+  /** fsync uploads now and returns once the object is stored. */
+  private async fsyncStaged(h: StagedHandle): Promise<void> {
+    const e = h.entry;
+    if (e.detached) return;
+    if (e.stage.state === 'open') {
+      if (!this.isDirty(e)) return;
+      if (e.stage.failure) throw e.stage.failure;
+      await e.stage.markClosed();
+    } else if (!this.isDirty(e) && !this.writeBack.has(e)) {
+      return;
+    }
+    const path = e.path;
+    try {
+      await this.writeBack.runNow(e);
+    } catch (err) {
+      this.uploadFailed(e, err);
+      throw new FsError('EIO', `${path}: upload failed, it stays staged and is retried: ${(err as Error).message}`, { rule: 'ioError', cause: err });
+    }
+    if (e.path !== path) {
+      throw new FsError('EIO', `${path}: changed in the bucket meanwhile; this version was stored as ${e.path}`, { rule: 'ioError' });
+    }
+  }
+
+  private async releaseStaged(h: StagedHandle): Promise<void> {
+    const e = h.entry;
+    e.handles--;
+    if (h.writable) e.writers--;
+    try {
+      if (e.writers === 0 && !e.stage.failure) await this.closeStage(e);
+    } catch {
+      // A failure to close was told to flush's caller; release has none.
+    }
+    if (e.handles > 0) return;
+    if (e.detached) {
+      await this.stagingArea.remove(e.stage);
+      return;
+    }
+    if (e.stage.failure) {
+      // The program was told (ENOSPC, EIO); the file is what the bucket holds.
+      this.dropEntry(e);
+      await this.stagingArea.remove(e.stage);
+      this.events.onUploadFailed?.(e.path, e.stage.failure);
+      return;
+    }
+    if (!this.isDirty(e) && e.stage.state !== 'uploading' && !this.writeBack.has(e)) {
+      this.dropEntry(e);
+      await this.stagingArea.remove(e.stage);
+    }
+  }
+
+  private dropEntry(e: StagedEntry): void {
+    if (this.staged.get(e.path) === e) this.staged.delete(e.path);
+    this.uploadsChanged();
+  }
+
+  /** The write-back job: uploads a closed stage, or stores a conflicting one under a conflict name. */
+  private async uploadStaged(e: StagedEntry): Promise<void> {
+    if (e.detached) return;
+    if (e.stage.state === 'conflict') await this.divertToConflictCopy(e);
+    // Reopened by a writer: its next close schedules it again.
+    if (e.stage.state !== 'closed') return;
+    const started = this.clock.now();
+    let result;
+    try {
+      result = await uploadStagedFile(e.stage, this.client, {
+        partSizeBytes: this.config.writePartSizeBytes,
+        maxPartsInFlight: this.config.maxPartsInFlight,
+        tracker: this.config.uploadTracker,
+        keepStage: () => e.handles > 0,
+      });
+    } catch (err) {
+      if (!(err instanceof StageConflictError)) throw err;
+      this.log.warn('object changed in the bucket while edited', { op: 'upload', key: err.key, baseEtag: err.baseEtag });
+      await this.divertToConflictCopy(e);
+      return this.uploadStaged(e);
+    }
+    e.failures = 0;
+    if (result.status === 'superseded') {
+      if (e.stage.state === 'closed') this.writeBack.schedule(e);
+      return;
+    }
+    const info: ObjectInfo = { key: result.key, sizeBytes: result.sizeBytes, etag: result.etag, lastModified: new Date(this.clock.now()) };
+    this.noteStored(e.path, info);
+    if (result.stageRemoved) this.dropEntry(e);
+    else {
+      e.cleanGeneration = result.generation;
+      if (e.stage.state === 'closed' && this.isDirty(e)) this.writeBack.schedule(e);
+    }
+    this.uploadsChanged();
+    this.log.info('upload complete', { op: 'upload', key: result.key, sizeBytes: result.sizeBytes, durationMs: this.clock.now() - started, staged: true });
+  }
+
+  /** An upload that failed by itself: retried with backoff; the user is told once per run of failures. */
+  private uploadFailed(e: StagedEntry, err: unknown): void {
+    e.failures++;
+    const message = err instanceof Error ? err.message : String(err);
+    this.log.error('staged upload failed', { op: 'upload', key: e.stage.key, attempt: e.failures, error: message, ...requestIdOf(err) });
+    if (e.failures === 1) {
+      this.events.onUploadFailed?.(e.path, new Error(`not uploaded yet, kept on this computer and retried: ${message}`, { cause: err }));
+    }
+    if (this.draining || e.detached) return;
+    this.writeBack.schedule(e, Math.min(MAX_UPLOAD_RETRY_MS, 1000 * 2 ** (e.failures - 1)));
+  }
+
+  /** The stage is stored beside the other writer's version, under a free conflict name. */
+  private async divertToConflictCopy(e: StagedEntry): Promise<void> {
+    const from = e.path;
+    const at = new Date(this.clock.now());
+    let to = '';
+    for (let attempt = 1; ; attempt++) {
+      to = joinPath(parentPath(from), conflictName(baseName(from), at, attempt));
+      if (this.staged.has(to)) continue;
+      // If-None-Match on the upload still guards against a name taken meanwhile.
+      if (!await this.client.headObject(fileKey(this.config.prefix, to))) break;
+      if (attempt > 100) throw new Error(`${from}: no free name for a conflict copy`);
+    }
+    await e.stage.retarget(fileKey(this.config.prefix, to));
+    if (this.staged.get(from) === e) this.staged.delete(from);
+    e.path = to;
+    e.cleanGeneration = -1;
+    this.staged.set(to, e);
+    for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = to;
+    this.cache.delete(from);
+    this.log.warn('conflict copy', { op: 'upload', path: from, conflictPath: to });
+    this.events.onConflict?.(from, to);
+  }
+
+  /** An object we stored: cached, and the folders above exist in the bucket now. */
+  private noteStored(path: string, info: ObjectInfo): void {
+    this.cache.set(path, { kind: 'file', info });
+    let child = path;
+    let entry: RemoteEntry = { kind: 'file', info };
+    for (let p = parentPath(path); ; p = parentPath(p)) {
+      this.noteOwned(p, child, entry);
+      if (p === '/') break;
+      this.localDirs.delete(p);
+      this.cache.set(p, { kind: 'dir' });
+      child = p;
+      entry = { kind: 'dir' };
+    }
+  }
+
+  private timesFrom(times: { atimeMs: number; mtimeMs: number }): { atimeMs?: number; mtimeMs?: number } {
+    // NaN: leave as is (UTIME_OMIT); Infinity: now (UTIME_NOW).
+    const pick = (t: number): number | undefined => (Number.isNaN(t) ? undefined : t === Number.POSITIVE_INFINITY ? this.clock.now() : t);
+    const out: { atimeMs?: number; mtimeMs?: number } = {};
+    const a = pick(times.atimeMs);
+    const m = pick(times.mtimeMs);
+    if (a !== undefined) out.atimeMs = a;
+    if (m !== undefined) out.mtimeMs = m;
+    return out;
+  }
+
+  private async truncateEditing(path: string, node: Node, size: number): Promise<void> {
+    if (node.kind === 'dir') throw refuse('isADirectory', path);
+    let e: StagedEntry;
+    if (node.kind === 'staged') e = node.entry;
+    else if (node.kind === 'file') {
+      if (node.info.sizeBytes === size) return;
+      e = await this.stageObject(path, node.info, size === 0);
+    } else throw refuse('truncate', path);
+    await this.prepareWrite(e);
+    await e.stage.truncate(size);
+    // truncate(1) with no file open: nothing else will close it.
+    if (e.writers === 0) await this.closeStage(e);
+    if (e.handles === 0 && !this.isDirty(e)) {
+      this.dropEntry(e);
+      await this.stagingArea.remove(e.stage);
+    }
+  }
+
+  /** Unlink of a staged file: never uploaded, and the object it was based on (if any) deleted. */
+  private async unlinkStaged(path: string, e: StagedEntry): Promise<void> {
+    this.writeBack.cancel(e);
+    await this.writeBack.settle(e);
+    if (this.staged.get(path) !== e) {
+      // Its upload finished meanwhile: the file is an object now.
+      const node = await this.resolve(path);
+      if (!node) throw refuse('notFound', path);
+      if (node.kind !== 'file') return this.unlink(path);
+      await this.client.deleteObject(node.info.key);
+      this.cache.set(path, { kind: 'missing' });
+      return;
+    }
+    const key = e.stage.key;
+    const stored = e.stage.baseEtag !== undefined;
+    this.detach(e);
+    if (e.handles === 0) await this.stagingArea.remove(e.stage);
+    if (stored) await this.client.deleteObject(key);
+    this.cache.set(path, { kind: 'missing' });
+    this.ownedContents(parentPath(path))?.entries.delete(path);
+    this.log.info('deleted', { op: 'unlink', key, staged: true });
+  }
+
+  private detach(e: StagedEntry): void {
+    e.detached = true;
+    this.writeBack.cancel(e);
+    this.dropEntry(e);
+  }
+
+  /** A folder is an object `name/` in editing mode, so an empty folder survives the unmount. */
+  private async mkdirEditing(path: string): Promise<void> {
+    const key = dirPrefix(this.config.prefix, path);
+    try {
+      await this.client.putObject(key, new Uint8Array(0), { ifNoneMatch: '*' });
+    } catch (err) {
+      // Another client made the same folder meanwhile: it exists, as asked.
+      if (!(err instanceof S3RequestError && (err.kind === 'PreconditionFailed' || err.kind === 'Conflict'))) throw err;
+      throw refuse('mkdirExists', path);
+    }
+    this.cache.set(path, { kind: 'dir' });
+    this.noteOwned(parentPath(path), path, { kind: 'dir' });
+    // We know all it holds: nothing, so creating files in it needs no lookups.
+    this.ownedDirs.set(path, { until: this.clock.now() + this.config.metadataTtlMs, entries: new Map() });
+  }
+
+  /** Whether a folder holds nothing but its own `name/` object, here or in the bucket. */
+  private async folderIsEmpty(path: string): Promise<boolean> {
+    for (const p of [...this.staged.keys(), ...this.writing.keys(), ...this.localDirs]) if (isInside(p, path)) return false;
+    const prefix = dirPrefix(this.config.prefix, path);
+    const page = await this.client.listObjects({ prefix, delimiter: '/', maxKeys: 2 });
+    return page.commonPrefixes.length === 0 && page.objects.every((o) => o.key === prefix);
+  }
+
+  private async rmdirEditing(path: string): Promise<void> {
+    if (!await this.folderIsEmpty(path)) throw refuse('rmdirNotEmpty', path);
+    await this.client.deleteObject(dirPrefix(this.config.prefix, path));
+    this.cache.set(path, { kind: 'missing' });
+    this.ownedDirs.delete(path);
+    this.folderIndexes.delete(path);
+    this.ownedContents(parentPath(path))?.entries.delete(path);
+  }
+
+  private async renameEditing(from: string, to: string, flags: number): Promise<void> {
+    if ((flags & RENAME_EXCHANGE) !== 0) throw refuse('renameExchange', from);
+    if (from === to) return;
+    if (isInside(to, from)) throw refuse('renameIntoItself', from);
+    this.checkNewName(to);
+    await this.requireParentDir(to);
+    const src = await this.resolve(from);
+    if (!src) throw refuse('notFound', from);
+    const dst = await this.resolve(to);
+    if (dst && (flags & RENAME_NOREPLACE) !== 0) throw refuse('renameExists', to);
+    if (src.kind === 'writing' || dst?.kind === 'writing') throw refuse('concurrentWriter', from);
+    if (src.kind === 'dir') {
+      if (dst && dst.kind !== 'dir') throw refuse('notADirectory', to);
+      if (dst && !await this.folderIsEmpty(to)) throw refuse('renameNotEmpty', to);
+      return this.renameFolder(from, to);
+    }
+    if (dst?.kind === 'dir') throw refuse('isADirectory', to);
+    return this.renameFile(from, to, src, dst);
+  }
+
+  /** What the new name replaces: the ETag its upload must find there (undefined: nothing is there). */
+  private async takeOver(to: string, dst: Node | undefined): Promise<string | undefined> {
+    if (dst?.kind === 'staged') {
+      const t = dst.entry;
+      this.writeBack.cancel(t);
+      await this.writeBack.settle(t);
+      if (this.staged.get(to) === t) {
+        const etag = t.stage.baseEtag;
+        this.detach(t);
+        if (t.handles === 0) await this.stagingArea.remove(t.stage);
+        return etag;
+      }
+      dst = this.resolveKnown(to);
+    }
+    return dst?.kind === 'file' ? dst.info.etag : undefined;
+  }
+
+  private async renameFile(from: string, to: string, src: Node, dst: Node | undefined): Promise<void> {
+    const fromKey = fileKey(this.config.prefix, from);
+    const toKey = fileKey(this.config.prefix, to);
+    const replaces = await this.takeOver(to, dst);
+    if (src.kind === 'staged') {
+      const e = src.entry;
+      this.writeBack.cancel(e);
+      await this.writeBack.settle(e);
+      if (this.staged.get(from) === e) {
+        // Renamed locally; the object it was based on goes once its bytes are here.
+        const stored = e.stage.baseEtag !== undefined;
+        if (stored) await e.stage.fill();
+        await e.stage.rename(toKey, replaces);
+        this.staged.delete(from);
+        e.path = to;
+        this.staged.set(to, e);
+        for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = to;
+        if (stored) await this.client.deleteObject(fromKey);
+        this.cache.set(from, { kind: 'missing' });
+        this.cache.delete(to);
+        this.ownedContents(parentPath(from))?.entries.delete(from);
+        if (e.stage.state === 'closed') this.writeBack.schedule(e);
+        this.uploadsChanged();
+        this.log.info('renamed', { op: 'rename', from: fromKey, to: toKey, staged: true });
+        return;
+      }
+      // Uploaded meanwhile: a stored file now.
+      const now = this.resolveKnown(from);
+      if (now?.kind !== 'file') throw refuse('notFound', from);
+      src = now;
+    }
+    if (src.kind !== 'file') throw refuse('notFound', from);
+    const { etag } = await this.client.copyObject(fromKey, toKey, { ifMatch: src.info.etag, sizeBytes: src.info.sizeBytes });
+    await this.client.deleteObject(fromKey);
+    this.cache.set(from, { kind: 'missing' });
+    this.ownedContents(parentPath(from))?.entries.delete(from);
+    this.noteStored(to, { key: toKey, sizeBytes: src.info.sizeBytes, etag, lastModified: new Date(this.clock.now()) });
+    this.log.info('renamed', { op: 'rename', from: fromKey, to: toKey, replaced: replaces !== undefined });
+  }
+
+  /**
+   * A folder: staged files in it are renamed locally, then every key is
+   * moved server-side (folder-rename.ts), with progress for the tray.
+   */
+  private async renameFolder(from: string, to: string): Promise<void> {
+    const fromPrefix = dirPrefix(this.config.prefix, from);
+    const toPrefix = dirPrefix(this.config.prefix, to);
+    const moved = (p: string): string => to + p.slice(from.length);
+    const deleteOnly = new Set<string>();
+    for (const [p, e] of [...this.staged]) {
+      if (!isInside(p, from)) continue;
+      this.writeBack.cancel(e);
+      await this.writeBack.settle(e);
+      if (this.staged.get(p) !== e) continue;
+      if (e.stage.baseEtag !== undefined) {
+        await e.stage.fill();
+        deleteOnly.add(e.stage.key);
+      }
+      await e.stage.rename(fileKey(this.config.prefix, moved(p)), undefined);
+      this.staged.delete(p);
+      e.path = moved(p);
+      this.staged.set(e.path, e);
+      for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = e.path;
+      if (e.stage.state === 'closed') this.writeBack.schedule(e);
+    }
+    for (const d of [...this.localDirs]) {
+      if (d !== from && !isInside(d, from)) continue;
+      this.localDirs.delete(d);
+      this.localDirs.add(moved(d));
+    }
+    const progress = (done: number, total: number, finished: boolean, error?: string): void => {
+      this.events.onRenameProgress?.({ from, to, done, total, finished, ...(error !== undefined ? { error } : {}) });
+    };
+    const started = this.clock.now();
+    try {
+      const { total } = await renameFolderKeys({
+        client: this.client, fromPrefix, toPrefix,
+        concurrency: this.config.maxUploadsInFlight ?? DEFAULT_UPLOADS_IN_FLIGHT,
+        deleteOnly,
+        onProgress: (done, n) => progress(done, n, false),
+      });
+      progress(total, total, true);
+      this.log.info('renamed', { op: 'rename', from: fromPrefix, to: toPrefix, objects: total, durationMs: this.clock.now() - started });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.log.error('folder rename stopped', { op: 'rename', from: fromPrefix, to: toPrefix, error: message, ...requestIdOf(err) });
+      if (err instanceof FolderRenameError) progress(err.moved, err.total, true, message);
+      else progress(0, 0, true, message);
+      throw new FsError('EIO', message, { rule: 'ioError', cause: err });
+    } finally {
+      this.forgetUnder(from);
+      this.forgetUnder(to);
+      this.cache.set(from, { kind: 'missing' });
+      this.cache.delete(to);
+      this.ownedContents(parentPath(from))?.entries.delete(from);
+      this.uploadsChanged();
+    }
+  }
+
+  /** Drops what the caches say of a folder and everything in it (a rename moved it). */
+  private forgetUnder(dir: string): void {
+    this.cache.deleteWhere((p) => p === dir || isInside(p, dir));
+    this.folderIndexes.deleteWhere((p) => p === dir || isInside(p, dir));
+    for (const d of [...this.ownedDirs.keys()]) if (d === dir || isInside(d, dir)) this.ownedDirs.delete(d);
+  }
+
+  /**
+   * At mount: uploads what an earlier run accepted and did not upload.
+   * Returns what was kept (never closed, a failed write, unreadable).
+   */
+  recover(found: readonly RecoveredStage[]): { uploading: number; kept: { path: string; reason: string }[] } {
+    const kept: { path: string; reason: string }[] = [];
+    let uploading = 0;
+    const toPath = (key: string): string => '/' + (key.startsWith(this.config.prefix) ? key.slice(this.config.prefix.length) : key);
+    for (const r of found) {
+      if (r.action === 'keep') {
+        kept.push({ path: r.record ? toPath(r.record.key) : r.dataPath, reason: r.message });
+        continue;
+      }
+      const path = toPath(r.stage.key);
+      if (this.staged.has(path)) {
+        kept.push({ path, reason: `${path}: staged twice; the older copy is kept in ${r.stage.dataPath}` });
+        continue;
+      }
+      const e = this.addEntry(path, r.stage, -1);
+      this.writeBack.schedule(e, 0);
+      uploading++;
+    }
+    this.log.info('staged files recovered', { uploading, kept: kept.length });
+    return { uploading, kept };
   }
 
   /**
@@ -852,11 +1492,27 @@ export class S3FileSystem {
    * writes fail with EIO. Uploads already completing (close or fsync under
    * way) finish, unless abandoned (Quit anyway): then they are aborted too,
    * so no parts are left behind.
+   *
+   * Editing mode: closed staged files are uploaded first; abandoned, or
+   * failing, they stay staged and the next mount uploads them. A staged
+   * file still open stays as it is, reported at the next mount.
    */
   async drain(options: { abandonUploads?: boolean } = {}): Promise<void> {
+    if (this.config.allowEdit) {
+      this.draining = true;
+      if (options.abandonUploads) this.writeBack.clear();
+      else await this.writeBack.drain();
+      await Promise.all([...this.staged.values()].map((e) => e.stage.durable()));
+      const left = [...this.staged.values()].filter((e) => this.isDirty(e)).map((e) => e.path);
+      if (left.length > 0) {
+        this.log.warn('staged files not uploaded; the next mount uploads them', { count: left.length, paths: left.slice(0, 20), stagingDirectory: this.stagingArea.directory });
+      }
+    }
     const pending: Promise<unknown>[] = [];
     for (const [fd, h] of this.handles) {
-      if (h.kind === 'read') {
+      if (h.kind === 'staged') {
+        this.handles.delete(fd);
+      } else if (h.kind === 'read') {
         h.prefetcher.close();
         this.handles.delete(fd);
       } else if (h.completed && !options.abandonUploads) {

@@ -106,6 +106,15 @@ export class FolderIndexes {
     return this.byFolder.get(folder);
   }
 
+  delete(folder: string): void {
+    this.byFolder.delete(folder);
+  }
+
+  /** Forgets the folders that match (a renamed folder and those in it). */
+  deleteWhere(matches: (folder: string) => boolean): void {
+    for (const k of [...this.byFolder.keys()]) if (matches(k)) this.byFolder.delete(k);
+  }
+
   set(folder: string, index: FolderIndex): void {
     this.byFolder.delete(folder);
     if (index.size > MAX_INDEXED_NAMES) return;

@@ -114,6 +114,8 @@ export const OP_TIMEOUTS = {
   flush: false,
   fsync: false,
   release: false,
+  // Editing mode renames a folder key by key; the tray shows its progress.
+  rename: false,
 } as const satisfies OpTimeouts;
 
 /** fuse-native with the options it does not pass itself, appended to its `-o` list. */
@@ -131,6 +133,12 @@ export class TunedFuse extends Fuse {
     if (extra === '') return base;
     return base === '' ? `-o${extra}` : `${base},${extra}`;
   }
+}
+
+/** fuse-native hands times as Dates or numbers (ms). */
+function timeMs(t: unknown): number {
+  if (t instanceof Date) return t.getTime();
+  return typeof t === 'number' ? t : Number.NaN;
 }
 
 function toFuseStat(s: Stat): FuseStat {
@@ -198,10 +206,10 @@ function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMount
     unlink: (path) => fs.unlink(path),
     mkdir: (path) => fs.mkdir(path),
     rmdir: (path) => fs.rmdir(path),
-    rename: (from) => fs.rename(from),
+    rename: (from, to, flags) => fs.rename(from, to, flags),
     link: (_from, to) => fs.link(to),
     symlink: (_target, path) => fs.symlink(path),
-    setattr: (_op, path) => fs.setattr(path),
+    setattr: (op, path, a, b) => fs.setattr(path, op === 'utimens' ? { atimeMs: a, mtimeMs: b } : undefined),
     truncate: (path, size) => fs.truncate(path, size),
     mknod: (path) => fs.mknod(path),
     readlink: (path) => Promise.reject(refuse('readlink', path)),
@@ -279,12 +287,12 @@ function createLibfuse2(mountPoint: string, fs: S3FileSystem, options: FuseMount
     unlink: (path, cb) => done0('unlink', path, fs.unlink(path), cb),
     mkdir: (path, _mode, cb) => done0('mkdir', path, fs.mkdir(path), cb),
     rmdir: (path, cb) => done0('rmdir', path, fs.rmdir(path), cb),
-    rename: (src, _dest, cb) => done0('rename', src, fs.rename(src), cb),
+    rename: (src, dest, cb) => done0('rename', src, fs.rename(src, dest), cb),
     link: (_src, dest, cb) => done0('link', dest, fs.link(dest), cb),
     symlink: (_target, path, cb) => done0('symlink', path, fs.symlink(path), cb),
     chmod: refuseWith('chmod', (p) => fs.setattr(p)),
     chown: refuseWith('chown', (p) => fs.setattr(p)),
-    utimens: refuseWith('utimens', (p) => fs.setattr(p)),
+    utimens: (path, atime, mtime, cb) => done0('utimens', path, fs.setattr(path, { atimeMs: timeMs(atime), mtimeMs: timeMs(mtime) }), cb),
     truncate: (path, size, cb) => done0('truncate', path, fs.truncate(path, size), cb),
     ftruncate: (path, _fd, size, cb) => done0('ftruncate', path, fs.truncate(path, size), cb),
     mknod: (path, _mode, _dev, cb) => done0('mknod', path, fs.mknod(path), cb),

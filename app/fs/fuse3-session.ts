@@ -105,11 +105,15 @@ export interface Fuse3Handlers {
   unlink(path: string): Promise<void>;
   mkdir(path: string, mode: number): Promise<void>;
   rmdir(path: string): Promise<void>;
-  rename(from: string, to: string): Promise<void>;
+  /** `flags`: renameat2's RENAME_NOREPLACE / RENAME_EXCHANGE. */
+  rename(from: string, to: string, flags: number): Promise<void>;
   link(from: string, to: string): Promise<void>;
   symlink(target: string, path: string): Promise<void>;
-  /** chmod, chown and utimens. */
-  setattr(op: 'chmod' | 'chown' | 'utimens', path: string): Promise<void>;
+  /**
+   * chmod (a: mode), chown (a: uid, b: gid) and utimens (a: atime, b:
+   * mtime in ms; NaN leaves a time as it is, Infinity sets it to now).
+   */
+  setattr(op: 'chmod' | 'chown' | 'utimens', path: string, a: number, b: number): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   mknod(path: string, mode: number): Promise<void>;
   /** Links are not stored; the handler rejects with the errno of the table. */
@@ -347,10 +351,10 @@ export class Fuse3Session {
         case 'unlink': done(h.unlink(p)); break;
         case 'mkdir': done(h.mkdir(p, n0)); break;
         case 'rmdir': done(h.rmdir(p)); break;
-        case 'rename': done(h.rename(p, path2 ?? '')); break;
+        case 'rename': done(h.rename(p, path2 ?? '', n0)); break;
         case 'link': done(h.link(p, path2 ?? '')); break;
         case 'symlink': done(h.symlink(path2 ?? '', p)); break;
-        case 'chmod': case 'chown': case 'utimens': done(h.setattr(name, p)); break;
+        case 'chmod': case 'chown': case 'utimens': done(h.setattr(name, p, n0, n1)); break;
         case 'truncate': done(h.truncate(p, n0)); break;
         case 'mknod': done(h.mknod(p, n0)); break;
         case 'readlink': h.readlink(p).catch(fail); break;

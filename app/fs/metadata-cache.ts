@@ -70,6 +70,11 @@ export class MetadataCache {
     this.entries.delete(fusePath);
   }
 
+  /** Drops every entry whose path matches (a renamed folder's contents). */
+  deleteWhere(matches: (fusePath: string) => boolean): void {
+    for (const k of [...this.entries.keys()]) if (matches(k)) this.entries.delete(k);
+  }
+
   /** Bounds memory: drops expired entries (called after each listing). */
   sweep(): void {
     const now = this.clock.now();

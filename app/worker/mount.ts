@@ -3,6 +3,7 @@
  * watch for an external `umount`, drain and unmount. The worker runs it for
  * the CLI and the tray alike; `sosmount --foreground` runs it in-process.
  */
+import { createHash } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import os from 'node:os';
 import type { MountOptions } from '../options.js';
@@ -17,6 +18,7 @@ import { checkFoldersOutsideMountPoint, checkMountPoint, forceUnmount, isMountPo
 import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
 import { uploadJournalDirectory } from '../log.js';
 import type { UploadTracker } from '../data/uploader.js';
+import { StagingArea, defaultStagingDirectory } from '../data/staging.js';
 import type { MountErrorCode, MountState, WorkerError } from './protocol.js';
 
 export class MountError extends Error {
@@ -44,6 +46,19 @@ const UNMOUNT_POLL_MS = 500;
 
 function endpointName(options: MountOptions): string {
   return options.endpointUrl ?? 'the default AWS S3 endpoint';
+}
+
+/**
+ * Editing mode's staging folder: --staging-directory, else one per bucket,
+ * prefix and endpoint under the state directory, so the next mount of the
+ * same folder finds what an earlier run left to upload, wherever it is
+ * mounted.
+ */
+export function stagingDirectoryFor(options: Pick<MountOptions, 'stagingDirectory' | 'endpointUrl' | 'region' | 'bucket' | 'prefix'>): string {
+  if (options.stagingDirectory !== undefined) return options.stagingDirectory;
+  const endpoint = options.endpointUrl ?? `aws:${options.region ?? ''}`;
+  const id = createHash('sha256').update(`${endpoint}\n${options.bucket}\n${options.prefix}`).digest('hex').slice(0, 12);
+  return defaultStagingDirectory(`${options.bucket}-${id}`);
 }
 
 /** The message a user reads when the bucket check fails, by cause. */
@@ -89,6 +104,8 @@ export class BucketMount {
   private readonly fuse: FuseMount;
   private readonly log: Logger;
   private readonly hooks: MountHooks;
+  /** Closes what the mount holds besides FUSE (the staging folder). */
+  private readonly release: () => Promise<void>;
   private watch: NodeJS.Timeout | undefined;
   private stateValue: MountState = 'mounting';
   private unmounting: Promise<void> | undefined;
@@ -96,12 +113,13 @@ export class BucketMount {
   private readonly ended: Promise<void>;
   private resolveEnded!: () => void;
 
-  private constructor(options: MountOptions, fs: S3FileSystem, fuse: FuseMount, log: Logger, hooks: MountHooks) {
+  private constructor(options: MountOptions, fs: S3FileSystem, fuse: FuseMount, log: Logger, hooks: MountHooks, release: () => Promise<void> = async () => {}) {
     this.options = options;
     this.fs = fs;
     this.fuse = fuse;
     this.log = log;
     this.hooks = hooks;
+    this.release = release;
     this.ended = new Promise((resolve) => { this.resolveEnded = resolve; });
   }
 
@@ -127,6 +145,7 @@ export class BucketMount {
     const inside = await checkFoldersOutsideMountPoint(given.mountPoint, [
       ...(hooks.localFolders ?? []),
       { what: 'upload journal folder', folder: journalDir },
+      ...(given.allowEdit ? [{ what: 'staging folder', folder: stagingDirectoryFor(given) }] : []),
     ]);
     if (inside) throw new MountError(inside.code, inside.message);
     // The kernel lists mounts by their real path; watching a symlinked
@@ -187,11 +206,26 @@ export class BucketMount {
   /** Mounts over a given client (tests use this with a fault-injecting one). */
   static async mountWith(client: ObjectClient, options: MountOptions, log: Logger, hooks: MountHooks = {}): Promise<BucketMount> {
     const ttlMs = metadataTtlMs(options.metadataTtl);
+    const stop = new AbortController();
+    let staging: StagingArea | undefined;
+    let recovered: Awaited<ReturnType<StagingArea['open']>> = [];
+    if (options.allowEdit) {
+      staging = new StagingArea({ directory: stagingDirectoryFor(options), log, signal: stop.signal });
+      try {
+        recovered = await staging.open();
+      } catch (err) {
+        throw new MountError('internal', `cannot open the staging folder ${staging.directory}: ${(err as Error).message}`, { cause: err });
+      }
+    }
     const fs = new S3FileSystem(client, {
       prefix: options.prefix,
       readOnly: options.readOnly,
       allowDelete: options.allowDelete,
       allowOverwrite: options.allowOverwrite,
+      allowEdit: options.allowEdit,
+      uploadDelayMs: options.uploadDelayMs,
+      staging,
+      maxUploadsInFlight: Math.min(16, options.maxThreads),
       uid: options.uid,
       gid: options.gid,
       fileMode: options.fileMode,
@@ -214,7 +248,10 @@ export class BucketMount {
       kernelCacheSeconds: Math.min(ttlMs, 60_000) / 1000,
       fsName: `sosmount:${options.bucket}${options.prefix ? '/' + options.prefix : ''}`,
     }, log);
-    const m = new BucketMount(options, fs, fuse, log, hooks);
+    const m = new BucketMount(options, fs, fuse, log, hooks, async () => {
+      stop.abort();
+      await staging?.close();
+    });
     m.setState('mounting');
     try {
       await fuse.mount();
@@ -224,6 +261,10 @@ export class BucketMount {
     m.setState('mounted');
     log.info('mounted', { binding: fuse.binding, bucket: options.bucket, mountPoint: options.mountPoint, prefix: options.prefix, endpoint: options.endpointUrl, pid: process.pid, host: os.hostname() });
     m.watchForExternalUnmount();
+    if (staging) {
+      const r = fs.recover(recovered);
+      if (r.uploading > 0 || r.kept.length > 0) hooks.events?.onRecovered?.({ ...r, stagingDirectory: staging.directory });
+    }
     return m;
   }
 
@@ -269,6 +310,7 @@ export class BucketMount {
     this.watch = undefined;
     this.finishing ??= (async () => {
       await this.fs.drain();
+      await this.release().catch((err: unknown) => this.log.warn('closing the staging folder failed', { error: (err as Error).message }));
       this.setState('unmounted');
       // What the kernel asked for, per operation: shows at a glance whether
       // a workload was served by listings or by one request per file.

@@ -42,6 +42,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <node_api.h>
@@ -460,9 +461,12 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
   (void) fi;
   REQUEST(OP_UTIMENS) r.path = path;
-  if (tv) {
-    r.num[0] = (double) tv[0].tv_sec * 1000 + tv[0].tv_nsec / 1e6;
-    r.num[1] = (double) tv[1].tv_sec * 1000 + tv[1].tv_nsec / 1e6;
+  /* To JavaScript: ms since the epoch; NaN leaves a time (UTIME_OMIT);
+   * Infinity means now (UTIME_NOW, or no times at all: touch). */
+  for (int i = 0; i < 2; i++) {
+    if (!tv || tv[i].tv_nsec == UTIME_NOW) r.num[i] = INFINITY;
+    else if (tv[i].tv_nsec == UTIME_OMIT) r.num[i] = NAN;
+    else r.num[i] = (double) tv[i].tv_sec * 1000 + tv[i].tv_nsec / 1e6;
   }
   return call_js(s, &r);
 }
