@@ -326,7 +326,7 @@ const FLAGS: readonly FlagSpec[] = [
     key: 'stagingDirectory',
     value: 'DIRECTORY',
     group: 'Mount options',
-    help: 'Where editing mode keeps files being written until they are uploaded\n[default: $XDG_STATE_HOME/sosmount/staging/<bucket>-<hash>]',
+    help: 'Where editing mode keeps files being written until they are uploaded\n[default: $XDG_STATE_HOME/sos-mount/staging/<bucket>-<hash>]',
   },
   {
     long: 'upload-delay',
