@@ -278,8 +278,13 @@ describe('editing mode: faults', () => {
     await waitUntil('the worker to be gone', () => gone(m.workerPid), 10_000);
     await waitUntil('the watchdog to exit', () => gone(m.watchdog.pid), 15_000);
     const again = await m.remount();
-    await waitUntil('the next mount to upload what was saved', async () => md5((await getBytes(m.bucket, 'new.bin')) ?? '') === md5(body)
-      && (await getText(m.bucket, 'report.txt')) === 'saved before the kill\n', 30_000, 200);
+    try {
+      await waitUntil('the next mount to upload what was saved', async () => md5((await getBytes(m.bucket, 'new.bin')) ?? '') === md5(body)
+        && (await getText(m.bucket, 'report.txt')) === 'saved before the kill\n', 30_000, 200);
+    } catch (err) {
+      for (const line of (await again.log()).split('\n').filter((l) => /stag|recover|upload|rename/.test(l))) t.diagnostic(line.slice(0, 500));
+      throw err;
+    }
     assert.match(await again.log(), /staged files recovered.*"uploading":2/);
     await again.unmount();
     assert.ok(!(await keys(m.bucket)).some((k) => k.includes('.goutputstream')));

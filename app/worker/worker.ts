@@ -12,7 +12,10 @@ import { parseToWorker, type FromWorker } from './protocol.js';
 let logCrash: ((err: Error) => void) | undefined;
 
 function sendToParent(message: FromWorker): void {
-  if (process.connected && process.send) process.send(message);
+  // The CLI's background mode leaves once the bucket is mounted: a message
+  // sent while its end of the channel closes fails with EPIPE, which without
+  // a callback would be thrown at the process and end the mount.
+  if (process.connected && process.send) process.send(message, undefined, undefined, () => {});
 }
 
 async function main(): Promise<void> {
