@@ -25,6 +25,12 @@ export interface MountConfig {
   readOnly: boolean;
   allowDelete: boolean;
   allowOverwrite: boolean;
+  /**
+   * Editing mode (`--allow-edit`): staged writes, rename, writes anywhere in
+   * a file. It implies delete and overwrite, whatever the two flags above
+   * say: they keep the user's own choice for when editing mode is off.
+   */
+  allowEdit: boolean;
   mountAtLogin: boolean;
 }
 

@@ -104,6 +104,7 @@ export function mountOptionsFor(config: MountConfig, options: { logDirectory: st
       readOnly: config.readOnly,
       allowDelete: config.allowDelete,
       allowOverwrite: config.allowOverwrite,
+      allowEdit: config.allowEdit,
       debug: options.debug ?? false,
       logDirectory: options.logDirectory,
     },

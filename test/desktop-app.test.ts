@@ -101,6 +101,7 @@ describe('the desktop app, driven through its core', () => {
     readOnly: false,
     allowDelete: false,
     allowOverwrite: false,
+    allowEdit: false,
     mountAtLogin: false,
   };
 

@@ -105,6 +105,7 @@ describe('supervisor with real workers', () => {
       readOnly: false,
       allowDelete: false,
       allowOverwrite: false,
+      allowEdit: false,
       mountAtLogin: false,
       ...overrides,
     };

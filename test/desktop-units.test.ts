@@ -40,6 +40,7 @@ function mount(overrides: Partial<MountConfig> = {}): MountConfig {
     readOnly: false,
     allowDelete: false,
     allowOverwrite: false,
+    allowEdit: false,
     mountAtLogin: false,
     ...overrides,
   };
@@ -194,11 +195,29 @@ describe('settings file', () => {
       assert.deepEqual(store.warnings, []);
       assert.deepEqual(store.get().mounts[0], {
         id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old',
-        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, mountAtLogin: false,
+        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false,
       });
       assert.equal(store.get().version, 1);
       const onDisk = JSON.parse(await readFile(store.path, 'utf8'));
       assert.equal(onDisk.__internal__.migrations.version, '0.1.0');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('editing mode: a mount stored before the field existed reads as off; one saved with it on reads back on', async () => {
+    const dir = await tempDir('settings');
+    try {
+      // As the previous release wrote it: schema version 1, migrations done, no allowEdit.
+      const old = { id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old', forcePathStyle: false, prefix: '', readOnly: false, allowDelete: true, allowOverwrite: false, mountAtLogin: true };
+      await writeFile(path.join(dir, SETTINGS_FILE), JSON.stringify({ version: 1, mounts: [old], profiles: [{ name: 'p', accessKeyId: 'EXO9' }], startAtLogin: false, __internal__: { migrations: { version: '0.1.0' } } }));
+      const store = SettingsStore.open({ directory: dir });
+      assert.deepEqual(store.warnings, []);
+      assert.deepEqual(store.get().mounts, [{ ...old, allowEdit: false }]);
+      store.update((s) => { s.mounts.push(mount({ id: '2', name: 'new', mountPoint: '/mnt/new', allowEdit: true })); });
+      const again = SettingsStore.open({ directory: dir });
+      assert.deepEqual(again.get().mounts.map((m) => [m.name, m.allowEdit]), [['old', false], ['new', true]]);
+      assert.throws(() => store.update((s) => { (s.mounts[0] as unknown as Record<string, unknown>)['allowEdit'] = 'yes'; }), /allowEdit.* must be boolean/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -242,6 +261,8 @@ describe('validation', () => {
     assert.deepEqual(fields(mount({ mountPoint: 'relative/dir' })), [['mountPoint', "'relative/dir' must be an absolute path"]]);
     assert.deepEqual(fields(mount({ prefix: 'photos' })), [['prefix', "'photos' must end in '/'"]]);
     assert.deepEqual(fields(mount({ readOnly: true, allowDelete: true })), [['allowDelete', 'a read-only mount cannot allow deletes or overwrites']]);
+    assert.deepEqual(fields(mount({ readOnly: true, allowEdit: true })), [['allowEdit', 'a read-only mount cannot be in editing mode; turn one of them off']]);
+    assert.deepEqual(fields(mount({ allowEdit: true })), [], 'editing mode needs neither allow delete nor allow overwrite: it implies them');
     const other = mount({ id: 'm2', name: 'Photos', mountPoint: '/home/ada' });
     assert.deepEqual(fields(mount(), [other]), [
       ['name', "another mount is already named 'photos'"],
@@ -370,6 +391,10 @@ describe('mount options and workers', () => {
       mountOptionsFor(mount({ zone: undefined, endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true, allowDelete: true, allowOverwrite: true }), { logDirectory: '/logs', debug: true }),
       cliOptions(['--endpoint-url', 'http://127.0.0.1:9000', '--force-path-style', '--allow-delete', '--allow-overwrite', '--debug', '-l', '/logs', 'photos', '/home/ada/Photos']),
     );
+    const editing = mountOptionsFor(mount({ allowEdit: true }), { logDirectory: '/logs' });
+    assert.deepEqual(editing, cliOptions(['--zone', 'ch-dk-2', '--allow-edit', '--log-directory', '/logs', 'photos', '/home/ada/Photos']));
+    assert.deepEqual([editing.allowEdit, editing.allowDelete, editing.allowOverwrite], [true, true, true], 'editing mode implies delete and overwrite');
+    assert.equal(mountOptionsFor(mount(), { logDirectory: '/logs' }).allowEdit, false);
   });
 
   test('settings the CLI would refuse fail with the CLI\'s message, naming the flag', () => {
@@ -379,6 +404,7 @@ describe('mount options and workers', () => {
       [{ zone: undefined, endpointUrl: 'ftp://files.example.com' }, ['--endpoint-url', 'ftp://files.example.com']],
       [{ bucket: 'My_Bucket' }, []],
       [{ mountPoint: '/dev/fd/3' }, []],
+      [{ readOnly: true, allowEdit: true }, ['--read-only', '--allow-edit']],
     ];
     for (const [overrides, flags] of cases) {
       const config = mount(overrides);
