@@ -33,7 +33,7 @@ async function main(): Promise<void> {
       await call(ui, IpcChannel.SaveProfile, [{ name: 'exoscale', accessKeyId: 'EXO5f3c2a8e91d04b7e6a1c', secret: 'example-secret', isNew: true }]);
       await call(ui, IpcChannel.SaveProfile, [{ name: 'minio-lab', accessKeyId: 'minioadmin', secret: 'example-secret', isNew: true }]);
       const mounts: Array<{ config: Partial<MountConfig>; status: Parameters<SettingsPage['statuses']['set']>[1] }> = [
-        { config: { name: 'Photos', bucket: 'family-photos', zone: 'ch-gva-2', profile: 'exoscale', mountAtLogin: true }, status: { state: 'mounted', uploadsInProgress: 0 } },
+        { config: { name: 'Photos', bucket: 'family-photos', zone: 'ch-gva-2', profile: 'exoscale', allowEdit: true, mountAtLogin: true }, status: { state: 'mounted', uploadsInProgress: 0, editing: true } },
         { config: { name: 'Backups', bucket: 'nightly-backups', zone: 'de-fra-1', profile: 'exoscale', prefix: 'laptop/', readOnly: true }, status: { state: 'unmounted' } },
         { config: { name: 'Datasets', bucket: 'ml-datasets', zone: 'ch-dk-2', profile: 'exoscale' }, status: { state: 'mounting', attempt: 2 } },
         { config: { name: 'Lab MinIO', bucket: 'scratch', endpointUrl: 'https://minio.lab.example.net', forcePathStyle: true, profile: 'minio-lab', allowDelete: true, allowOverwrite: true }, status: { state: 'error', message: 'Access denied', requestId: '17A3F9C2B4E8D610' } },

@@ -297,7 +297,7 @@ describe('the page in a browser', () => {
       const bridge = g[name] as { onMountStatus(l: (e: { id: string }) => void): () => void };
       g.__off = bridge.onMountStatus((e) => g.__seen.push(e.id));
     }, BRIDGE_NAME);
-    ui.statuses.set('first', { state: 'mounted', uploadsInProgress: 0 });
+    ui.statuses.set('first', { state: 'mounted', uploadsInProgress: 0, editing: false });
     await ui.page.waitForFunction(() => (globalThis as unknown as { __seen: string[] }).__seen.length === 1);
     await ui.page.evaluate((name) => {
       const g = globalThis as unknown as Record<string, unknown> & { __off(): void; __later: string[] };

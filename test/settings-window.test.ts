@@ -150,7 +150,7 @@ describe('mounts', () => {
     // Live state, as the supervisor reports it.
     ui.statuses.set(id, { state: 'mounting', attempt: 1 });
     await waitForText(page, `[data-mount-id="${id}"] .status`, 'Mounting…');
-    ui.statuses.set(id, { state: 'mounted', uploadsInProgress: 2 });
+    ui.statuses.set(id, { state: 'mounted', uploadsInProgress: 2, editing: false });
     await waitForText(page, `[data-mount-id="${id}"] .status`, 'Mounted · uploading 2');
     ui.statuses.set(id, { state: 'error', message: 'Access denied', requestId: 'REQ-42' });
     await waitForText(page, `[data-mount-id="${id}"] .status`, 'Error');
@@ -207,7 +207,7 @@ describe('mounts', () => {
     assert.equal(mount.allowEdit, false);
 
     // Removing is refused while mounted, then done once unmounted.
-    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0 });
+    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0, editing: false });
     await row.getByRole('button', { name: 'Edit Archive' }).click();
     await page.getByRole('button', { name: 'Remove Mount…' }).click();
     await page.locator('#m-remove-confirm').getByRole('button', { name: 'Remove' }).click();
@@ -638,7 +638,7 @@ describe('dropping files on a mount row', () => {
       await run('fusermount', ['-u', mnt]);
       await execQuiet('fusermount', ['-uz', mnt]);
     });
-    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0 });
+    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0, editing: false });
     await waitForText(page, `${rowSelector} .status`, 'Mounted');
 
     // Record what the row's progress line says while the upload runs.
