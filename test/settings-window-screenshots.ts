@@ -55,6 +55,12 @@ async function main(): Promise<void> {
       await ui.page.locator('#m-name').focus();
       await ui.page.screenshot({ path: path.join(outDir, `settings-editor-${scheme}.png`) });
 
+      // The options of a mount in editing mode: delete and overwrite shown as implied.
+      await ui.page.getByRole('button', { name: 'Back to the mounts' }).click();
+      await ui.page.getByRole('button', { name: 'Edit Photos' }).click();
+      await ui.page.locator('#m-at-login').scrollIntoViewIfNeeded();
+      await ui.page.screenshot({ path: path.join(outDir, `settings-options-${scheme}.png`) });
+
       await ui.page.getByRole('button', { name: 'Profiles' }).click();
       await ui.page.screenshot({ path: path.join(outDir, `settings-profiles-${scheme}.png`) });
       await ui.close();
