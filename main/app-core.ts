@@ -10,10 +10,11 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { lstat, mkdir, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import type { KeptReason } from '../app/data/staging.js';
 import { silentLogger, type Logger } from '../app/log.js';
 import type { Autostart } from './autostart.js';
-import { buildMenu, uploadsInFlightMessage, type AppState, type MenuAction, type MenuModel } from './menu-model.js';
-import type { MountConfig, ProfileConfig, SecretStore } from './model.js';
+import { buildMenu, quitQuestion, type AppState, type MenuAction, type MenuModel, type QuitQuestion } from './menu-model.js';
+import type { MountConfig, PendingUploads, ProfileConfig, SecretStore } from './model.js';
 import { SecretStoreError } from './secret-store.js';
 import type { SettingsStore } from './settings-store.js';
 import { CredentialsError, Supervisor, type SupervisorEvent } from './supervisor.js';
@@ -48,8 +49,8 @@ export interface AppCoreOptions {
   logDirectory: string;
   /** Opens (or focuses) the settings window. */
   openSettings(): void;
-  /** Asked at Quit while files are uploading: wait for them, quit anyway (they are lost), or don't quit. */
-  confirmQuit(uploadsInProgress: number, message: string): Promise<QuitChoice>;
+  /** Asked at Quit while files are uploading: wait for them, quit anyway (lost, or kept for the next mount in editing mode), or don't quit. */
+  confirmQuit(question: QuitQuestion): Promise<QuitChoice>;
   /** Ends the process once everything is unmounted. */
   exit(): void;
   log?: Logger;
@@ -83,7 +84,7 @@ export class AppCore {
   private readonly listeners = new Set<(menu: MenuModel) => void>();
   private warnings: string[];
   private startAtLogin = false;
-  private quitting: { uploadsInProgress: number } | undefined;
+  private quitting: PendingUploads | undefined;
   private quitNow: (() => void) | undefined;
   private quitPromise: Promise<void> | undefined;
 
@@ -151,7 +152,7 @@ export class AppCore {
   }
 
   private changed(): void {
-    if (this.quitting) this.quitting = { uploadsInProgress: this.supervisor.uploadsInProgress() };
+    if (this.quitting) this.quitting = this.supervisor.pendingUploads();
     const menu = this.menu();
     for (const listener of this.listeners) listener(menu);
   }
@@ -257,6 +258,23 @@ export class AppCore {
       case 'unmounted-externally':
         this.log.info('unmounted from outside the app', { mount: name });
         return;
+      case 'conflict':
+        this.options.notifier.notify({
+          title: `Conflict in ${name}`,
+          body: `${event.path} changed in the bucket while you edited it; your version was saved as ${event.conflictPath}`,
+        });
+        return;
+      case 'recovered': {
+        const body = recoveredText(event.uploading, event.kept, event.stagingDirectory);
+        if (body !== undefined) this.options.notifier.notify({ title: `Files saved earlier in ${name}`, body });
+        return;
+      }
+      case 'rename-failed':
+        this.options.notifier.notify({
+          title: `Renaming a folder in ${name} stopped`,
+          body: `${event.from} → ${event.to}: ${event.done} of ${event.total} objects moved, then ${event.message}`,
+        });
+        return;
     }
   }
 
@@ -340,10 +358,10 @@ export class AppCore {
   /** Quit from the menu: asks first when files are uploading. */
   async requestQuit(): Promise<void> {
     if (this.quitPromise) return this.quitPromise;
-    const uploads = this.supervisor.uploadsInProgress();
+    const pending = this.supervisor.pendingUploads();
     let mode: QuitMode = 'wait';
-    if (uploads > 0) {
-      const choice = await this.options.confirmQuit(uploads, uploadsInFlightMessage(uploads));
+    if (pending.lost + pending.kept > 0) {
+      const choice = await this.options.confirmQuit(quitQuestion(pending));
       if (choice === 'cancel') return;
       if (choice === 'quit-anyway') mode = 'abandon';
     }
@@ -353,7 +371,8 @@ export class AppCore {
   /**
    * Unmounts everything, then calls `exit`. Files still uploading:
    * - 'wait': finish first (the menu says how many; "Quit now" abandons them);
-   * - 'abandon': their workers are stopped at once and those uploads lost;
+   * - 'abandon': their workers are stopped at once and those uploads lost
+   *   (in editing mode the staged files stay and upload at the next mount);
    * - 'complete': each worker completes what it has and unmounts (a signal
    *   at logout: no time to wait for writers, no reason to lose data).
    * In every case no mount is left behind.
@@ -362,7 +381,7 @@ export class AppCore {
     this.quitPromise ??= (async () => {
       let mode = options.uploads;
       if (mode === 'wait' && this.supervisor.uploadsInProgress() > 0) {
-        this.quitting = { uploadsInProgress: this.supervisor.uploadsInProgress() };
+        this.quitting = this.supervisor.pendingUploads();
         this.changed();
         let off = (): void => {};
         const abandoned = await new Promise<boolean>((resolve) => {
@@ -375,14 +394,44 @@ export class AppCore {
         this.quitNow = undefined;
         if (abandoned) mode = 'abandon';
       }
-      this.quitting = { uploadsInProgress: this.supervisor.uploadsInProgress() };
+      this.quitting = this.supervisor.pendingUploads();
       this.changed();
-      this.log.info('quitting', { uploadsInProgress: this.supervisor.uploadsInProgress(), mode });
+      this.log.info('quitting', { ...this.quitting, mode });
       await this.supervisor.shutdown({ abandonUploads: mode === 'abandon' });
       this.options.exit();
     })();
     return this.quitPromise;
   }
+}
+
+/** Names listed in a notification before "and N more". */
+const MAX_NAMED_FILES = 3;
+
+/** Why a staged file was kept, in words; `reason` is a KeptReason code from the worker, or already words. */
+const KEPT_REASONS: Readonly<Record<KeptReason, string>> = {
+  'never-closed': 'it was still open when SOS Mount stopped',
+  'write-failed': 'writing it to disk failed',
+  conflict: 'it changed in the bucket meanwhile',
+  'data-missing': 'its data is missing',
+  'data-size-differs': 'its data is incomplete',
+  'record-unreadable': 'its record cannot be read',
+};
+
+function keptReasonText(reason: string): string {
+  return Object.hasOwn(KEPT_REASONS, reason) ? KEPT_REASONS[reason as KeptReason] : reason;
+}
+
+/** The notification about an earlier run's files at mount, or undefined when there were none. */
+export function recoveredText(uploading: number, kept: ReadonlyArray<{ path: string; reason: string }>, stagingDirectory: string): string | undefined {
+  const parts: string[] = [];
+  if (uploading > 0) parts.push(`Uploading ${uploading === 1 ? '1 file' : `${uploading} files`} saved before SOS Mount stopped.`);
+  if (kept.length > 0) {
+    const named = kept.slice(0, MAX_NAMED_FILES).map((k) => `${k.path} (${keptReasonText(k.reason)})`);
+    if (kept.length > MAX_NAMED_FILES) named.push(`${kept.length - MAX_NAMED_FILES} more`);
+    const were = kept.length === 1 ? '1 file could not be uploaded and is' : `${kept.length} files could not be uploaded and are`;
+    parts.push(`${were} kept in ${stagingDirectory}: ${named.join(', ')}.`);
+  }
+  return parts.length > 0 ? parts.join(' ') : undefined;
 }
 
 async function copyInto(source: string, destinationDir: string, result: DropResult): Promise<void> {

@@ -223,12 +223,12 @@ export async function runDesktopApp(hooks: DesktopAppHooks = {}): Promise<void> 
     logDirectory,
     log,
     openSettings: openSettingsWindow,
-    confirmQuit: async (uploads, message): Promise<QuitChoice> => {
+    confirmQuit: async ({ message, detail }): Promise<QuitChoice> => {
       const { response } = await dialog.showMessageBox({
         type: 'warning',
         title: 'SOS Mount',
         message,
-        detail: `Wait for ${uploads === 1 ? 'it' : 'them'} to finish and then quit, or quit now and lose ${uploads === 1 ? 'that upload' : 'those uploads'}.`,
+        detail,
         buttons: ['Wait, then quit', 'Quit anyway', 'Cancel'],
         defaultId: 0,
         cancelId: 2,

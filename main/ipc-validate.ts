@@ -143,6 +143,7 @@ const mountDraft = object<InvokeArgs<typeof IpcChannel.SaveMount>[0]>({
   readOnly: bool,
   allowDelete: bool,
   allowOverwrite: bool,
+  allowEdit: bool,
   mountAtLogin: bool,
 });
 

@@ -25,6 +25,12 @@ export interface MountConfig {
   readOnly: boolean;
   allowDelete: boolean;
   allowOverwrite: boolean;
+  /**
+   * Editing mode (`--allow-edit`): staged writes, rename, writes anywhere in
+   * a file. It implies delete and overwrite, whatever the two flags above
+   * say: they keep the user's own choice for when editing mode is off.
+   */
+  allowEdit: boolean;
   mountAtLogin: boolean;
 }
 
@@ -52,10 +58,32 @@ export interface SecretStore {
 
 export const SECRET_SERVICE = 'sos-mount';
 
-/** A mount's live state, as the supervisor knows it and the tray and settings window show it. */
+/** A folder rename under way in editing mode: the engine copies `total` objects one by one, `done` so far. */
+export interface FolderRename {
+  from: string;
+  to: string;
+  done: number;
+  total: number;
+}
+
+/**
+ * A mount's live state, as the supervisor knows it and the tray and settings
+ * window show it. `editing` is what the running worker was started with,
+ * which may differ from the settings: a saved change applies at the next
+ * mount. It says what Quit does to uploads still waiting (editing mode keeps
+ * them on disk for the next mount; otherwise they are lost).
+ */
 export type MountStatus =
   | { state: 'unmounted' }
   | { state: 'mounting'; attempt: number }
-  | { state: 'mounted'; uploadsInProgress: number }
-  | { state: 'unmounting'; uploadsInProgress: number }
+  | { state: 'mounted'; uploadsInProgress: number; editing: boolean; renaming?: FolderRename | undefined }
+  | { state: 'unmounting'; uploadsInProgress: number; editing: boolean }
   | { state: 'error'; message: string; requestId?: string | undefined; retryInMs?: number | undefined };
+
+/** Files still uploading, by what quitting now would do to them. */
+export interface PendingUploads {
+  /** Uploads of mounts not in editing mode: quitting now aborts them and their data is lost. */
+  lost: number;
+  /** Staged files of mounts in editing mode: they stay on this computer and upload at the bucket's next mount. */
+  kept: number;
+}

@@ -39,6 +39,10 @@ const MOUNT_SCHEMA = {
     readOnly: { type: 'boolean', default: false },
     allowDelete: { type: 'boolean', default: false },
     allowOverwrite: { type: 'boolean', default: false },
+    // Off for a mount saved before editing mode existed: an upgrade must not
+    // change what its folder lets programs do. New mounts start with it on,
+    // which is the settings window's choice (renderer/mounts.ts), not a default here.
+    allowEdit: { type: 'boolean', default: false },
     mountAtLogin: { type: 'boolean', default: false },
   },
 } as const;
@@ -71,6 +75,7 @@ function normaliseMount(raw: Record<string, unknown>): Record<string, unknown> {
     readOnly: false,
     allowDelete: false,
     allowOverwrite: false,
+    allowEdit: false,
     mountAtLogin: false,
     ...raw,
   };

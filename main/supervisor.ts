@@ -24,7 +24,7 @@ import { buildMountOptions, type MountOptions } from '../app/options.js';
 import type { StaticCredentials } from '../app/s3/sdk-client.js';
 import { silentLogger, type Logger } from '../app/log.js';
 import type { FromWorker, MountErrorCode, ToWorker, WorkerError } from '../app/worker/protocol.js';
-import type { MountConfig, MountStatus } from './model.js';
+import type { FolderRename, MountConfig, MountStatus, PendingUploads } from './model.js';
 import type { WorkerHandle, WorkerLauncher } from './worker-launcher.js';
 
 /** Raised by the credentials lookup; `retryable` when the keychain may work later (locked, not started yet). */
@@ -42,7 +42,13 @@ export type SupervisorEvent =
   | { type: 'mount-failed'; mountId: string; message: string; requestId?: string | undefined; attempt: number; retryInMs?: number | undefined }
   | { type: 'worker-crashed'; mountId: string; message: string; remountInMs?: number | undefined }
   | { type: 'upload-failed'; mountId: string; path: string; message: string }
-  | { type: 'unmounted-externally'; mountId: string };
+  | { type: 'unmounted-externally'; mountId: string }
+  /** Editing mode: `path` changed in the bucket while it was edited; ours is at `conflictPath`. */
+  | { type: 'conflict'; mountId: string; path: string; conflictPath: string }
+  /** Editing mode, at mount: files an earlier run accepted and did not upload (see FromWorker 'recovered'). */
+  | { type: 'recovered'; mountId: string; uploading: number; kept: Array<{ path: string; reason: string }>; stagingDirectory: string }
+  /** Editing mode: a folder rename stopped half way; `done` of `total` objects were moved. */
+  | { type: 'rename-failed'; mountId: string; from: string; to: string; done: number; total: number; message: string };
 
 export interface SupervisorOptions {
   launcher: WorkerLauncher;
@@ -104,6 +110,7 @@ export function mountOptionsFor(config: MountConfig, options: { logDirectory: st
       readOnly: config.readOnly,
       allowDelete: config.allowDelete,
       allowOverwrite: config.allowOverwrite,
+      allowEdit: config.allowEdit,
       debug: options.debug ?? false,
       logDirectory: options.logDirectory,
     },
@@ -141,9 +148,20 @@ interface Worker {
   unmountSent: boolean;
   error: WorkerError | undefined;
   uploads: number;
+  /** Started in editing mode: its waiting uploads are staged on disk and outlive it. */
+  editing: boolean;
+  /** Folder renames under way, oldest first (keyed by from and to). */
+  renames: Map<string, FolderRename>;
   stderrTail: string;
   exited: Promise<void>;
   deadline: NodeJS.Timeout | undefined;
+}
+
+/** The status of a running worker; a rename shows only while mounted (unmounting says what it waits for). */
+function liveStatus(state: 'mounted' | 'unmounting', worker: Worker): MountStatus {
+  if (state === 'unmounting') return { state, uploadsInProgress: worker.uploads, editing: worker.editing };
+  const renaming = worker.renames.values().next().value;
+  return { state, uploadsInProgress: worker.uploads, editing: worker.editing, ...(renaming ? { renaming } : {}) };
 }
 
 interface Slot {
@@ -197,9 +215,20 @@ export class Supervisor {
 
   /** Files being uploaded, over all mounts. */
   uploadsInProgress(): number {
-    let n = 0;
-    for (const slot of this.slots.values()) n += slot.worker?.uploads ?? 0;
-    return n;
+    const pending = this.pendingUploads();
+    return pending.lost + pending.kept;
+  }
+
+  /** Files being uploaded, over all mounts, by what quitting now would do to them. */
+  pendingUploads(): PendingUploads {
+    const pending: PendingUploads = { lost: 0, kept: 0 };
+    for (const slot of this.slots.values()) {
+      const worker = slot.worker;
+      if (!worker) continue;
+      if (worker.editing) pending.kept += worker.uploads;
+      else pending.lost += worker.uploads;
+    }
+    return pending;
   }
 
   /** Mounts this supervisor knows (mounted, retrying, or in an error state). */
@@ -270,7 +299,8 @@ export class Supervisor {
         slot.wanted = false;
         const worker = slot.worker;
         worker.stopping = true;
-        this.log.warn('quitting with uploads in flight: aborting them', { mount: slot.config.name, uploads: worker.uploads });
+        if (worker.editing) this.log.info('quitting with staged files waiting: they upload at the next mount', { mount: slot.config.name, uploads: worker.uploads });
+        else this.log.warn('quitting with uploads in flight: aborting them', { mount: slot.config.name, uploads: worker.uploads });
         if (!worker.handle.send({ type: 'unmount', abandonUploads: true })) worker.handle.kill('SIGKILL');
         const timer = setTimeout(() => worker.handle.kill('SIGKILL'), ABANDON_TIMEOUT_MS);
         timer.unref();
@@ -347,6 +377,8 @@ export class Supervisor {
       unmountSent: false,
       error: undefined,
       uploads: 0,
+      editing: options.allowEdit,
+      renames: new Map(),
       stderrTail: '',
       exited: new Promise<void>((resolve) => { resolveExited = resolve; }),
       deadline: undefined,
@@ -384,12 +416,12 @@ export class Supervisor {
             if (worker.deadline) clearTimeout(worker.deadline);
             slot.attempt = 0;
             this.log.info('mounted', { mount: slot.config.name, mountPoint: slot.config.mountPoint });
-            if (slot.wanted && !worker.stopping) this.setStatus(slot, { state: 'mounted', uploadsInProgress: worker.uploads });
+            if (slot.wanted && !worker.stopping) this.setStatus(slot, liveStatus('mounted', worker));
             else if (worker.stopping) this.sendUnmount(slot, worker);
             else this.requestStop(slot, worker);
             break;
           case 'unmounting':
-            this.setStatus(slot, { state: 'unmounting', uploadsInProgress: worker.uploads });
+            this.setStatus(slot, liveStatus('unmounting', worker));
             break;
           case 'unmounted':
             worker.unmounted = true;
@@ -403,14 +435,37 @@ export class Supervisor {
         break;
       case 'uploads':
         worker.uploads = message.inProgress;
-        if (slot.status.state === 'mounted' || slot.status.state === 'unmounting') {
-          this.setStatus(slot, { state: slot.status.state, uploadsInProgress: message.inProgress });
-        }
+        this.refreshLive(slot, worker);
         break;
       case 'upload-failed':
         this.log.error('upload failed', { mount: slot.config.name, path: message.path, error: message.message });
         this.emit({ type: 'upload-failed', mountId: slot.config.id, path: message.path, message: message.message });
         break;
+      case 'conflict':
+        this.log.warn('conflict: the object changed in the bucket while it was edited', { mount: slot.config.name, path: message.path, conflictPath: message.conflictPath });
+        this.emit({ type: 'conflict', mountId: slot.config.id, path: message.path, conflictPath: message.conflictPath });
+        break;
+      case 'recovered':
+        this.log.info('files of an earlier run', { mount: slot.config.name, uploading: message.uploading, kept: message.kept.length, stagingDirectory: message.stagingDirectory });
+        this.emit({ type: 'recovered', mountId: slot.config.id, uploading: message.uploading, kept: message.kept, stagingDirectory: message.stagingDirectory });
+        break;
+      case 'rename-progress': {
+        // The worker throttles these; the status shows the latest, and only a failed end is an event.
+        const key = `${message.from}\0${message.to}`;
+        if (!message.finished) {
+          worker.renames.set(key, { from: message.from, to: message.to, done: message.done, total: message.total });
+        } else {
+          worker.renames.delete(key);
+          if (message.error !== undefined) {
+            this.log.error('folder rename stopped', { mount: slot.config.name, from: message.from, to: message.to, done: message.done, total: message.total, error: message.error });
+            this.emit({ type: 'rename-failed', mountId: slot.config.id, from: message.from, to: message.to, done: message.done, total: message.total, message: message.error });
+          } else {
+            this.log.info('folder renamed', { mount: slot.config.name, from: message.from, to: message.to, objects: message.total });
+          }
+        }
+        this.refreshLive(slot, worker);
+        break;
+      }
       case 'log': {
         const level = message.level === 'error' || message.level === 'warn' ? message.level : 'info';
         this.log[level](String(message.msg), { mount: slot.config.name, from: 'worker' });
@@ -419,10 +474,15 @@ export class Supervisor {
     }
   }
 
+  /** Publishes the worker's counts while the status is a live one (mounted or unmounting). */
+  private refreshLive(slot: Slot, worker: Worker): void {
+    if (slot.status.state === 'mounted' || slot.status.state === 'unmounting') this.setStatus(slot, liveStatus(slot.status.state, worker));
+  }
+
   private sendUnmount(slot: Slot, worker: Worker): void {
     if (worker.unmountSent) return;
     worker.unmountSent = true;
-    this.setStatus(slot, { state: 'unmounting', uploadsInProgress: worker.uploads });
+    this.setStatus(slot, liveStatus('unmounting', worker));
     if (!worker.handle.send({ type: 'unmount' })) worker.handle.kill('SIGTERM');
   }
 

@@ -90,6 +90,8 @@ export function mountConfigProblems(config: MountConfig, others: readonly MountC
   if (config.readOnly && (config.allowDelete || config.allowOverwrite)) {
     add(config.allowDelete ? 'allowDelete' : 'allowOverwrite', 'a read-only mount cannot allow deletes or overwrites');
   }
+  // The CLI refuses --allow-edit with --read-only (app/options.ts); said here on the field, in the form's words.
+  if (config.readOnly && config.allowEdit) add('allowEdit', 'a read-only mount cannot be in editing mode; turn one of them off');
   return problems;
 }
 

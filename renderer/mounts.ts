@@ -26,9 +26,23 @@ const FIELDS: ReadonlyArray<{ field: MountField; input: string; problem: string 
   { field: 'prefix', input: 'm-prefix', problem: 'm-prefix-problem' },
   { field: 'mountPoint', input: 'm-folder', problem: 'm-folder-problem' },
   { field: 'readOnly', input: 'm-read-only', problem: 'm-read-only-problem' },
+  { field: 'allowEdit', input: 'm-allow-edit', problem: 'm-allow-edit-problem' },
   { field: 'allowDelete', input: 'm-allow-delete', problem: 'm-allow-delete-problem' },
   { field: 'allowOverwrite', input: 'm-allow-overwrite', problem: 'm-allow-overwrite-problem' },
 ];
+
+/**
+ * Switches that read-only contradicts (main/validation.ts): turning it on
+ * shows their reasons at once, not only after Save.
+ */
+const EXCLUDED_BY_READ_ONLY: readonly MountField[] = ['allowEdit', 'allowDelete', 'allowOverwrite'];
+
+/**
+ * A new mount starts in editing mode. A mount saved before editing mode
+ * existed reads as off (main/settings-store.ts), so an upgrade changes no
+ * existing mount.
+ */
+const NEW_MOUNT_ALLOW_EDIT = true;
 
 export function statusText(status: MountStatus): string {
   switch (status.state) {
@@ -89,6 +103,13 @@ export class MountsPane {
   private readonly readOnly = byId<HTMLInputElement>('m-read-only');
   private readonly allowDelete = byId<HTMLInputElement>('m-allow-delete');
   private readonly allowOverwrite = byId<HTMLInputElement>('m-allow-overwrite');
+  private readonly allowEdit = byId<HTMLInputElement>('m-allow-edit');
+  /**
+   * The user's own Allow delete and Allow overwrite. Editing mode implies
+   * both, so while it is on the switches show on and cannot be changed; these
+   * are saved, and shown again when editing mode is turned off.
+   */
+  private readonly ownFlags = { allowDelete: false, allowOverwrite: false };
   private readonly atLogin = byId<HTMLInputElement>('m-at-login');
   private readonly picker = byId('m-bucket-picker');
   private readonly pickerTitle = byId('m-bucket-picker-title');
@@ -275,8 +296,10 @@ export class MountsPane {
     this.prefix.value = existing?.prefix ?? '';
     this.folder.value = existing === undefined ? '' : homeRelative(existing.mountPoint, this.ctx.snapshot().homeDir);
     this.readOnly.checked = existing?.readOnly ?? false;
-    this.allowDelete.checked = existing?.allowDelete ?? false;
-    this.allowOverwrite.checked = existing?.allowOverwrite ?? false;
+    this.allowEdit.checked = existing?.allowEdit ?? NEW_MOUNT_ALLOW_EDIT;
+    this.ownFlags.allowDelete = existing?.allowDelete ?? false;
+    this.ownFlags.allowOverwrite = existing?.allowOverwrite ?? false;
+    this.showImplied();
     this.atLogin.checked = existing?.mountAtLogin ?? false;
     this.showLocation();
     this.picker.hidden = true;
@@ -299,6 +322,14 @@ export class MountsPane {
     (back ?? byId('add-mount')).focus();
   }
 
+  private showImplied(): void {
+    const implied = this.allowEdit.checked;
+    for (const [input, own] of [[this.allowDelete, this.ownFlags.allowDelete], [this.allowOverwrite, this.ownFlags.allowOverwrite]] as const) {
+      input.disabled = implied;
+      input.checked = implied || own;
+    }
+  }
+
   private showLocation(): void {
     const custom = this.locationCustom.checked;
     byId('m-zone-field').hidden = custom;
@@ -319,8 +350,9 @@ export class MountsPane {
       mountPoint: this.folder.value,
       prefix: this.prefix.value,
       readOnly: this.readOnly.checked,
-      allowDelete: this.allowDelete.checked,
-      allowOverwrite: this.allowOverwrite.checked,
+      allowDelete: this.ownFlags.allowDelete,
+      allowOverwrite: this.ownFlags.allowOverwrite,
+      allowEdit: this.allowEdit.checked,
       mountAtLogin: this.atLogin.checked,
     };
   }
@@ -348,6 +380,9 @@ export class MountsPane {
     } else {
       this.editing.touched.add(target.name as MountField);
     }
+    if (target === this.allowDelete || target === this.allowOverwrite) this.ownFlags[target.name as 'allowDelete' | 'allowOverwrite'] = target.checked;
+    if (target === this.allowEdit) this.showImplied();
+    if (target === this.readOnly) for (const field of EXCLUDED_BY_READ_ONLY) this.editing.touched.add(field);
     // The answer to the last test no longer describes what the form says.
     if (['profile', 'location', 'zone', 'endpointUrl', 'forcePathStyle', 'bucket'].includes(target.name)) {
       say(this.testResult, '');

@@ -101,6 +101,7 @@ describe('the desktop app, driven through its core', () => {
     readOnly: false,
     allowDelete: false,
     allowOverwrite: false,
+    allowEdit: false,
     mountAtLogin: false,
   };
 
@@ -117,7 +118,7 @@ describe('the desktop app, driven through its core', () => {
       shell,
       logDirectory: logDir,
       openSettings: () => {},
-      confirmQuit: async (_n, message) => {
+      confirmQuit: async ({ message }) => {
         quitQuestions.push(message);
         return quitAnswer;
       },

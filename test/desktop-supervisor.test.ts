@@ -3,8 +3,8 @@
  * server: failures that are retried and failures that are not, a crash
  * without "keep mounted", an external umount, stopping while mounting,
  * shutting down with an upload in flight, where secrets go (and do not),
- * and the worker run the way the app runs it (main/utility-worker.js over
- * a parent port instead of Node IPC).
+ * a mount in editing mode, and the worker run the way the app runs it
+ * (main/utility-worker.js over a parent port instead of Node IPC).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -105,6 +105,7 @@ describe('supervisor with real workers', () => {
       readOnly: false,
       allowDelete: false,
       allowOverwrite: false,
+      allowEdit: false,
       mountAtLogin: false,
       ...overrides,
     };
@@ -232,6 +233,21 @@ describe('supervisor with real workers', () => {
     assert.notEqual(await writer.finish(), 'closed');
     await assert.rejects(server.client().send(new HeadObjectCommand({ Bucket: 'alpha', Key: 'partial.bin' })), /NotFound|404/);
     assert.throws(() => sup.mount(idle, { keepMounted: false }), /shut down/);
+  });
+
+  test('a mount in editing mode reaches the worker as --allow-edit: its status says so, and deleting works without "allow delete" in its settings', async () => {
+    const { sup } = supervisor();
+    const cfg = await config({ allowEdit: true });
+    sup.mount(cfg, { keepMounted: false });
+    assert.deepEqual(await waitForStatus(sup, cfg.id, 'mounted', isMounted), { state: 'mounted', uploadsInProgress: 0, editing: true });
+    const file = path.join(cfg.mountPoint, 'edited.txt');
+    const put = await sh(`echo draft > ${JSON.stringify(file)}`);
+    assert.equal(put.code, 0, put.stderr);
+    await waitForStatus(sup, cfg.id, 'upload done', (s) => s.state === 'mounted' && s.uploadsInProgress === 0);
+    const rm = await sh(`rm ${JSON.stringify(file)}`);
+    assert.equal(rm.code, 0, rm.stderr);
+    await assert.rejects(server.client().send(new HeadObjectCommand({ Bucket: 'alpha', Key: 'edited.txt' })), /NotFound|404/);
+    await sup.unmount(cfg.id);
   });
 
   test('the worker as the app runs it (utility-process entry over a parent port) mounts, uploads, reports and unmounts', async () => {

@@ -4,14 +4,14 @@
  * validation, start at login, the utility-process bridge, and how a
  * configured mount becomes worker options.
  */
-import type { ToWorker } from '../app/worker/protocol.js';
+import type { FromWorker, ToWorker } from '../app/worker/protocol.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AUTOSTART_FILE, LOGIN_FLAG, autostartDirectory, createAutostart, desktopEntry, quoteExecArg, type LoginItemApi } from '../main/autostart.js';
-import { buildMenu, statusText, tooltip, uploadsInFlightMessage, type AppState, type MountView } from '../main/menu-model.js';
+import { buildMenu, quitQuestion, statusText, tooltip, whatQuittingDoes, type AppState, type MountView } from '../main/menu-model.js';
 import { menuToHtml } from '../main/menu-picture.js';
 import type { MountConfig, MountStatus } from '../main/model.js';
 import { bridgeParentPort } from '../main/parent-port-bridge.js';
@@ -22,7 +22,8 @@ import { mountConfigProblems, profileConfigProblems } from '../main/validation.j
 import { workerEnvironment } from '../main/worker-launcher.js';
 import { tempDir } from './helpers/processes.js';
 import { RecordingNotifier, RecordingShell, waitForStatus } from './helpers/desktop.js';
-import { AppCore, SettingsValidationError, type QuitChoice } from '../main/app-core.js';
+import { AppCore, SettingsValidationError, recoveredText, type QuitChoice } from '../main/app-core.js';
+import type { SupervisorEvent } from '../main/supervisor.js';
 import { MemorySecretStore } from '../main/secret-store.js';
 import type { WorkerEvents, WorkerHandle, WorkerLauncher } from '../main/worker-launcher.js';
 
@@ -40,6 +41,7 @@ function mount(overrides: Partial<MountConfig> = {}): MountConfig {
     readOnly: false,
     allowDelete: false,
     allowOverwrite: false,
+    allowEdit: false,
     mountAtLogin: false,
     ...overrides,
   };
@@ -58,10 +60,10 @@ describe('menu model', () => {
     assert.equal(statusText({ state: 'unmounted' }), 'unmounted');
     assert.equal(statusText({ state: 'mounting', attempt: 1 }), 'mounting…');
     assert.equal(statusText({ state: 'mounting', attempt: 3 }), 'mounting (attempt 3)…');
-    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 0 }), 'mounted');
-    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 1 }), 'uploading 1 file');
-    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 7 }), 'uploading 7 files');
-    assert.equal(statusText({ state: 'unmounting', uploadsInProgress: 2 }), 'unmounting, 2 files still uploading');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 0, editing: false }), 'mounted');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 1, editing: false }), 'uploading 1 file');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 7, editing: false }), 'uploading 7 files');
+    assert.equal(statusText({ state: 'unmounting', uploadsInProgress: 2, editing: false }), 'unmounting, 2 files still uploading');
     assert.equal(statusText({ state: 'error', message: 'access denied to bucket photos', requestId: 'R1D' }), 'error: access denied to bucket photos (request id R1D)');
     assert.equal(statusText({ state: 'error', message: 'cannot reach https://sos-ch-dk-2.exo.io', retryInMs: 4000 }), 'error: cannot reach https://sos-ch-dk-2.exo.io; retrying in 4 s');
   });
@@ -75,10 +77,10 @@ describe('menu model', () => {
 
   test('one checkbox per mount with its state; "Open folder" only for mounted ones; then Settings, Start at login, Show logs, Quit', () => {
     const menu = buildMenu(state([
-      view({ state: 'mounted', uploadsInProgress: 0 }, { id: 'a', name: 'photos' }),
+      view({ state: 'mounted', uploadsInProgress: 0, editing: false }, { id: 'a', name: 'photos' }),
       view({ state: 'unmounted' }, { id: 'b', name: 'backups' }),
       view({ state: 'error', message: 'bucket backups does not exist', retryInMs: undefined }, { id: 'c', name: 'media' }, false),
-      view({ state: 'mounted', uploadsInProgress: 3 }, { id: 'd', name: 'scratch' }),
+      view({ state: 'mounted', uploadsInProgress: 3, editing: false }, { id: 'd', name: 'scratch' }),
     ], { startAtLogin: true }));
     const rows = menu.items.map((i) => (i.type === 'separator' ? '---' : `${i.type === 'checkbox' ? (i.checked ? '[x] ' : '[ ] ') : ''}${i.label}${i.enabled ? '' : ' (disabled)'}`));
     assert.deepEqual(rows, [
@@ -120,7 +122,7 @@ describe('menu model', () => {
   });
 
   test('while Quit waits for uploads: the count, "Quit now", and no toggles', () => {
-    const menu = buildMenu(state([view({ state: 'mounted', uploadsInProgress: 2 })], { quitting: { uploadsInProgress: 2 } }));
+    const menu = buildMenu(state([view({ state: 'mounted', uploadsInProgress: 2, editing: false })], { quitting: { lost: 2, kept: 0 } }));
     const ids = menu.items.map((i) => i.id);
     assert.ok(!ids.includes('quit'));
     assert.equal(menu.items.find((i) => i.id === 'quitting')?.type === 'normal' && menu.items.find((i) => i.id === 'quitting')!.type, 'normal');
@@ -128,8 +130,51 @@ describe('menu model', () => {
     assert.equal(quitting?.type !== 'separator' && quitting?.label, 'Quitting: waiting for 2 files to upload…');
     const toggle = menu.items.find((i) => i.id === 'mount:m1');
     assert.equal(toggle?.type === 'checkbox' && toggle.enabled, false);
-    assert.equal(uploadsInFlightMessage(1), '1 file still uploading');
-    assert.equal(uploadsInFlightMessage(3), '3 files still uploading');
+    const quitNow = menu.items.find((i) => i.id === 'quit-now');
+    assert.equal(quitNow?.type !== 'separator' && quitNow?.label, 'Quit now (the uploads are lost)');
+  });
+
+  test('"Quit now" and the Quit dialog say what happens to the uploads: lost, or kept on disk by editing mode for the next mount', () => {
+    const quitNow = (lost: number, kept: number): string | false | undefined => {
+      const item = buildMenu(state([], { quitting: { lost, kept } })).items.find((i) => i.id === 'quit-now');
+      return item?.type !== 'separator' && item?.label;
+    };
+    assert.equal(quitNow(1, 0), 'Quit now (the upload is lost)');
+    assert.equal(quitNow(3, 0), 'Quit now (the uploads are lost)');
+    assert.equal(quitNow(0, 1), 'Quit now (1 file uploads at the next mount)');
+    assert.equal(quitNow(0, 4), 'Quit now (4 files upload at the next mount)');
+    assert.equal(quitNow(2, 3), 'Quit now (2 uploads are lost, 3 files upload at the next mount)');
+    assert.equal(quitNow(1, 1), 'Quit now (1 upload is lost, 1 file uploads at the next mount)');
+    const waiting = buildMenu(state([], { quitting: { lost: 2, kept: 3 } })).items.find((i) => i.id === 'quitting');
+    assert.equal(waiting?.type !== 'separator' && waiting?.label, 'Quitting: waiting for 5 files to upload…');
+
+    assert.deepEqual(quitQuestion({ lost: 1, kept: 0 }), {
+      pending: { lost: 1, kept: 0 },
+      message: '1 file still uploading',
+      detail: 'Wait for it to finish and then quit, or quit now and lose that upload.',
+    });
+    assert.equal(quitQuestion({ lost: 3, kept: 0 }).detail, 'Wait for them to finish and then quit, or quit now and lose those uploads.');
+    assert.equal(quitQuestion({ lost: 0, kept: 1 }).detail, 'Wait for it to finish and then quit, or quit now: it stays on this computer and uploads at the next mount.');
+    assert.deepEqual(quitQuestion({ lost: 0, kept: 3 }), {
+      pending: { lost: 0, kept: 3 },
+      message: '3 files still uploading',
+      detail: 'Wait for them to finish and then quit, or quit now: they stay on this computer and upload at the next mount.',
+    });
+    assert.equal(quitQuestion({ lost: 2, kept: 1 }).detail,
+      'Wait for them to finish and then quit, or quit now: 2 uploads are lost, 1 file uploads at the next mount (editing mode keeps its files on this computer).');
+    assert.equal(whatQuittingDoes({ lost: 0, kept: 2 }), '2 files upload at the next mount');
+  });
+
+  test('a folder rename under way shows in the mount\'s entry and the tooltip, long paths shortened at the start', () => {
+    const renaming = { from: 'photos/2024', to: 'photos/archive-2024', done: 120, total: 4000 };
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 0, editing: true, renaming }), 'renaming photos/2024 → photos/archive-2024: 120/4000');
+    assert.equal(statusText({ state: 'mounted', uploadsInProgress: 2, editing: true, renaming }), 'renaming photos/2024 → photos/archive-2024: 120/4000, uploading 2 files');
+    const menu = buildMenu(state([view({ state: 'mounted', uploadsInProgress: 0, editing: true, renaming }, { allowEdit: true })]));
+    const entry = menu.items.find((i) => i.id === 'mount:m1');
+    assert.equal(entry?.type !== 'separator' && entry?.label, 'photos — renaming photos/2024 → photos/archive-2024: 120/4000');
+    assert.equal(menu.tooltip, 'SOS Mount: 1 of 1 mounted, photos renaming photos/2024 → photos/archive-2024: 120/4000');
+    const deep = statusText({ state: 'mounted', uploadsInProgress: 0, editing: true, renaming: { from: `${'a/'.repeat(40)}old`, to: 'new', done: 1, total: 2 } });
+    assert.equal(deep, `renaming …${'a/'.repeat(18)}old → new: 1/2`);
   });
 
   test('the menu picture shows every entry, escaped', () => {
@@ -194,11 +239,29 @@ describe('settings file', () => {
       assert.deepEqual(store.warnings, []);
       assert.deepEqual(store.get().mounts[0], {
         id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old',
-        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, mountAtLogin: false,
+        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false,
       });
       assert.equal(store.get().version, 1);
       const onDisk = JSON.parse(await readFile(store.path, 'utf8'));
       assert.equal(onDisk.__internal__.migrations.version, '0.1.0');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('editing mode: a mount stored before the field existed reads as off; one saved with it on reads back on', async () => {
+    const dir = await tempDir('settings');
+    try {
+      // As the previous release wrote it: schema version 1, migrations done, no allowEdit.
+      const old = { id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old', forcePathStyle: false, prefix: '', readOnly: false, allowDelete: true, allowOverwrite: false, mountAtLogin: true };
+      await writeFile(path.join(dir, SETTINGS_FILE), JSON.stringify({ version: 1, mounts: [old], profiles: [{ name: 'p', accessKeyId: 'EXO9' }], startAtLogin: false, __internal__: { migrations: { version: '0.1.0' } } }));
+      const store = SettingsStore.open({ directory: dir });
+      assert.deepEqual(store.warnings, []);
+      assert.deepEqual(store.get().mounts, [{ ...old, allowEdit: false }]);
+      store.update((s) => { s.mounts.push(mount({ id: '2', name: 'new', mountPoint: '/mnt/new', allowEdit: true })); });
+      const again = SettingsStore.open({ directory: dir });
+      assert.deepEqual(again.get().mounts.map((m) => [m.name, m.allowEdit]), [['old', false], ['new', true]]);
+      assert.throws(() => store.update((s) => { (s.mounts[0] as unknown as Record<string, unknown>)['allowEdit'] = 'yes'; }), /allowEdit.* must be boolean/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -242,6 +305,8 @@ describe('validation', () => {
     assert.deepEqual(fields(mount({ mountPoint: 'relative/dir' })), [['mountPoint', "'relative/dir' must be an absolute path"]]);
     assert.deepEqual(fields(mount({ prefix: 'photos' })), [['prefix', "'photos' must end in '/'"]]);
     assert.deepEqual(fields(mount({ readOnly: true, allowDelete: true })), [['allowDelete', 'a read-only mount cannot allow deletes or overwrites']]);
+    assert.deepEqual(fields(mount({ readOnly: true, allowEdit: true })), [['allowEdit', 'a read-only mount cannot be in editing mode; turn one of them off']]);
+    assert.deepEqual(fields(mount({ allowEdit: true })), [], 'editing mode needs neither allow delete nor allow overwrite: it implies them');
     const other = mount({ id: 'm2', name: 'Photos', mountPoint: '/home/ada' });
     assert.deepEqual(fields(mount(), [other]), [
       ['name', "another mount is already named 'photos'"],
@@ -370,6 +435,10 @@ describe('mount options and workers', () => {
       mountOptionsFor(mount({ zone: undefined, endpointUrl: 'http://127.0.0.1:9000', forcePathStyle: true, allowDelete: true, allowOverwrite: true }), { logDirectory: '/logs', debug: true }),
       cliOptions(['--endpoint-url', 'http://127.0.0.1:9000', '--force-path-style', '--allow-delete', '--allow-overwrite', '--debug', '-l', '/logs', 'photos', '/home/ada/Photos']),
     );
+    const editing = mountOptionsFor(mount({ allowEdit: true }), { logDirectory: '/logs' });
+    assert.deepEqual(editing, cliOptions(['--zone', 'ch-dk-2', '--allow-edit', '--log-directory', '/logs', 'photos', '/home/ada/Photos']));
+    assert.deepEqual([editing.allowEdit, editing.allowDelete, editing.allowOverwrite], [true, true, true], 'editing mode implies delete and overwrite');
+    assert.equal(mountOptionsFor(mount(), { logDirectory: '/logs' }).allowEdit, false);
   });
 
   test('settings the CLI would refuse fail with the CLI\'s message, naming the flag', () => {
@@ -379,6 +448,7 @@ describe('mount options and workers', () => {
       [{ zone: undefined, endpointUrl: 'ftp://files.example.com' }, ['--endpoint-url', 'ftp://files.example.com']],
       [{ bucket: 'My_Bucket' }, []],
       [{ mountPoint: '/dev/fd/3' }, []],
+      [{ readOnly: true, allowEdit: true }, ['--read-only', '--allow-edit']],
     ];
     for (const [overrides, flags] of cases) {
       const config = mount(overrides);
@@ -479,7 +549,12 @@ class ScriptedLauncher implements WorkerLauncher {
 
   /** The latest worker reports uploads in progress. */
   uploads(n: number): void {
-    this.workers.at(-1)?.events.message({ type: 'uploads', inProgress: n });
+    this.say({ type: 'uploads', inProgress: n });
+  }
+
+  /** The latest worker (or worker `index`) sends a message. */
+  say(message: FromWorker, index = this.workers.length - 1): void {
+    this.workers[index]?.events.message(message);
   }
 }
 
@@ -496,13 +571,89 @@ describe('supervisor (scripted workers)', () => {
   });
 });
 
+describe('recovered files notification', () => {
+  test('says how many upload now, and where the rest are kept and why (known reasons in words, others as given, long lists cut)', () => {
+    assert.equal(recoveredText(0, [], '/s'), undefined);
+    assert.equal(recoveredText(1, [], '/s'), 'Uploading 1 file saved before SOS Mount stopped.');
+    const kept = [
+      { path: '/a.txt', reason: 'conflict' },
+      { path: '/b.txt', reason: 'write-failed' },
+      { path: '/c.txt', reason: 'the disk was replaced' },
+      { path: '/d.txt', reason: 'data-missing' },
+      { path: '/e.txt', reason: 'record-unreadable' },
+    ];
+    assert.equal(recoveredText(2, kept, '/home/ada/.local/state/sosmount/staging/photos-1a2b'),
+      'Uploading 2 files saved before SOS Mount stopped. 5 files could not be uploaded and are kept in /home/ada/.local/state/sosmount/staging/photos-1a2b: ' +
+      '/a.txt (it changed in the bucket meanwhile), /b.txt (writing it to disk failed), /c.txt (the disk was replaced), 2 more.');
+  });
+});
+
+describe('supervisor: editing mode (scripted workers)', () => {
+  function supervisor(): { sup: Supervisor; launcher: ScriptedLauncher; events: SupervisorEvent[] } {
+    const launcher = new ScriptedLauncher();
+    const sup = new Supervisor({ launcher, credentialsFor: async () => ({ accessKeyId: 'EXO1', secretAccessKey: 's' }), logDirectory: '/logs' });
+    const events: SupervisorEvent[] = [];
+    sup.onEvent((e) => events.push(e));
+    return { sup, launcher, events };
+  }
+
+  test('the worker is started with --allow-edit, and the status says editing as launched, not as later saved', async () => {
+    const { sup, launcher } = supervisor();
+    sup.mount(mount({ allowEdit: true }), { keepMounted: false });
+    await waitForStatus(sup, 'm1', 'mounted', (s) => s.state === 'mounted');
+    const sent = launcher.workers[0]?.sent[0];
+    assert.equal(sent?.type === 'mount' && sent.options.allowEdit, true);
+    launcher.uploads(2);
+    sup.updateConfig(mount({ allowEdit: false }), { keepMounted: false });
+    assert.deepEqual(await waitForStatus(sup, 'm1', 'uploads', (s) => s.state === 'mounted' && s.uploadsInProgress === 2), { state: 'mounted', uploadsInProgress: 2, editing: true });
+    assert.deepEqual(sup.pendingUploads(), { lost: 0, kept: 2 });
+    await sup.shutdown({ abandonUploads: false });
+  });
+
+  test('pending uploads are counted as lost or kept by each worker\'s mode', async () => {
+    const { sup, launcher } = supervisor();
+    sup.mount(mount({ id: 'plain' }), { keepMounted: false });
+    sup.mount(mount({ id: 'edit', mountPoint: '/home/ada/Edit', allowEdit: true }), { keepMounted: false });
+    await waitForStatus(sup, 'plain', 'mounted', (s) => s.state === 'mounted');
+    await waitForStatus(sup, 'edit', 'mounted', (s) => s.state === 'mounted');
+    const index = (id: string): number => launcher.workers.findIndex((w) => w.sent[0]?.type === 'mount' && w.sent[0].options.mountPoint === (id === 'edit' ? '/home/ada/Edit' : '/home/ada/Photos'));
+    launcher.say({ type: 'uploads', inProgress: 1 }, index('plain'));
+    launcher.say({ type: 'uploads', inProgress: 3 }, index('edit'));
+    assert.deepEqual(sup.pendingUploads(), { lost: 1, kept: 3 });
+    assert.equal(sup.uploadsInProgress(), 4);
+    await sup.shutdown({ abandonUploads: false });
+  });
+
+  test('conflicts and recovered files become events; rename progress is status, and only a rename that stopped is an event', async () => {
+    const { sup, launcher, events } = supervisor();
+    sup.mount(mount({ allowEdit: true }), { keepMounted: false });
+    await waitForStatus(sup, 'm1', 'mounted', (s) => s.state === 'mounted');
+    launcher.say({ type: 'conflict', path: 'notes/todo.md', conflictPath: 'notes/todo (conflict 2026-12-06 221530).md' });
+    launcher.say({ type: 'recovered', uploading: 2, kept: [{ path: 'draft.txt', reason: 'never-closed' }], stagingDirectory: '/state/staging/photos-1a2b' });
+    for (let done = 0; done <= 300; done += 100) launcher.say({ type: 'rename-progress', from: 'a', to: 'b', done, total: 300, finished: false });
+    assert.deepEqual(sup.status('m1'), { state: 'mounted', uploadsInProgress: 0, editing: true, renaming: { from: 'a', to: 'b', done: 300, total: 300 } });
+    launcher.say({ type: 'rename-progress', from: 'a', to: 'b', done: 300, total: 300, finished: true });
+    assert.deepEqual(sup.status('m1'), { state: 'mounted', uploadsInProgress: 0, editing: true });
+    launcher.say({ type: 'rename-progress', from: 'c', to: 'd', done: 5, total: 9, finished: false });
+    launcher.say({ type: 'rename-progress', from: 'c', to: 'd', done: 5, total: 9, finished: true, error: 'access denied (request id R7)' });
+    assert.deepEqual(sup.status('m1'), { state: 'mounted', uploadsInProgress: 0, editing: true });
+    assert.deepEqual(events, [
+      { type: 'conflict', mountId: 'm1', path: 'notes/todo.md', conflictPath: 'notes/todo (conflict 2026-12-06 221530).md' },
+      { type: 'recovered', mountId: 'm1', uploading: 2, kept: [{ path: 'draft.txt', reason: 'never-closed' }], stagingDirectory: '/state/staging/photos-1a2b' },
+      { type: 'rename-failed', mountId: 'm1', from: 'c', to: 'd', done: 5, total: 9, message: 'access denied (request id R7)' },
+    ]);
+    await sup.shutdown({ abandonUploads: false });
+  });
+});
+
 describe('app core (scripted workers)', () => {
-  async function setup(choice: QuitChoice = 'wait', files: Record<string, string> = {}) {
+  async function setup(choice: QuitChoice = 'wait', files: Record<string, string> = {}, overrides: Partial<MountConfig> = {}) {
     const dir = await tempDir('core');
     for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
     const launcher = new ScriptedLauncher();
     const notifier = new RecordingNotifier();
     const asked: string[] = [];
+    const details: string[] = [];
     let exits = 0;
     const core = new AppCore({
       settings: SettingsStore.open({ directory: dir }),
@@ -513,13 +664,13 @@ describe('app core (scripted workers)', () => {
       shell: new RecordingShell(),
       logDirectory: path.join(dir, 'logs'),
       openSettings: () => {},
-      confirmQuit: async (_n, message) => { asked.push(message); return choice; },
+      confirmQuit: async ({ message, detail }) => { asked.push(message); details.push(detail); return choice; },
       exit: () => { exits += 1; },
     });
     await core.start();
     await core.saveProfile({ name: 'exomount', accessKeyId: 'EXO1' }, 'secret');
-    core.saveMount(mount({ mountPoint: dir }));
-    return { dir, core, launcher, notifier, asked, exits: () => exits };
+    core.saveMount(mount({ mountPoint: dir, ...overrides }));
+    return { dir, core, launcher, notifier, asked, details, exits: () => exits };
   }
 
   test('Quit with nothing uploading unmounts and exits without asking', async () => {
@@ -546,7 +697,7 @@ describe('app core (scripted workers)', () => {
       await core.dispatch({ type: 'quit' });
       assert.deepEqual(asked, ['2 files still uploading']);
       assert.equal(exits(), 0);
-      assert.deepEqual(core.supervisor.status('m1'), { state: 'mounted', uploadsInProgress: 2 });
+      assert.deepEqual(core.supervisor.status('m1'), { state: 'mounted', uploadsInProgress: 2, editing: false });
       assert.ok(core.menu().items.some((i) => i.id === 'quit'));
     } finally {
       await core.supervisor.shutdown({ abandonUploads: true });
@@ -571,6 +722,86 @@ describe('app core (scripted workers)', () => {
       assert.deepEqual(launcher.workers[0]?.sent.at(-1), { type: 'unmount', abandonUploads: true });
       assert.deepEqual(launcher.workers[0]?.killed, []);
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('Quit while a mount in editing mode has staged files waiting: the question and "Quit now" say they upload at the next mount', async () => {
+    const { dir, core, launcher, asked, details, exits } = await setup('wait', {}, { allowEdit: true });
+    try {
+      core.mount('m1');
+      await waitForStatus(core.supervisor, 'm1', 'mounted', (s) => s.state === 'mounted');
+      launcher.uploads(2);
+      await waitForStatus(core.supervisor, 'm1', 'uploads', (s) => s.state === 'mounted' && s.uploadsInProgress === 2);
+      const quitting = core.dispatch({ type: 'quit' });
+      await new Promise<void>((resolve) => { const off = core.onChange((m) => { if (m.items.some((i) => i.id === 'quit-now')) { off(); resolve(); } }); });
+      assert.deepEqual(asked, ['2 files still uploading']);
+      assert.deepEqual(details, ['Wait for them to finish and then quit, or quit now: they stay on this computer and upload at the next mount.']);
+      const quitNow = core.menu().items.find((i) => i.id === 'quit-now');
+      assert.equal(quitNow?.type !== 'separator' && quitNow?.label, 'Quit now (2 files upload at the next mount)');
+      launcher.uploads(1);
+      const waiting = core.menu().items.find((i) => i.id === 'quitting');
+      assert.equal(waiting?.type !== 'separator' && waiting?.label, 'Quitting: waiting for 1 file to upload…');
+      const after = core.menu().items.find((i) => i.id === 'quit-now');
+      assert.equal(after?.type !== 'separator' && after?.label, 'Quit now (1 file uploads at the next mount)');
+      await core.dispatch({ type: 'quit-now' });
+      await quitting;
+      assert.equal(exits(), 1);
+      assert.deepEqual(launcher.workers[0]?.sent.at(-1), { type: 'unmount', abandonUploads: true });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('Quit while uploading to a mount not in editing mode keeps saying the uploads are lost', async () => {
+    const { dir, core, launcher, details } = await setup('cancel');
+    try {
+      core.mount('m1');
+      await waitForStatus(core.supervisor, 'm1', 'mounted', (s) => s.state === 'mounted');
+      launcher.uploads(1);
+      await waitForStatus(core.supervisor, 'm1', 'uploads', (s) => s.state === 'mounted' && s.uploadsInProgress === 1);
+      await core.dispatch({ type: 'quit' });
+      assert.deepEqual(details, ['Wait for it to finish and then quit, or quit now and lose that upload.']);
+    } finally {
+      await core.supervisor.shutdown({ abandonUploads: true });
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('editing mode tells the user of a conflict, of files saved before a stop, and of a folder rename that stopped; rename progress is in the menu, not in notifications', async () => {
+    const { dir, core, launcher, notifier } = await setup('wait', {}, { allowEdit: true });
+    try {
+      core.mount('m1');
+      await waitForStatus(core.supervisor, 'm1', 'mounted', (s) => s.state === 'mounted');
+      const before = notifier.sent.length;
+      launcher.say({ type: 'conflict', path: '/notes/todo.md', conflictPath: '/notes/todo (conflict 2026-12-06 221530).md' });
+      launcher.say({ type: 'recovered', uploading: 0, kept: [], stagingDirectory: '/state/staging' });
+      launcher.say({ type: 'recovered', uploading: 3, kept: [], stagingDirectory: '/state/staging' });
+      launcher.say({ type: 'recovered', uploading: 0, kept: [{ path: '/draft.txt', reason: 'never-closed' }], stagingDirectory: '/state/staging/photos-1a2b' });
+      const labels: string[] = [];
+      const off = core.onChange((m) => {
+        const entry = m.items.find((i) => i.id === 'mount:m1');
+        if (entry?.type === 'checkbox' && labels.at(-1) !== entry.label) labels.push(entry.label);
+      });
+      for (let done = 50; done <= 200; done += 50) launcher.say({ type: 'rename-progress', from: '/old', to: '/new', done, total: 200, finished: false });
+      assert.equal(core.menu().tooltip, 'SOS Mount: 1 of 1 mounted, photos renaming /old → /new: 200/200');
+      launcher.say({ type: 'rename-progress', from: '/old', to: '/new', done: 120, total: 200, finished: true, error: 'PUT failed: 503 SlowDown (request id R9)' });
+      off();
+      assert.deepEqual(labels, [
+        'photos — renaming /old → /new: 50/200',
+        'photos — renaming /old → /new: 100/200',
+        'photos — renaming /old → /new: 150/200',
+        'photos — renaming /old → /new: 200/200',
+        'photos — mounted',
+      ]);
+      assert.deepEqual(notifier.sent.slice(before), [
+        { title: 'Conflict in photos', body: '/notes/todo.md changed in the bucket while you edited it; your version was saved as /notes/todo (conflict 2026-12-06 221530).md' },
+        { title: 'Files saved earlier in photos', body: 'Uploading 3 files saved before SOS Mount stopped.' },
+        { title: 'Files saved earlier in photos', body: '1 file could not be uploaded and is kept in /state/staging/photos-1a2b: /draft.txt (it was still open when SOS Mount stopped).' },
+        { title: 'Renaming a folder in photos stopped', body: '/old → /new: 120 of 200 objects moved, then PUT failed: 503 SlowDown (request id R9)' },
+      ]);
+    } finally {
+      await core.supervisor.shutdown({ abandonUploads: true });
       await rm(dir, { recursive: true, force: true });
     }
   });

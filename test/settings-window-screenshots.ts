@@ -33,7 +33,7 @@ async function main(): Promise<void> {
       await call(ui, IpcChannel.SaveProfile, [{ name: 'exoscale', accessKeyId: 'EXO5f3c2a8e91d04b7e6a1c', secret: 'example-secret', isNew: true }]);
       await call(ui, IpcChannel.SaveProfile, [{ name: 'minio-lab', accessKeyId: 'minioadmin', secret: 'example-secret', isNew: true }]);
       const mounts: Array<{ config: Partial<MountConfig>; status: Parameters<SettingsPage['statuses']['set']>[1] }> = [
-        { config: { name: 'Photos', bucket: 'family-photos', zone: 'ch-gva-2', profile: 'exoscale', mountAtLogin: true }, status: { state: 'mounted', uploadsInProgress: 0 } },
+        { config: { name: 'Photos', bucket: 'family-photos', zone: 'ch-gva-2', profile: 'exoscale', allowEdit: true, mountAtLogin: true }, status: { state: 'mounted', uploadsInProgress: 0, editing: true } },
         { config: { name: 'Backups', bucket: 'nightly-backups', zone: 'de-fra-1', profile: 'exoscale', prefix: 'laptop/', readOnly: true }, status: { state: 'unmounted' } },
         { config: { name: 'Datasets', bucket: 'ml-datasets', zone: 'ch-dk-2', profile: 'exoscale' }, status: { state: 'mounting', attempt: 2 } },
         { config: { name: 'Lab MinIO', bucket: 'scratch', endpointUrl: 'https://minio.lab.example.net', forcePathStyle: true, profile: 'minio-lab', allowDelete: true, allowOverwrite: true }, status: { state: 'error', message: 'Access denied', requestId: '17A3F9C2B4E8D610' } },
@@ -43,7 +43,7 @@ async function main(): Promise<void> {
         await mkdir(folder, { recursive: true });
         const saved = await call(ui, IpcChannel.SaveMount, [{
           id: undefined, zone: undefined, endpointUrl: undefined, forcePathStyle: false, prefix: '', readOnly: false,
-          allowDelete: false, allowOverwrite: false, mountAtLogin: false, mountPoint: folder, ...m.config,
+          allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, mountPoint: folder, ...m.config,
         }]) as { saved: boolean; mount: MountConfig };
         ui.statuses.set(saved.mount.id, m.status);
       }
@@ -54,6 +54,12 @@ async function main(): Promise<void> {
       await ui.page.getByRole('button', { name: 'Edit Lab MinIO' }).click();
       await ui.page.locator('#m-name').focus();
       await ui.page.screenshot({ path: path.join(outDir, `settings-editor-${scheme}.png`) });
+
+      // The options of a mount in editing mode: delete and overwrite shown as implied.
+      await ui.page.getByRole('button', { name: 'Back to the mounts' }).click();
+      await ui.page.getByRole('button', { name: 'Edit Photos' }).click();
+      await ui.page.locator('#m-at-login').scrollIntoViewIfNeeded();
+      await ui.page.screenshot({ path: path.join(outDir, `settings-options-${scheme}.png`) });
 
       await ui.page.getByRole('button', { name: 'Profiles' }).click();
       await ui.page.screenshot({ path: path.join(outDir, `settings-profiles-${scheme}.png`) });

@@ -178,7 +178,7 @@ describe('IPC registration', () => {
     const dispatch = createIpcDispatcher(spy);
     const draft = (extra: Record<string, unknown>): Record<string, unknown> => ({
       id: undefined, name: 'n', bucket: 'bucket', zone: 'ch-gva-2', endpointUrl: undefined, forcePathStyle: false, profile: 'p',
-      mountPoint: '/m', prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, mountAtLogin: false, ...extra,
+      mountPoint: '/m', prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, ...extra,
     });
     const cases: Array<[unknown, unknown, string]> = [
       [IpcChannel.SaveMount, [JSON.parse('{"__proto__": {"polluted": true}}')], 'args[0].__proto__: unknown property'],
@@ -297,7 +297,7 @@ describe('the page in a browser', () => {
       const bridge = g[name] as { onMountStatus(l: (e: { id: string }) => void): () => void };
       g.__off = bridge.onMountStatus((e) => g.__seen.push(e.id));
     }, BRIDGE_NAME);
-    ui.statuses.set('first', { state: 'mounted', uploadsInProgress: 0 });
+    ui.statuses.set('first', { state: 'mounted', uploadsInProgress: 0, editing: false });
     await ui.page.waitForFunction(() => (globalThis as unknown as { __seen: string[] }).__seen.length === 1);
     await ui.page.evaluate((name) => {
       const g = globalThis as unknown as Record<string, unknown> & { __off(): void; __later: string[] };
@@ -324,7 +324,7 @@ describe('the page in a browser', () => {
     await ok(IpcChannel.SaveProfile, [{ name: 'exo', accessKeyId: 'EXO1', secret: 'kept-secret', isNew: true }]);
     await ok(IpcChannel.SaveMount, [{
       id: undefined, name: 'Photos', bucket: 'photos', zone: 'ch-gva-2', endpointUrl: undefined, forcePathStyle: false, profile: 'exo',
-      mountPoint: folder, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, mountAtLogin: false,
+      mountPoint: folder, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false,
     }]);
     const settingsBefore = await readFile(ui.settingsFile, 'utf8');
     const mountId = ui.settings.get().mounts[0]!.id;
@@ -340,6 +340,8 @@ describe('the page in a browser', () => {
       [IpcChannel.SaveMount, [{ ...validMount, name: 'Renamed', secret: 'x' }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].secret: unknown property`],
       [IpcChannel.SaveMount, [{ ...validMount, name: 'x'.repeat(5000) }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].name: longer than 200 characters`],
       [IpcChannel.SaveMount, [{ ...validMount, allowDelete: 'true' }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].allowDelete: expected true or false, got a string`],
+      [IpcChannel.SaveMount, [{ ...validMount, allowEdit: undefined }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].allowEdit: expected true or false, got nothing`],
+      [IpcChannel.SaveMount, [{ ...validMount, allowEdit: 1 }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].allowEdit: expected true or false, got a number`],
       [IpcChannel.SaveMount, [validMount, 'extra'], 'InvalidPayload', `${IpcChannel.SaveMount}: args: expected at most 1 argument, got 2`],
       [IpcChannel.SaveMount, [[validMount]], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0]: expected an object, got an array`],
       [IpcChannel.RemoveMount, [{ id: mountId }], 'InvalidPayload', `${IpcChannel.RemoveMount}: args[0]: expected a string, got an object`],

@@ -84,7 +84,7 @@ async function seedProfile(ui: SettingsPage, name: string, credentials = GOOD): 
 async function seedMount(ui: SettingsPage, mount: Partial<MountConfig> & { name: string; profile: string; mountPoint: string }): Promise<MountConfig> {
   const draft = {
     id: undefined, bucket: 'photos', zone: undefined, endpointUrl: server.endpoint, forcePathStyle: true, prefix: '',
-    readOnly: false, allowDelete: false, allowOverwrite: false, mountAtLogin: false, ...mount,
+    readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, ...mount,
   };
   const response = await ui.invoke(IpcChannel.SaveMount, [draft]) as { ok: true; value: { saved: true; mount: MountConfig } };
   assert.equal(response.ok && response.value.saved, true, JSON.stringify(response));
@@ -127,6 +127,7 @@ describe('mounts', () => {
     await form.getByRole('button', { name: 'Choose a folder' }).click();
     await page.waitForFunction((f) => (globalThis as unknown as PageGlobals).document.getElementById('m-folder')?.value === f, folder);
     await form.getByLabel(/Prefix/).fill('2024/');
+    await form.getByLabel(/Editing mode/).uncheck();
     await form.getByLabel(/Allow delete/).check();
     await form.getByLabel(/Mount at login/).check();
     await form.getByRole('button', { name: 'Add Mount', exact: true }).click();
@@ -143,13 +144,13 @@ describe('mounts', () => {
     assert.match(id, /^[0-9a-f-]{36}$/);
     assert.deepEqual(rest, {
       name: 'Photos', bucket: 'photos', endpointUrl: server.endpoint, forcePathStyle: true, profile: 'local',
-      mountPoint: folder, prefix: '2024/', readOnly: false, allowDelete: true, allowOverwrite: false, mountAtLogin: true,
+      mountPoint: folder, prefix: '2024/', readOnly: false, allowDelete: true, allowOverwrite: false, allowEdit: false, mountAtLogin: true,
     });
 
     // Live state, as the supervisor reports it.
     ui.statuses.set(id, { state: 'mounting', attempt: 1 });
     await waitForText(page, `[data-mount-id="${id}"] .status`, 'Mounting…');
-    ui.statuses.set(id, { state: 'mounted', uploadsInProgress: 2 });
+    ui.statuses.set(id, { state: 'mounted', uploadsInProgress: 2, editing: false });
     await waitForText(page, `[data-mount-id="${id}"] .status`, 'Mounted · uploading 2');
     ui.statuses.set(id, { state: 'error', message: 'Access denied', requestId: 'REQ-42' });
     await waitForText(page, `[data-mount-id="${id}"] .status`, 'Error');
@@ -185,7 +186,15 @@ describe('mounts', () => {
     await form.getByLabel('Zone', { exact: true }).selectOption('de-fra-1');
     await form.getByLabel('Bucket', { exact: true }).fill('archive-bucket');
     await form.getByLabel(/Mount folder/).fill('~/Archive');
+    // Read-only and editing mode (on for a new mount) exclude each other: the reason shows at once, beside editing mode.
     await form.getByLabel(/Read-only/).check();
+    await waitForText(page, '#m-allow-edit-problem', 'A read-only mount cannot be in editing mode; turn one of them off');
+    await page.getByRole('button', { name: 'Add Mount', exact: true }).click();
+    await waitForText(page, '#m-message', 'Some fields need attention.');
+    assert.deepEqual(ui.settings.get().mounts, []);
+    await form.getByLabel(/Editing mode/).uncheck();
+    await waitForText(page, '#m-allow-edit-problem', '');
+    await form.getByLabel(/Read-only/).focus();
     await page.keyboard.press('Enter');
     const row = page.locator('.mount-row', { hasText: 'Archive' });
     await row.waitFor();
@@ -195,9 +204,10 @@ describe('mounts', () => {
     assert.equal(mount.zone, 'de-fra-1');
     assert.equal(mount.endpointUrl, undefined);
     assert.equal(mount.readOnly, true);
+    assert.equal(mount.allowEdit, false);
 
     // Removing is refused while mounted, then done once unmounted.
-    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0 });
+    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0, editing: false });
     await row.getByRole('button', { name: 'Edit Archive' }).click();
     await page.getByRole('button', { name: 'Remove Mount…' }).click();
     await page.locator('#m-remove-confirm').getByRole('button', { name: 'Remove' }).click();
@@ -250,6 +260,11 @@ describe('keyboard and labels', () => {
     await page.keyboard.type(folder);
     await tab('m-choose-folder');
     await tab('m-read-only');
+    await tab('m-allow-edit');
+    // On for a new mount; it implies delete and overwrite, whose switches cannot be reached until it is off.
+    await tab('m-at-login');
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Space');
     await tab('m-allow-delete');
     await tab('m-allow-overwrite');
     await page.keyboard.press('Space');
@@ -272,8 +287,8 @@ describe('keyboard and labels', () => {
     await page.locator('.mount-row', { hasText: 'Keyboard' }).waitFor();
     const [mount] = ui.settings.get().mounts;
     assert.deepEqual(
-      [mount?.name, mount?.endpointUrl, mount?.forcePathStyle, mount?.bucket, mount?.mountPoint, mount?.allowOverwrite, mount?.allowDelete],
-      ['Keyboard', server.endpoint, true, 'photos', folder, true, false],
+      [mount?.name, mount?.endpointUrl, mount?.forcePathStyle, mount?.bucket, mount?.mountPoint, mount?.allowOverwrite, mount?.allowDelete, mount?.allowEdit],
+      ['Keyboard', server.endpoint, true, 'photos', folder, true, false, false],
     );
     // Focus goes back to the list, on the button that opened the editor.
     assert.equal(await focused(), 'add-mount');
@@ -353,6 +368,10 @@ describe('validation as you type', () => {
 
     // Options that contradict each other
     await form.getByLabel(/Read-only/).check();
+    await waitForText(page, '#m-allow-edit-problem', 'A read-only mount cannot be in editing mode; turn one of them off');
+    assert.equal(await form.getByLabel(/Editing mode/).getAttribute('aria-invalid'), 'true');
+    await form.getByLabel(/Editing mode/).uncheck();
+    await waitForText(page, '#m-allow-edit-problem', '');
     await form.getByLabel(/Allow delete/).check();
     await waitForText(page, '#m-allow-delete-problem', 'A read-only mount cannot allow deletes or overwrites');
     await form.getByLabel(/Allow delete/).uncheck();
@@ -362,6 +381,53 @@ describe('validation as you type', () => {
     await form.getByRole('button', { name: 'Add Mount', exact: true }).click();
     await page.locator('.mount-row', { hasText: 'Holidays' }).waitFor();
     assert.deepEqual(ui.settings.get().mounts.map((m) => m.name), ['Photos', 'Holidays']);
+  });
+
+  test('editing mode: on for a new mount, implying delete and overwrite (shown on, not changeable); the user\'s own choices come back when it is turned off', async () => {
+    const ui = await settingsPage();
+    await seedProfile(ui, 'local');
+    const oldFolder = await emptyFolder('old');
+    const old = await seedMount(ui, { name: 'Old', profile: 'local', mountPoint: oldFolder, allowOverwrite: true });
+    const { page } = ui;
+    const form = page.locator('#mount-form');
+    const editing = form.getByLabel(/Editing mode/);
+    const del = form.getByLabel(/Allow delete/);
+    const over = form.getByLabel(/Allow overwrite/);
+    const switches = async (): Promise<string[]> => Promise.all([editing, del, over].map(async (s) => `${await s.isChecked() ? 'on' : 'off'}${await s.isDisabled() ? ' (implied)' : ''}`));
+
+    // A mount saved without editing mode shows it off, with its own flags.
+    await page.getByRole('button', { name: 'Edit Old' }).click();
+    assert.deepEqual(await switches(), ['off', 'off', 'on']);
+    await page.getByRole('button', { name: 'Cancel' }).click();
+
+    // A new mount starts in editing mode.
+    await page.getByRole('button', { name: 'Add Mount…' }).click();
+    assert.deepEqual(await switches(), ['on', 'on (implied)', 'on (implied)']);
+    assert.equal(await form.locator('label[for="m-allow-edit"] .hint').textContent(), 'Programs can save, rename and edit files in place; changes wait on this computer, then upload');
+    await form.getByLabel('Name', { exact: true }).fill('Notes');
+    await form.getByLabel('Zone', { exact: true }).selectOption('ch-gva-2');
+    await form.getByLabel('Bucket', { exact: true }).fill('notes-bucket');
+    await form.getByLabel(/Mount folder/).fill(await emptyFolder('notes'));
+    await form.getByRole('button', { name: 'Add Mount', exact: true }).click();
+    await page.locator('.mount-row', { hasText: 'Notes' }).waitFor();
+    const saved = ui.settings.get().mounts.find((m) => m.name === 'Notes');
+    // Implied flags are not written as the user's: turning editing mode off later gives back a mount that neither deletes nor overwrites.
+    assert.deepEqual([saved?.allowEdit, saved?.allowDelete, saved?.allowOverwrite], [true, false, false]);
+
+    await page.getByRole('button', { name: 'Edit Notes' }).click();
+    assert.deepEqual(await switches(), ['on', 'on (implied)', 'on (implied)']);
+    await editing.uncheck();
+    assert.deepEqual(await switches(), ['off', 'off', 'off']);
+    await del.check();
+    await editing.check();
+    assert.deepEqual(await switches(), ['on', 'on (implied)', 'on (implied)']);
+    await editing.uncheck();
+    assert.deepEqual(await switches(), ['off', 'on', 'off'], 'the own choice made before editing mode went back on');
+    await form.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#mounts-list-view').waitFor();
+    const edited = ui.settings.get().mounts.find((m) => m.name === 'Notes');
+    assert.deepEqual([edited?.allowEdit, edited?.allowDelete, edited?.allowOverwrite], [false, true, false]);
+    assert.equal(ui.settings.get().mounts.find((m) => m.id === old.id)?.allowEdit, false);
   });
 
   test('an untouched form shows no reasons until Save, then every one', async () => {
@@ -572,7 +638,7 @@ describe('dropping files on a mount row', () => {
       await run('fusermount', ['-u', mnt]);
       await execQuiet('fusermount', ['-uz', mnt]);
     });
-    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0 });
+    ui.statuses.set(mount.id, { state: 'mounted', uploadsInProgress: 0, editing: false });
     await waitForText(page, `${rowSelector} .status`, 'Mounted');
 
     // Record what the row's progress line says while the upload runs.
