@@ -411,7 +411,6 @@ const MAX_NAMED_FILES = 3;
 const KEPT_REASONS: Readonly<Record<KeptReason, string>> = {
   'never-closed': 'it was still open when SOS Mount stopped',
   'write-failed': 'writing it to disk failed',
-  conflict: 'it changed in the bucket meanwhile',
   'data-missing': 'its data is missing',
   'data-size-differs': 'its data is incomplete',
   'record-unreadable': 'its record cannot be read',
