@@ -382,7 +382,7 @@ async function startProxy(target: TestS3Server, bucket: string, rules: { listed:
 
 describe('the semantics table through a real mount', () => {
   before(async () => {
-    server = await startS3Server({ buckets: ['plain', 'overwrite', 'delete', 'readonly', 'prefixed', 'names', 'failing'], credentials: [KEYS] });
+    server = await startS3Server({ buckets: ['plain', 'overwrite', 'delete', 'readonly', 'prefixed', 'names', 'failing', 'editing'], credentials: [KEYS] });
     s3 = server.client();
     home = await awsHome({ sem: KEYS });
     env = cleanEnv(home);
@@ -906,6 +906,51 @@ os.close(fd)
       const before = await snapshot(bucket);
       assertRow('isADirectory', await fsOp('unlink', m('folder')));
       await assertUnchanged(bucket, before);
+    });
+  });
+
+  describe('--allow-edit (editing mode)', () => {
+    const bucket = 'editing';
+    let mnt: string;
+    const m = (p: string): string => path.join(mnt, p);
+    /** renameat2(2) with flags, as python3 has no call for it: OK or the errno's name. */
+    const renameat2 = (from: string, to: string, flags: number): Promise<string> => py(`
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+r = libc.renameat2(AT_FDCWD, sys.argv[1].encode(), AT_FDCWD, sys.argv[2].encode(), int(sys.argv[3]))
+say('OK' if r == 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno())))
+`, from, to, String(flags));
+
+    before(async () => {
+      mnt = path.join(work, 'editing');
+      await seed(bucket, [
+        ['a.txt', 'a'], ['b.txt', 'b'], ['dir/x.txt', 'x'], ['full/y.txt', 'y'], ['other/z.txt', 'z'],
+      ]);
+      await mount(bucket, mnt, ['--allow-edit', '--staging-directory', path.join(work, 'editing-staging')]);
+    });
+
+    after(async () => {
+      await unmount(mnt);
+    });
+
+    test('rename works, except RENAME_EXCHANGE (EINVAL), RENAME_NOREPLACE over a name (EEXIST), into itself (EINVAL), over a folder that is not empty (ENOTEMPTY)', async () => {
+      assertRow('renameExchange', await renameat2(m('a.txt'), m('b.txt'), 2));
+      assertRow('renameExists', await renameat2(m('a.txt'), m('b.txt'), 1));
+      assertRow('renameIntoItself', await fsOp('rename', m('dir'), m('dir/inside')));
+      assertRow('renameNotEmpty', await fsOp('rename', m('other'), m('full')));
+      assert.equal(await getText(bucket, 'a.txt'), 'a');
+      assert.equal(await getText(bucket, 'b.txt'), 'b');
+      assert.deepEqual(await keys(bucket, 'other/'), ['other/z.txt']);
+      assert.equal(await renameat2(m('a.txt'), m('c.txt'), 1), 'OK', 'RENAME_NOREPLACE to a free name works');
+      assert.equal(await getText(bucket, 'c.txt'), 'a');
+      assert.equal(await getBytes(bucket, 'a.txt'), undefined);
+    });
+
+    test('rmdir of a folder in the bucket that is not empty is ENOTEMPTY; O_SYNC is still EINVAL', async () => {
+      assertRow('rmdirNotEmpty', await fsOp('rmdir', m('full')), 'a folder in the bucket');
+      assert.deepEqual(await keys(bucket, 'full/'), ['full/y.txt']);
+      assertRow('openSyncFlags', await py(`say(attempt(lambda: os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_SYNC))))`, m('sync.txt')), 'editing mode');
     });
   });
 

@@ -26,7 +26,7 @@ export const SEMANTICS = {
   fsyncTooLarge: { errno: 'ENOSPC', rule: 'fsync of a file larger than 10,000 x write part size' },
   mkdirExists: { errno: 'EEXIST', rule: 'mkdir of an existing name' },
   rmdirRemote: { errno: 'EPERM', rule: 'rmdir of a folder that exists in the bucket' },
-  rmdirNotEmpty: { errno: 'ENOTEMPTY', rule: 'rmdir of a local folder that is not empty' },
+  rmdirNotEmpty: { errno: 'ENOTEMPTY', rule: 'rmdir of a folder that is not empty (one made by mkdir; in editing mode any)' },
   renameFile: { errno: 'ENOSYS', rule: 'rename of a file' },
   renameDirectory: { errno: 'EPERM', rule: 'rename of a folder' },
   renameExchange: { errno: 'EINVAL', rule: 'rename with RENAME_EXCHANGE (editing mode)' },

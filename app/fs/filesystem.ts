@@ -1140,10 +1140,11 @@ export class S3FileSystem {
 
   /** The write-back job: uploads a closed stage, or stores a conflicting one under a conflict name. */
   private async uploadStaged(e: StagedEntry): Promise<void> {
-    if (e.detached) return;
+    if (e.detached || this.staged.get(e.path) !== e) return;
     if (e.stage.state === 'conflict') await this.divertToConflictCopy(e);
-    // Reopened by a writer: its next close schedules it again.
-    if (e.stage.state !== 'closed') return;
+    // Reopened by a writer: its next close schedules it again. Clean: an
+    // fsync that waited for a running upload finds nothing left to send.
+    if (e.stage.state !== 'closed' || !this.isDirty(e)) return;
     const started = this.clock.now();
     let result;
     try {

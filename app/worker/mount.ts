@@ -4,7 +4,7 @@
  * the CLI and the tray alike; `sosmount --foreground` runs it in-process.
  */
 import { createHash } from 'node:crypto';
-import { realpath } from 'node:fs/promises';
+import { readdir, realpath } from 'node:fs/promises';
 import os from 'node:os';
 import type { MountOptions } from '../options.js';
 import { metadataTtlMs } from '../options.js';
@@ -209,7 +209,11 @@ export class BucketMount {
     const stop = new AbortController();
     let staging: StagingArea | undefined;
     let recovered: Awaited<ReturnType<StagingArea['open']>> = [];
-    if (options.allowEdit) {
+    if (!options.allowEdit) {
+      // Editing mode was on before and left files to upload: they wait for it.
+      const waiting = (await readdir(stagingDirectoryFor(options)).catch(() => [] as string[])).filter((f) => f.endsWith('.json'));
+      if (waiting.length > 0) log.warn('staged files from editing mode wait for the next mount with --allow-edit', { count: waiting.length, stagingDirectory: stagingDirectoryFor(options) });
+    } else {
       staging = new StagingArea({ directory: stagingDirectoryFor(options), log, signal: stop.signal });
       try {
         recovered = await staging.open();
