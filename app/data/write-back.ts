@@ -69,12 +69,15 @@ export class WriteBack<T extends object> {
    * rejects with its outcome.
    */
   async runNow(item: T): Promise<void> {
-    const state = this.stateOf(item);
-    if (state.timer) clearTimeout(state.timer);
-    state.timer = undefined;
-    state.again = false;
-    while (state.running) await state.running.catch(() => undefined);
-    await this.start(item, state);
+    for (;;) {
+      // Looked up afresh each time: a job that ended meanwhile forgot its state.
+      const state = this.stateOf(item);
+      if (state.timer) clearTimeout(state.timer);
+      state.timer = undefined;
+      state.again = false;
+      if (!state.running) return this.start(item, state);
+      await state.running.catch(() => undefined);
+    }
   }
 
   /** Resolves when a running job of the item has ended (its outcome is not reported here). */

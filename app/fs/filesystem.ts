@@ -1444,13 +1444,14 @@ export class S3FileSystem {
       else progress(0, 0, true, message);
       throw new FsError('EIO', message, { rule: 'ioError', cause: err });
     } finally {
+      // Half way, both folders hold objects: looked up afresh.
       this.forgetUnder(from);
       this.forgetUnder(to);
-      this.cache.set(from, { kind: 'missing' });
       this.cache.delete(to);
-      this.ownedContents(parentPath(from))?.entries.delete(from);
       this.uploadsChanged();
     }
+    this.cache.set(from, { kind: 'missing' });
+    this.ownedContents(parentPath(from))?.entries.delete(from);
   }
 
   /** Drops what the caches say of a folder and everything in it (a rename moved it). */
