@@ -308,6 +308,72 @@ describe('upload queue (write-back)', () => {
   });
 });
 
+describe('upload queue (write-back): runNow after a running job', () => {
+  test('the run runNow starts once the running job ended is tracked: has(), pending, settle() and drain() wait for it', async (t) => {
+    const { wb, jobs, advance } = queue(t, { delayMs: 0 });
+    const a = { name: 'a' };
+    const releaseFirst = jobs.hold('a');
+    wb.schedule(a);
+    await advance(0);
+    const now = wb.runNow(a);
+    const releaseSecond = jobs.hold('a');
+    releaseFirst();
+    await advance(0);
+    assert.equal(jobs.count('a'), 2, 'runNow\'s run started');
+    assert.equal(jobs.active, 1);
+    assert.equal(wb.has(a), true, 'has() while runNow\'s run is under way');
+    assert.equal(wb.pending, 1);
+    let settled = false;
+    let drained = false;
+    const settle = wb.settle(a).then(() => { settled = true; });
+    const drain = wb.drain().then(() => { drained = true; });
+    await advance(0);
+    assert.equal(settled, false, 'settle() waits for runNow\'s run');
+    assert.equal(drained, false, 'drain() waits for runNow\'s run');
+    releaseSecond();
+    await Promise.all([now, settle, drain]);
+  });
+
+  test('a schedule() during the run runNow started waits for it: never two runs of one item at once', async (t) => {
+    const { wb, jobs, advance } = queue(t, { delayMs: 0 });
+    const a = { name: 'a' };
+    const releaseFirst = jobs.hold('a');
+    wb.schedule(a);
+    await advance(0);
+    const now = wb.runNow(a);
+    const releaseSecond = jobs.hold('a');
+    releaseFirst();
+    await advance(0);
+    assert.equal(jobs.count('a'), 2, 'runNow\'s run started');
+    wb.schedule(a);
+    await advance(0);
+    assert.equal(jobs.maxActiveOfOneItem, 1, 'a second run of the item started while runNow\'s ran');
+    releaseSecond();
+    await now;
+    await advance(0);
+    assert.equal(jobs.count('a'), 3, 'the schedule() still runs, after');
+  });
+
+  test('a schedule() while runNow waits for a running job never starts a second run of the item at once', async (t) => {
+    const { wb, jobs, advance } = queue(t, { delayMs: 0 });
+    const a = { name: 'a' };
+    const releaseFirst = jobs.hold('a');
+    wb.schedule(a);
+    await advance(0);
+    const now = wb.runNow(a);
+    // The running job (or a program's close meanwhile) schedules the item again.
+    wb.schedule(a);
+    const releaseSecond = jobs.hold('a');
+    releaseFirst();
+    await advance(0);
+    await advance(0);
+    assert.equal(jobs.maxActiveOfOneItem, 1, `${jobs.maxActiveOfOneItem} runs of one item at once`);
+    releaseSecond();
+    await now;
+    await wb.drain();
+  });
+});
+
 // ---- conflict-name.ts ----
 
 describe('conflict names', () => {
@@ -1068,5 +1134,74 @@ describe('fs model in editing mode', () => {
     const { names } = await fs.readdir('/');
     assert.deepEqual(names.sort(), ['.', '..', 'pending', 'stored']);
     await fs.drain();
+  });
+});
+
+describe('fs model in editing mode: fsync while the timer\'s upload of the file runs', () => {
+  /**
+   * A staged file whose timer upload is held, and an fsync of it that
+   * waited for that upload; returns once fsync's own upload is held.
+   */
+  async function fsyncBehindUpload(p: string): Promise<{
+    fs: S3FileSystem; client: HeldPutClient; fd: number; conflicts: string[]; fsync: Promise<unknown>;
+  }> {
+    const client = new HeldPutClient();
+    client.put('d/keep', 'k');
+    const conflicts: string[] = [];
+    const { fs } = await editingFs({ uploadDelayMs: 0, client, events: { onConflict: (_p, c) => conflicts.push(c) } });
+    await writeNew(fs, p, 'v1');
+    await waitFor(() => client.held === 1, 'the timer\'s upload to start');
+    const fd = await fs.open(p, 0);
+    const fsync = fs.fsync(p, fd).then(() => 'ok', (err: unknown) => err);
+    await sleep(10);
+    client.releaseOne();
+    await waitFor(() => requests(client, 'PutObject') === 1 && client.held === 1, 'fsync\'s upload to start');
+    return { fs, client, fd, conflicts, fsync };
+  }
+
+  test('unmount (drain) waits for the upload an fsync started', async () => {
+    const { fs, client, fsync } = await fsyncBehindUpload('/f');
+    let drained = false;
+    const drain = fs.drain().then(() => { drained = true; });
+    await sleep(20);
+    const drainedEarly = drained;
+    client.releaseAll();
+    await Promise.all([drain, fsync]);
+    assert.equal(drainedEarly, false, 'drain() resolved while fsync\'s upload was still under way');
+  });
+
+  test('a rename of the folder during the fsync moves the file: no conflict copy, no key left under the old name', async () => {
+    const { fs, client, fd, conflicts, fsync } = await fsyncBehindUpload('/d/f');
+    const rename = fs.rename('/d', '/moved');
+    await sleep(20);
+    client.releaseAll();
+    await rename;
+    const outcome = await fsync;
+    await fs.release('/moved/f', fd);
+    await fs.drain();
+    assert.deepEqual(conflicts, []);
+    assert.deepEqual([...client.objects.keys()].sort(), ['moved/f', 'moved/keep']);
+    assert.equal(body(client, 'moved/f'), 'v1');
+    assert.equal(outcome, 'ok');
+  });
+});
+
+describe('fs model in editing mode: a folder rename that stopped half way', () => {
+  test('what is left under the old name still shows there, as the error says', async () => {
+    const client = new HeldPutClient();
+    client.holding = false;
+    let copies = 0;
+    const original = client.copyObject.bind(client);
+    client.copyObject = async (from, to, opts) => {
+      if (++copies > 2) throw new S3RequestError('AccessDenied', { operation: 'CopyObject', bucket: client.bucket, key: from, status: 403, code: 'AccessDenied' }, 'injected: access denied');
+      return original(from, to, opts);
+    };
+    // A clock that stands still: a cached answer lasts the whole test, as with --metadata-ttl indefinite.
+    const { fs } = await editingFs({ client, now: () => 1_700_000_000_000 });
+    for (const k of ['dir/a', 'dir/b', 'dir/c', 'dir/d', 'dir/e']) client.put(k, k);
+    await assert.rejects(fs.rename('/dir', '/moved'), isErrno('EIO'));
+    assert.equal([...client.objects.keys()].filter((k) => k.startsWith('dir/')).length, 3);
+    assert.equal((await fs.getattr('/dir')).mode & 0o170000, 0o040000, '/dir is still a folder');
+    assert.deepEqual((await fs.readdir('/dir')).names.sort(), ['.', '..', 'c', 'd', 'e']);
   });
 });
