@@ -1139,8 +1139,9 @@ describe('fs model in editing mode', () => {
 
 describe('fs model in editing mode: fsync while the timer\'s upload of the file runs', () => {
   /**
-   * A staged file whose timer upload is held, and an fsync of it that
-   * waited for that upload; returns once fsync's own upload is held.
+   * A staged file whose timer upload is held, written again meanwhile, and
+   * an fsync of it that waited for that upload; returns once fsync's own
+   * upload (of the new bytes) is held.
    */
   async function fsyncBehindUpload(p: string): Promise<{
     fs: S3FileSystem; client: HeldPutClient; fd: number; conflicts: string[]; fsync: Promise<unknown>;
@@ -1151,13 +1152,30 @@ describe('fs model in editing mode: fsync while the timer\'s upload of the file 
     const { fs } = await editingFs({ uploadDelayMs: 0, client, events: { onConflict: (_p, c) => conflicts.push(c) } });
     await writeNew(fs, p, 'v1');
     await waitFor(() => client.held === 1, 'the timer\'s upload to start');
-    const fd = await fs.open(p, 0);
+    const fd = await fs.open(p, O_RDWR);
+    await fs.write(p, fd, Buffer.from('v2'), 0);
     const fsync = fs.fsync(p, fd).then(() => 'ok', (err: unknown) => err);
     await sleep(10);
     client.releaseOne();
     await waitFor(() => requests(client, 'PutObject') === 1 && client.held === 1, 'fsync\'s upload to start');
     return { fs, client, fd, conflicts, fsync };
   }
+
+  test('an fsync that waited for the upload of the same bytes sends no second PUT', async () => {
+    const client = new HeldPutClient();
+    const { fs } = await editingFs({ uploadDelayMs: 0, client });
+    await writeNew(fs, '/same', 'v1');
+    await waitFor(() => client.held === 1, 'the timer\'s upload to start');
+    const fd = await fs.open('/same', 0);
+    const fsync = fs.fsync('/same', fd);
+    await sleep(10);
+    client.releaseAll();
+    await fsync;
+    await fs.release('/same', fd);
+    await fs.drain();
+    assert.equal(requests(client, 'PutObject'), 1);
+    assert.equal(body(client, 'same'), 'v1');
+  });
 
   test('unmount (drain) waits for the upload an fsync started', async () => {
     const { fs, client, fsync } = await fsyncBehindUpload('/f');
@@ -1181,7 +1199,7 @@ describe('fs model in editing mode: fsync while the timer\'s upload of the file 
     await fs.drain();
     assert.deepEqual(conflicts, []);
     assert.deepEqual([...client.objects.keys()].sort(), ['moved/f', 'moved/keep']);
-    assert.equal(body(client, 'moved/f'), 'v1');
+    assert.equal(body(client, 'moved/f'), 'v2');
     assert.equal(outcome, 'ok');
   });
 });
