@@ -397,8 +397,10 @@ describe('conflict names', () => {
     assert.equal(conflictName('trailing.', at), `trailing.${mark}`);
   });
 
-  test('a double extension keeps only its last part after the mark (archive.tar (conflict …).gz)', () => {
-    assert.equal(conflictName('archive.tar.gz', at), `archive.tar${mark}.gz`);
+  test('a compressed tar keeps both parts of its extension after the mark; other double extensions keep the last', () => {
+    assert.equal(conflictName('archive.tar.gz', at), `archive${mark}.tar.gz`);
+    assert.equal(conflictName('backup.TAR.ZST', at), `backup${mark}.TAR.ZST`);
+    assert.equal(conflictName('notes.v2.txt', at), `notes.v2${mark}.txt`);
   });
 
   test('a 250-byte name is shortened to at most 255 bytes, keeping the mark and the extension', () => {

@@ -15,8 +15,10 @@ function pad(n: number, width = 2): string {
 export function conflictName(name: string, at: Date, attempt = 1): string {
   const stamp = `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${pad(at.getHours())}${pad(at.getMinutes())}${pad(at.getSeconds())}`;
   const mark = ` (conflict ${stamp}${attempt > 1 ? ` ${attempt}` : ''})`;
-  // A leading dot is a hidden file's name, not an extension (.bashrc).
-  const dot = name.lastIndexOf('.');
+  // A leading dot is a hidden file's name, not an extension (.bashrc);
+  // a compressed tar keeps both parts (archive (conflict …).tar.gz).
+  const tar = /\.tar\.[a-z0-9]{1,4}$/i.exec(name);
+  const dot = tar && tar.index > 0 ? tar.index : name.lastIndexOf('.');
   const hasExtension = dot > 0 && dot < name.length - 1 && name.length - dot <= 16;
   let stem = hasExtension ? name.slice(0, dot) : name;
   const ext = hasExtension ? name.slice(dot) : '';
