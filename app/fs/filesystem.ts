@@ -139,6 +139,11 @@ const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 /** Editing mode's uploads at once, unless the mount says otherwise. */
 const DEFAULT_UPLOADS_IN_FLIGHT = 16;
+/**
+ * Part buffers all staged multipart uploads may hold at once (x the part
+ * size: 128 MiB at 8 MiB): 16 large files uploading share them.
+ */
+const STAGED_PARTS_IN_FLIGHT = 16;
 /** Backoff of a staged file whose upload failed: 1 s doubling to this. */
 const MAX_UPLOAD_RETRY_MS = 60_000;
 const O_DSYNC = fsConstants.O_DSYNC ?? 0;
@@ -215,6 +220,8 @@ export class S3FileSystem {
   private readonly staging = new Map<string, Promise<StagedEntry>>();
   private readonly writeBack: WriteBack<StagedEntry>;
   private lastUploadsReported = 0;
+  /** Staged uploads running in parts now, which share STAGED_PARTS_IN_FLIGHT. */
+  private multipartUploads = 0;
   private draining = false;
 
   constructor(client: ObjectClient, config: FsConfig, options: { log?: Logger; clock?: Clock; events?: FsEvents } = {}) {
@@ -1147,10 +1154,12 @@ export class S3FileSystem {
     if (e.stage.state !== 'closed' || !this.isDirty(e)) return;
     const started = this.clock.now();
     let result;
+    const multipart = e.stage.sizeBytes > this.config.writePartSizeBytes;
+    if (multipart) this.multipartUploads++;
     try {
       result = await uploadStagedFile(e.stage, this.client, {
         partSizeBytes: this.config.writePartSizeBytes,
-        maxPartsInFlight: this.config.maxPartsInFlight,
+        maxPartsInFlight: Math.max(1, Math.min(this.config.maxPartsInFlight, Math.floor(STAGED_PARTS_IN_FLIGHT / Math.max(1, this.multipartUploads)))),
         tracker: this.config.uploadTracker,
         keepStage: () => e.handles > 0,
       });
@@ -1159,6 +1168,8 @@ export class S3FileSystem {
       this.log.warn('object changed in the bucket while edited', { op: 'upload', key: err.key, baseEtag: err.baseEtag });
       await this.divertToConflictCopy(e);
       return this.uploadStaged(e);
+    } finally {
+      if (multipart) this.multipartUploads--;
     }
     e.failures = 0;
     if (result.status === 'superseded') {
