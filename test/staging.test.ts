@@ -419,7 +419,7 @@ describe('staging recovery after a crash', () => {
     bucket.beforePart = async () => { reached(); await held; };
     const running = uploadStagedFile(stage, bucket, SMALL);
     await atPut;
-    assert.equal((await recordOnDisk(first.directory, stage)).state, 'uploading');
+    assert.equal((await recordOnDisk(first.directory, stage)).state, 'closed', 'an upload is not written to the record');
 
     const second = await openArea(first.directory);
     const [r] = second.recovered;

@@ -326,9 +326,10 @@ export class StagingArea {
       // (reported) rather than a nameless data file.
       // Not durable: a record lost to a power cut was "open", never uploaded anyway.
       await stage.persist({ durable: false });
-      const h = await open(this.dataPath(id), 'wx', 0o600);
-      await h.close();
+      // Kept open for the writes that follow.
+      stage.adoptHandle(await open(this.dataPath(id), 'wx+', 0o600));
     } catch (err) {
+      await stage.closeHandle();
       await this.deleteFiles(id);
       throw stageWriteError(err, key);
     }
@@ -495,6 +496,11 @@ export class StagedFile {
       this.handlePromise = p;
     }
     return this.handlePromise;
+  }
+
+  /** @internal The data file's handle, opened read-write by the creator. */
+  adoptHandle(h: FileHandle): void {
+    this.handlePromise = Promise.resolve(h);
   }
 
   /** @internal */
@@ -745,7 +751,17 @@ export class StagedFile {
       if (this.removed) return;
       const h = await this.handle();
       await h.sync();
-      await this.persist();
+      // The record markClosed() wrote, fsynced where it is: rewriting it
+      // would create and delete an inode per file, which cost more than the fsync.
+      await this.persisting;
+      if (this.removed) return;
+      const r = await open(this.area.recordPath(this.id), 'r');
+      try {
+        await r.sync();
+      } finally {
+        await r.close();
+      }
+      await syncFolder(this.area.directory);
     })().catch((err: unknown) => {
       if (this.removed) return;
       this.area.logger()?.warn('could not fsync a staged file', { key: this.key, error: (err as Error).message });
@@ -766,14 +782,10 @@ export class StagedFile {
     if (this.uploadRunning) throw new StageStateError(`${this.key}: an upload of this staged file is running`);
     if (this.record.state !== 'closed') throw new StageStateError(`${this.key}: staged file is ${this.record.state}, not closed`);
     this.uploadRunning = true;
+    // In memory only: on disk "closed" and "uploading" mean the same to
+    // open() (upload it), and a record write per upload cost a copy of many
+    // small files more than its uploads.
     this.record.state = 'uploading';
-    try {
-      await this.persist();
-    } catch (err) {
-      this.uploadRunning = false;
-      this.record.state = 'closed';
-      throw err;
-    }
     return { key: this.record.key, baseEtag: this.record.baseEtag, sizeBytes: this.record.sizeBytes, generation: this.generationValue };
   }
 
@@ -811,6 +823,8 @@ export class StagedFile {
     this.uploadRunning = false;
     if (this.removed) return;
     if (this.record.state === 'uploading') this.record.state = outcome === 'conflict' ? 'conflict' : 'closed';
+    // A retry finds the record as it was ("closed"); only a conflict is news.
+    if (outcome === 'retry') return;
     try {
       await this.persist();
     } catch (err) {

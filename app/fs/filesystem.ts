@@ -1373,15 +1373,26 @@ export class S3FileSystem {
       const e = src.entry;
       this.writeBack.cancel(e);
       await this.writeBack.settle(e);
+      if (this.staged.get(from) === e && !this.isDirty(e) && e.stage.baseEtag !== undefined) {
+        // Its bytes are the object's (an editor's temporary file it fsynced):
+        // a server-side copy, not a second upload of the same bytes.
+        const { etag } = await this.client.copyObject(fromKey, toKey, { ifMatch: e.stage.baseEtag, sizeBytes: e.stage.sizeBytes });
+        await this.client.deleteObject(fromKey);
+        await e.stage.rename(toKey, etag);
+        e.cleanGeneration = e.stage.generation;
+        this.moveEntry(e, to);
+        this.cache.set(from, { kind: 'missing' });
+        this.ownedContents(parentPath(from))?.entries.delete(from);
+        this.noteStored(to, { key: toKey, sizeBytes: e.stage.sizeBytes, etag, lastModified: new Date(this.clock.now()) });
+        this.log.info('renamed', { op: 'rename', from: fromKey, to: toKey, staged: true, copied: true });
+        return;
+      }
       if (this.staged.get(from) === e) {
         // Renamed locally; the object it was based on goes once its bytes are here.
         const stored = e.stage.baseEtag !== undefined;
         if (stored) await e.stage.fill();
         await e.stage.rename(toKey, replaces);
-        this.staged.delete(from);
-        e.path = to;
-        this.staged.set(to, e);
-        for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = to;
+        this.moveEntry(e, to);
         if (stored) await this.client.deleteObject(fromKey);
         this.cache.set(from, { kind: 'missing' });
         this.cache.delete(to);
@@ -1463,6 +1474,14 @@ export class S3FileSystem {
     }
     this.cache.set(from, { kind: 'missing' });
     this.ownedContents(parentPath(from))?.entries.delete(from);
+  }
+
+  /** A staged entry at another path (a rename), its handles too. */
+  private moveEntry(e: StagedEntry, to: string): void {
+    if (this.staged.get(e.path) === e) this.staged.delete(e.path);
+    e.path = to;
+    this.staged.set(to, e);
+    for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = to;
   }
 
   /** Drops what the caches say of a folder and everything in it (a rename moved it). */
