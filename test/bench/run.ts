@@ -227,8 +227,13 @@ async function uploadBig(s3: S3Client, key: string, size: number, seed: number):
   await s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts: done } }));
 }
 
-async function ensureData(s3: S3Client, profiles: Profile[]): Promise<void> {
-  const sizes = [...new Set(profiles.flatMap((p) => [p.bigSize, p.largeSize]))];
+/** Uploads what the workloads in `only` read and is not in the bucket yet (the writes bring their own). */
+async function ensureData(s3: S3Client, profiles: Profile[], only: readonly WorkloadName[]): Promise<void> {
+  const needs = (...wls: WorkloadName[]): boolean => wls.some((w) => only.includes(w));
+  const sizes = [...new Set(profiles.flatMap((p) => [
+    ...(needs('seqread', 'ttfb', 'randread1', 'randread16') ? [p.bigSize] : []),
+    ...(needs('randlarge1', 'randlarge16') ? [p.largeSize] : []),
+  ]))];
   for (const size of sizes) {
     const key = bigKey(size);
     const head = await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key })).catch(() => undefined);
@@ -238,6 +243,10 @@ async function ensureData(s3: S3Client, profiles: Profile[]): Promise<void> {
     }
   }
   const smallCount = Math.max(...profiles.map((p) => p.smallRead));
+  if (!needs('smallread', 'ls')) {
+    await deletePrefix(s3, 'w/');
+    return;
+  }
   const have = new Set((await listKeys(s3, 'small/')).filter((k) => k.size === SMALL_SIZE).map((k) => k.key));
   const missing = Array.from({ length: 1000 }, (_, i) => i).filter((i) => !have.has(`small/${smallName(i)}`));
   if (missing.length) {
@@ -590,7 +599,9 @@ async function main(): Promise<void> {
       linkCheck = await runProxyCheck(wan, (stop) => cleanup.hooks.push(stop));
       log(`proxy check: ${JSON.stringify(linkCheck)}`);
     }
-    await ensureData(direct, profiles);
+    // The proxy check reads lan's big object with the SDK.
+    const proxyRead = opts.proxyCheck && opts.contenders.includes('sdk');
+    await ensureData(direct, proxyRead ? [...profiles, profileOf('lan', opts.quick)] : profiles, proxyRead ? [...opts.only, 'seqread'] : opts.only);
 
     for (const p of profiles) {
       let proxy: ProxyHandle | undefined;
