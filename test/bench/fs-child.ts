@@ -26,7 +26,7 @@ import { errorText, pool, printResult, type SdkEndpoint, type Task, type TaskRes
 /**
  * Between two looks at the bucket. Each look is one listing (or HEAD) on
  * loopback, a few ms of the server's CPU; at 50 ms the figure is late by
- * 25 ms on average, under 1 % of the 2–3 s a copy of 500 files takes on wan.
+ * 25 ms on average, about 1 % of the 2–3 s a copy of 500 files takes on wan.
  */
 const POLL_MS = 50;
 
