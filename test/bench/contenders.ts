@@ -6,6 +6,9 @@
  * Settings, chosen to be each tool's defaults plus what the local server needs:
  * - ours: `--endpoint-url URL --force-path-style`, keys in the environment;
  *   everything else default (16 requests in flight, 8 MiB parts, metadata TTL 1 s).
+ *   The editing-mode workloads (`cp -r`, the editor save) add
+ *   `--allow-edit --staging-directory DIR`, DIR a fresh folder of the bench's
+ *   removed after the unmount; the upload delay stays at its default.
  * - ours-copy (only when named with --contenders): the same with
  *   SOSMOUNT_FUSE_COPY_BUFFERS=1, the copying path the tray's workers take
  *   under Electron (no Buffers over libfuse's memory), to compare the two
@@ -120,7 +123,7 @@ function pidsWithEnv(name: string, value: string): number[] {
 
 let tagCounter = 0;
 
-export async function mountOurs(t: Target, dir: string, opts: { logDir: string; cpuProfDir?: string | undefined; copyBuffers?: boolean }): Promise<MountHandle> {
+export async function mountOurs(t: Target, dir: string, opts: { logDir: string; cpuProfDir?: string | undefined; copyBuffers?: boolean; extraArgs?: string[] }): Promise<MountHandle> {
   const tag = `${process.pid}-${++tagCounter}`;
   const env = baseEnv({
     AWS_ACCESS_KEY_ID: t.accessKeyId,
@@ -132,11 +135,11 @@ export async function mountOurs(t: Target, dir: string, opts: { logDir: string; 
     // Node refuses --cpu-prof in NODE_OPTIONS and the CLI forks its worker with no flags:
     // profile the same engine in --foreground mode, where the mount runs in the process we start.
     // The profile is written when the process exits after the unmount.
-    const args = ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, CLI, '--foreground', '--endpoint-url', t.endpoint, '--force-path-style', '--log-directory', opts.logDir, t.bucket, dir];
+    const args = ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, CLI, '--foreground', '--endpoint-url', t.endpoint, '--force-path-style', '--log-directory', opts.logDir, ...(opts.extraArgs ?? []), t.bucket, dir];
     return mountForeground('sosmount --foreground', dir, process.execPath, args, env, 'fuse.sosmount');
   }
   cleanup.mountDirs.add(dir);
-  const child = cleanup.child(spawn(process.execPath, [CLI, '--endpoint-url', t.endpoint, '--force-path-style', '--log-directory', opts.logDir, t.bucket, dir], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = cleanup.child(spawn(process.execPath, [CLI, '--endpoint-url', t.endpoint, '--force-path-style', '--log-directory', opts.logDir, ...(opts.extraArgs ?? []), t.bucket, dir], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = collect(child);
   const code = await new Promise<number>((resolve) => {
     const timer = setTimeout(() => { child.kill('SIGKILL'); resolve(-1); }, MOUNT_WAIT_MS + 5_000);

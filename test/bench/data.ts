@@ -117,5 +117,7 @@ export function randomOffsets(seed: number, size: number, count: number, len: nu
 export const SMALL_SEED_BASE = 1000;
 export const LIST_SEED = 77;
 export const WRITE_SEED_BASE = 5000;
+/** The editor save: the object before (EDIT_SEED) and the bytes saved over it (EDIT_SEED + 1). */
+export const EDIT_SEED = 9000;
 export const smallName = (i: number): string => `f${String(i).padStart(4, '0')}`;
 export const listName = (i: number): string => `k${String(i).padStart(5, '0')}`;

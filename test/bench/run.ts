@@ -7,15 +7,25 @@
  * docs/bench-results/latest.json and the results section of docs/benchmarks.md.
  *
  * Usage: node dist/test/bench/run.js [--quick] [--profile lan|wan|lanproxy|lan,wan]
- *   [--only seqread,ttfb,...] [--contenders sdk,ours,s3fs,rclone,ours-copy] [--runs N]
+ *   [--only seqread,ttfb,...,cpr,cprstream,editsave] [--contenders sdk,ours,s3fs,rclone,ours-copy] [--runs N]
  *   [--data-dir DIR] [--no-doc] [--json FILE] [--cpu-prof DIR] [--no-proxy-check]
- *   [--settle SECONDS] [--merge] [--report-only]
+ *   [--settle SECONDS] [--merge] [--report-only] [--staging-in DIR]
  * --merge keeps the results found in the JSON file that this invocation does
  * not measure (other profiles; with --only, a profile's other workloads), so
  * lan and wan, or one workload after a change, can be measured separately;
  * --settle waits (default 10 s at most) before each run for other processes
  * to leave the CPUs; --report-only rewrites docs/benchmarks.md from the JSON
- * file without measuring.
+ * file without measuring; --staging-in puts the staging folders of our
+ * mount's editing mode under DIR instead of the bench's temporary folder
+ * (to compare file systems: staging costs a few local file operations and
+ * fsyncs per file).
+ *
+ * cpr, cprstream and editsave measure writes until the objects are in S3:
+ * `cp -r` of a local folder into our mount in editing mode (cpr; s3fs and
+ * rclone as they are) and in the default mode (cprstream), against the
+ * SDK's PutObject of the same files; `gio save` of 10 MiB over an object
+ * (editsave), whose figure is the bytes the delay proxy carried to the
+ * server (proxied profiles only).
  */
 import { execSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -36,7 +46,7 @@ import {
   ALL_CONTENDERS, KNOWN_CONTENDERS, MountFailed, PEERS, RssSampler, baseEnv, waitQuiet, mountOurs, mountRclone, mountS3fs,
   type ContenderName, type MountHandle, type Target,
 } from './contenders.js';
-import { GiB, KiB, LIST_SEED, MiB, SMALL_SEED_BASE, WRITE_SEED_BASE, content, fill, listName, md5Of, randomOffsets, smallName } from './data.js';
+import { EDIT_SEED, GiB, KiB, LIST_SEED, MiB, SMALL_SEED_BASE, WRITE_SEED_BASE, content, fill, listName, md5Of, randomOffsets, smallName } from './data.js';
 import type { ProxyConfig, ProxyMessage, ProxyStats } from './delay-proxy.js';
 import { runProxyCheck, type ProxyCheckReport } from './proxy-check.js';
 import {
@@ -59,6 +69,8 @@ const LIST_COUNT = 10_000;
 const PART = 8 * MiB;
 const SDK_INFLIGHT = 16;
 const PARALLEL = 16;
+/** The editor save's file: over one 8 MiB part, so a mount's upload of it is a multipart upload. */
+const EDIT_SIZE = 10 * MiB;
 
 // ---------------------------------------------------------------------------
 // Options.
@@ -80,6 +92,8 @@ interface Options {
   merge: boolean;
   /** Only rewrite the markdown from the JSON file. */
   reportOnly: boolean;
+  /** Where editing mode's staging folders go; undefined: the bench's temporary folder. */
+  stagingIn: string | undefined;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -97,6 +111,7 @@ function parseArgs(argv: string[]): Options {
     settleMs: 10_000,
     merge: false,
     reportOnly: false,
+    stagingIn: undefined,
   };
   let runsSet = false;
   for (let i = 0; i < argv.length; i++) {
@@ -118,6 +133,7 @@ function parseArgs(argv: string[]): Options {
       case '--cpu-prof': o.cpuProfDir = path.resolve(val()); break;
       case '--merge': o.merge = true; break;
       case '--report-only': o.reportOnly = true; break;
+      case '--staging-in': o.stagingIn = path.resolve(val()); break;
       case '--settle': o.settleMs = Number(val()) * 1000; break;
       case '--no-proxy-check': o.proxyCheck = false; break;
       case '--proxy-check': o.proxyCheck = true; break;
@@ -174,7 +190,23 @@ function profileOf(name: string, quick: boolean): Profile {
 /** Time limit per workload; a run past it is TIMEOUT. */
 const LIMIT_S: Record<WorkloadName, number> = {
   seqread: 300, ttfb: 30, randread1: 150, randread16: 150, randlarge1: 150, randlarge16: 150, smallread: 180, ls: 150, seqwrite: 400, smallwrite: 150,
+  cpr: 150, cprstream: 150, editsave: 60,
 };
+
+/**
+ * Workloads measured with some contenders only: the default-mode copy and
+ * the editor save are about our mount's two modes (the peers' copy is the
+ * cpr row).
+ */
+const WORKLOAD_CONTENDERS: Partial<Record<WorkloadName, readonly ContenderName[]>> = {
+  cprstream: ['sdk', 'ours', 'ours-copy'],
+  editsave: ['sdk', 'ours', 'ours-copy'],
+};
+/** Our mount runs these with --allow-edit. */
+const EDITING_WORKLOADS: readonly WorkloadName[] = ['cpr', 'editsave'];
+/** Figures counted by the delay proxy: not measured on a profile without it. */
+const PROXY_WORKLOADS: readonly WorkloadName[] = ['editsave'];
+const WRITE_WORKLOADS: readonly WorkloadName[] = ['seqwrite', 'smallwrite', 'cpr', 'cprstream', 'editsave'];
 
 const bigKey = (size: number): string => `big-${size / MiB}m.bin`;
 const bigSeed = (size: number): number => size / MiB;
@@ -227,8 +259,13 @@ async function uploadBig(s3: S3Client, key: string, size: number, seed: number):
   await s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId, MultipartUpload: { Parts: done } }));
 }
 
-async function ensureData(s3: S3Client, profiles: Profile[]): Promise<void> {
-  const sizes = [...new Set(profiles.flatMap((p) => [p.bigSize, p.largeSize]))];
+/** Uploads what the workloads in `only` read and is not in the bucket yet (the writes bring their own). */
+async function ensureData(s3: S3Client, profiles: Profile[], only: readonly WorkloadName[]): Promise<void> {
+  const needs = (...wls: WorkloadName[]): boolean => wls.some((w) => only.includes(w));
+  const sizes = [...new Set(profiles.flatMap((p) => [
+    ...(needs('seqread', 'ttfb', 'randread1', 'randread16') ? [p.bigSize] : []),
+    ...(needs('randlarge1', 'randlarge16') ? [p.largeSize] : []),
+  ]))];
   for (const size of sizes) {
     const key = bigKey(size);
     const head = await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key })).catch(() => undefined);
@@ -238,6 +275,10 @@ async function ensureData(s3: S3Client, profiles: Profile[]): Promise<void> {
     }
   }
   const smallCount = Math.max(...profiles.map((p) => p.smallRead));
+  if (!needs('smallread', 'ls')) {
+    await deletePrefix(s3, 'w/');
+    return;
+  }
   const have = new Set((await listKeys(s3, 'small/')).filter((k) => k.size === SMALL_SIZE).map((k) => k.key));
   const missing = Array.from({ length: 1000 }, (_, i) => i).filter((i) => !have.has(`small/${smallName(i)}`));
   if (missing.length) {
@@ -329,7 +370,7 @@ function runChild(script: string, arg: unknown, limitS: number, onStart: (child:
 // ---------------------------------------------------------------------------
 // Workloads.
 
-function taskFor(wl: WorkloadName, p: Profile, contender: ContenderName, root: string, writePrefix: string): Task {
+function taskFor(wl: WorkloadName, p: Profile, contender: ContenderName, root: string, writePrefix: string, env: Env): Task {
   // root: a mount folder (ends without /) for mounts, '' for the SDK (keys).
   const at = (rel: string): string => (contender === 'sdk' ? rel : path.join(root, rel));
   const big = bigKey(p.bigSize);
@@ -348,7 +389,38 @@ function taskFor(wl: WorkloadName, p: Profile, contender: ContenderName, root: s
     case 'ls': return { op: 'ls', dir: contender === 'sdk' ? 'list10k/' : path.join(root, 'list10k'), expect: LIST_COUNT };
     case 'seqwrite': return { op: 'seqwrite', target: at(`${writePrefix}big.bin`), size: p.writeSize, seed: WRITE_SEED_BASE, partSize: PART, concurrency: SDK_INFLIGHT };
     case 'smallwrite': return { op: 'smallwrite', dir: contender === 'sdk' ? writePrefix : path.join(root, writePrefix), count: p.smallWrite, parallel: PARALLEL, seedBase: WRITE_SEED_BASE + 1, size: SMALL_SIZE };
+    case 'cpr':
+    case 'cprstream': {
+      // The SDK's baseline is its small writes: the same files, PutObject with 16 in flight.
+      if (contender === 'sdk') return taskFor('smallwrite', p, contender, root, writePrefix, env);
+      return {
+        op: 'cpr', source: copySource(env, p.smallWrite), dest: path.join(root, writePrefix), count: p.smallWrite, size: SMALL_SIZE,
+        poll: { endpoint: env.server.endpoint, bucket: BUCKET, ...CREDS }, prefix: writePrefix,
+      };
+    }
+    case 'editsave':
+      return {
+        op: 'editsave', target: at(`${writePrefix}doc.bin`), source: editSource(env), key: `${writePrefix}doc.bin`, size: EDIT_SIZE,
+        seed: EDIT_SEED + 1, md5: expectedMd5(EDIT_SEED + 1, EDIT_SIZE), poll: { endpoint: env.server.endpoint, bucket: BUCKET, ...CREDS },
+      };
   }
+}
+
+/** The local folder `cp -r` copies: `count` files of 64 KiB named and filled as the small writes' (verifyWrite checks both alike). */
+function copySource(env: Env, count: number): string {
+  const dir = path.join(env.workDir, `copy-source-${count}`);
+  if (!fs.existsSync(path.join(dir, smallName(count - 1)))) {
+    fs.mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < count; i++) fs.writeFileSync(path.join(dir, smallName(i)), content(WRITE_SEED_BASE + 1 + i, SMALL_SIZE));
+  }
+  return dir;
+}
+
+/** The local file the editor save writes over the object. */
+function editSource(env: Env): string {
+  const file = path.join(env.workDir, 'edit-source.bin');
+  if (!fs.existsSync(file)) fs.writeFileSync(file, content(EDIT_SEED + 1, EDIT_SIZE));
+  return file;
 }
 
 function figureOf(wl: WorkloadName, r: TaskResult): number {
@@ -357,7 +429,9 @@ function figureOf(wl: WorkloadName, r: TaskResult): number {
     case 'ttfb': case 'ls': return r.seconds * 1000;
     case 'randread1': case 'randread16': case 'randlarge1': case 'randlarge16': return (r.ops ?? 0) / r.seconds;
     case 'smallread': return r.seconds;
-    case 'smallwrite': return (r.ops ?? 0) / r.seconds;
+    case 'smallwrite': case 'cpr': case 'cprstream': return (r.ops ?? 0) / r.seconds;
+    // Set from the proxy's count in measure().
+    case 'editsave': return NaN;
   }
 }
 
@@ -383,7 +457,7 @@ async function verifyWrite(s3: S3Client, wl: WorkloadName, p: Profile, prefix: s
     const want = expectedMd5(WRITE_SEED_BASE, p.writeSize);
     return got === want ? undefined : `MD5 ${got}, expected ${want}`;
   }
-  if (wl === 'smallwrite') {
+  if (wl === 'smallwrite' || wl === 'cpr' || wl === 'cprstream') {
     const keys = (await listKeys(s3, prefix)).filter((k) => /\/f\d{4}$/.test(k.key));
     if (keys.length !== p.smallWrite) return `${keys.length} objects after the writes, expected ${p.smallWrite}`;
     let bad = 0;
@@ -399,6 +473,18 @@ async function verifyWrite(s3: S3Client, wl: WorkloadName, p: Profile, prefix: s
     }
     return bad ? `${bad} objects with wrong size or content` : undefined;
   }
+  if (wl === 'editsave') {
+    const key = `${prefix}doc.bin`;
+    const out = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    const h = createHash('md5');
+    for await (const c of out.Body as AsyncIterable<Uint8Array>) h.update(c);
+    const got = h.digest('hex');
+    const want = expectedMd5(EDIT_SEED + 1, EDIT_SIZE);
+    if (got !== want) return `MD5 ${got}, expected ${want}`;
+    // GLib's temporary file is renamed over the target: nothing of it may stay in the bucket.
+    const others = (await listKeys(s3, prefix)).filter((k) => k.key !== key && k.key !== prefix);
+    return others.length ? `left in the bucket beside doc.bin: ${others.map((k) => k.key.slice(prefix.length)).join(', ')}` : undefined;
+  }
   return undefined;
 }
 
@@ -413,12 +499,14 @@ interface Env {
   logDir: string;
 }
 
-async function mountContender(c: ContenderName, target: Target, dir: string, env: Env): Promise<MountHandle> {
+/** stagingDir: our mount runs in editing mode with its staged files there. */
+async function mountContender(c: ContenderName, target: Target, dir: string, env: Env, stagingDir?: string): Promise<MountHandle> {
   await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   await fsp.mkdir(dir, { recursive: true });
+  const extraArgs = stagingDir === undefined ? [] : ['--allow-edit', '--staging-directory', stagingDir];
   switch (c) {
-    case 'ours': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir });
-    case 'ours-copy': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir, copyBuffers: true });
+    case 'ours': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir, extraArgs });
+    case 'ours-copy': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir, copyBuffers: true, extraArgs });
     case 's3fs': return mountS3fs(target, dir, env.workDir);
     case 'rclone': return mountRclone(target, dir, env.workDir);
     default: throw new Error(`${c} is not a mount`);
@@ -439,20 +527,26 @@ async function measure(env: Env, p: Profile, proxy: ProxyHandle | undefined, wl:
   const base: Measurement = { profile: p.name, workload: wl, contender: c, run, status: 'FAILED' };
   const endpoint = proxy ? proxy.endpoint : env.server.endpoint;
   const target: Target = { endpoint, bucket: BUCKET, ...CREDS };
-  const writes = wl === 'seqwrite' || wl === 'smallwrite';
+  const writes = WRITE_WORKLOADS.includes(wl);
   const writePrefix = `w/${p.name}-${c}-${wl}-${run}/`;
   let mount: MountHandle | undefined;
   const dir = path.join(env.workDir, `mnt-${c}`);
+  const stagingDir = (c === 'ours' || c === 'ours-copy') && EDITING_WORKLOADS.includes(wl) ? path.join(env.opts.stagingIn ?? env.workDir, `sosmount-bench-staging-${c}`) : undefined;
   try {
+    // The object the editor saves over, there before the mount looks.
+    if (wl === 'editsave') await env.direct.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${writePrefix}doc.bin`, Body: content(EDIT_SEED, EDIT_SIZE) }));
+    if (stagingDir !== undefined) await fsp.rm(stagingDir, { recursive: true, force: true });
     if (c !== 'sdk') {
       try {
-        mount = await mountContender(c, target, dir, env);
+        mount = await mountContender(c, target, dir, env, stagingDir);
       } catch (err) {
         return { ...base, status: 'FAILED', error: `mount failed: ${err instanceof MountFailed ? err.message : String(err)}` };
       }
-      if (writes) await mkdirIn(path.join(dir, writePrefix), 30_000);
+      // cp -r makes the run's folder itself; the editor's folder holds its object already.
+      if (wl === 'cpr' || wl === 'cprstream') await mkdirIn(path.join(dir, path.dirname(writePrefix)), 30_000);
+      else if (writes && wl !== 'editsave') await mkdirIn(path.join(dir, writePrefix), 30_000);
     }
-    const task = taskFor(wl, p, c, dir, writePrefix);
+    const task = taskFor(wl, p, c, dir, writePrefix, env);
     const busyBefore = await waitQuiet(env.opts.settleMs);
     if (proxy) await proxy.stats();
     let sampler: RssSampler | undefined = mount ? new RssSampler(mount.pid) : undefined;
@@ -478,11 +572,25 @@ async function measure(env: Env, p: Profile, proxy: ProxyHandle | undefined, wl:
       const problem = await verifyWrite(env.direct, wl, p, writePrefix);
       if (problem) return { ...common, status: 'FAILED', seconds: r.seconds, error: `verification: ${problem}` };
     }
-    return { ...common, status: 'OK', seconds: r.seconds, value: figureOf(wl, r), ...(r.extra ? { extra: r.extra } : {}) };
+    const extra: Record<string, number | string> = { ...r.extra };
+    let value = figureOf(wl, r);
+    if (wl === 'editsave') {
+      if (!stats) return { ...common, status: 'FAILED', seconds: r.seconds, error: 'needs the delay proxy to count bytes' };
+      value = stats.bytesUp / EDIT_SIZE;
+      if (mount) {
+        // Anything the save still sends after the object is stored (a
+        // deferred upload) goes before the unmount ends: counted apart.
+        await mount.unmount();
+        mount = undefined;
+        extra['bytesUpAfterStored'] = (await proxy!.stats()).bytesUp;
+      }
+    }
+    return { ...common, status: 'OK', seconds: r.seconds, value, ...(Object.keys(extra).length ? { extra } : {}) };
   } catch (err) {
     return { ...base, status: 'FAILED', error: err instanceof Error ? err.message : String(err) };
   } finally {
     if (mount) await mount.unmount().catch(() => undefined);
+    if (stagingDir !== undefined) await fsp.rm(stagingDir, { recursive: true, force: true }).catch(() => undefined);
     if (writes) await deletePrefix(env.direct, writePrefix).catch(() => undefined);
   }
 }
@@ -590,7 +698,9 @@ async function main(): Promise<void> {
       linkCheck = await runProxyCheck(wan, (stop) => cleanup.hooks.push(stop));
       log(`proxy check: ${JSON.stringify(linkCheck)}`);
     }
-    await ensureData(direct, profiles);
+    // The proxy check reads lan's big object with the SDK.
+    const proxyRead = opts.proxyCheck && opts.contenders.includes('sdk');
+    await ensureData(direct, proxyRead ? [...profiles, profileOf('lan', opts.quick)] : profiles, proxyRead ? [...opts.only, 'seqread'] : opts.only);
 
     for (const p of profiles) {
       let proxy: ProxyHandle | undefined;
@@ -615,11 +725,16 @@ async function main(): Promise<void> {
       }
       try {
         for (const wl of opts.only) {
+          if (PROXY_WORKLOADS.includes(wl) && !proxy) {
+            log(`${p.name} ${wl}: skipped, its figure is counted by the delay proxy (wan, lanproxy)`);
+            continue;
+          }
           const byC: Partial<Record<ContenderName, Measurement[]>> = {};
           const given = new Set<ContenderName>();
           for (let run = 1; run <= opts.runs; run++) {
             for (const c of opts.contenders) {
               if (given.has(c)) continue;
+              if (WORKLOAD_CONTENDERS[wl] && !WORKLOAD_CONTENDERS[wl]!.includes(c)) continue;
               const m = await measure(env, p, proxy, wl, c, run);
               all.push(m);
               (byC[c] ??= []).push(m);
@@ -672,11 +787,11 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     started: started.toISOString(),
     finished: final ? new Date().toISOString() : undefined,
     complete: final,
-    options: { quick: opts.quick, profiles: opts.profiles, only: opts.only, contenders: opts.contenders, runs: opts.runs },
+    options: { quick: opts.quick, profiles: opts.profiles, only: opts.only, contenders: opts.contenders, runs: opts.runs, ...(opts.stagingIn ? { stagingIn: opts.stagingIn } : {}) },
     machine: m,
     settings: {
       sdk: { readPartBytes: PART, readInFlight: SDK_INFLIGHT, writePartBytes: PART, writeInFlight: SDK_INFLIGHT, smallParallel: PARALLEL },
-      ours: 'sosmount --endpoint-url URL --force-path-style (defaults)',
+      ours: 'sosmount --endpoint-url URL --force-path-style (defaults); cpr and editsave add --allow-edit --staging-directory DIR',
       'ours-copy': 'as ours, with SOSMOUNT_FUSE_COPY_BUFFERS=1 (the copying path of the tray\'s workers under Electron)',
       s3fs: 's3fs -f -o url=URL,use_path_request_style,passwd_file=F (defaults)',
       rclone: 'rclone mount bench:BUCKET DIR --vfs-cache-mode off (provider Other, defaults)',
@@ -701,7 +816,7 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
   md.push('');
   md.push(`Machine: ${m['cpu']}, ${m['cores']} cores, ${m['memory']}, ${m['kernel']}, Node ${m['node']}; ${m['s3fs']}; ${m['rclone']}; load average at the end ${m['loadavg']}.`);
   md.push('');
-  md.push(`Command: \`npm run bench --${[opts.quick ? ' --quick' : '', ` --profile ${opts.merge ? reports.map((r) => r.profile).join(',') : opts.profiles.join(',')}`, opts.only.length !== WORKLOADS.length ? ` --only ${opts.only.join(',')}` : '', opts.contenders.length !== ALL_CONTENDERS.length ? ` --contenders ${opts.contenders.join(',')}` : ''].join('')}\`; raw figures in [bench-results/latest.json](bench-results/latest.json).`);
+  md.push(`Command: \`npm run bench --${[opts.quick ? ' --quick' : '', ` --profile ${opts.merge ? reports.map((r) => r.profile).join(',') : opts.profiles.join(',')}`, opts.only.length !== WORKLOADS.length ? ` --only ${opts.only.join(',')}` : '', opts.contenders.length !== ALL_CONTENDERS.length ? ` --contenders ${opts.contenders.join(',')}` : '', opts.stagingIn ? ` --staging-in ${opts.stagingIn}` : ''].join('')}\`; raw figures in [bench-results/latest.json](bench-results/latest.json).`);
   for (const r of reports) {
     md.push('');
     md.push(`### ${r.profile}${r.rttMs ? ` (${r.rttMs} ms RTT, 400 Mbit/s shared)` : r.profile === 'lan' ? ' (loopback)' : ''}${r.measuredAt ? `, measured ${r.measuredAt.slice(0, 16).replace('T', ' ')} UTC` : ''}`);
@@ -721,6 +836,19 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
       const cold = all.filter((x) => x.profile === r.profile && x.workload === 'ttfb' && x.contender === 'sdk' && x.extra).map((x) => Number(x.extra!['coldProcessSeconds']) * 1000);
       md.push('');
       md.push(`SDK first byte: the table shows a fresh client (new connection) with the SDK's code already loaded; the very first request of a fresh process took ${cold.map((v) => v.toFixed(1)).join(', ')} ms.`);
+    }
+    const okRuns = (wl: WorkloadName, c: ContenderName): Measurement[] => all.filter((x) => x.profile === r.profile && x.workload === wl && x.contender === c && x.status === 'OK');
+    const secs = (xs: number[]): string => xs.map((v) => v.toFixed(2)).join(', ');
+    const copies = (['cpr', 'cprstream'] as const).flatMap((wl) => (r.summaries[wl] ? opts.contenders.filter((c) => c !== 'sdk') : []).map((c) => ({ wl, c, ms: okRuns(wl, c) })).filter((x) => x.ms.length));
+    if (copies.length) {
+      md.push('');
+      md.push(`\`cp -r\`, time until \`cp\` returned / until every object was listed by the server, per run: ${copies.map(({ wl, c, ms }) => `${c}${wl === 'cprstream' ? ' (default mode)' : c.startsWith('ours') ? ' (editing mode)' : ''} ${ms.map((x) => `${Number(x.extra?.['cpSeconds'] ?? NaN).toFixed(2)} / ${(x.seconds ?? NaN).toFixed(2)}`).join(', ')} s`).join('; ')}; the SDK's PutObject of the same files ${secs(okRuns(r.summaries['cpr'] ? 'cpr' : 'cprstream', 'sdk').map((x) => x.seconds ?? NaN))} s.`);
+    }
+    if (r.summaries['editsave']) {
+      const saves = okRuns('editsave', 'ours');
+      const sdkSaves = okRuns('editsave', 'sdk');
+      md.push('');
+      md.push(`Editor save of 10 MiB, time until the object held the new bytes, per run: ours ${secs(saves.map((x) => x.seconds ?? NaN))} s (\`gio save\` itself returned after ${secs(saves.map((x) => Number(x.extra?.['saveSeconds'] ?? NaN)))} s; bytes sent after that until the unmount had ended: ${saves.map((x) => x.extra?.['bytesUpAfterStored'] ?? '–').join(', ')}); the SDK's one PutObject ${secs(sdkSaves.map((x) => x.seconds ?? NaN))} s.`);
     }
     const req = requestTable(all, r.profile, opts.contenders);
     if (req) {

@@ -11,7 +11,9 @@
  * - small files: one ListObjectsV2, then GETs with `parallel` in flight;
  * - listing: ListObjectsV2 pages (1,000 keys each), as an `ls` needs them;
  * - big write: a multipart upload, `concurrency` parts in flight;
- * - small writes: PutObject with `parallel` in flight.
+ * - small writes: PutObject with `parallel` in flight (also the baseline
+ *   of `cp -r` into a mount);
+ * - editor save: one PutObject of the new bytes over the object.
  */
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -187,6 +189,19 @@ async function run(ep: SdkEndpoint, t: Task): Promise<TaskResult> {
       const seconds = (performance.now() - t0) / 1000;
       s3.destroy();
       return { ok: true, seconds, ops: t.count, bytes: t.count * t.size };
+    }
+    case 'cpr':
+      throw new Error('cp -r is a mount workload; the SDK runs smallwrite for it');
+    case 'editsave': {
+      const s3 = client(ep);
+      const body = content(t.seed, t.size);
+      // The SDK's code loaded and the connection open, as the mount's are.
+      await s3.send(new HeadBucketCommand({ Bucket: b }));
+      const t0 = performance.now();
+      await s3.send(new PutObjectCommand({ Bucket: b, Key: t.key, Body: body, ContentLength: body.length }));
+      const seconds = (performance.now() - t0) / 1000;
+      s3.destroy();
+      return { ok: true, seconds, bytes: t.size };
     }
   }
 }

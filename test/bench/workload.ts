@@ -3,9 +3,9 @@
  * the one-line JSON a child prints when it is done.
  */
 
-export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'randlarge1' | 'randlarge16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite';
+export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'randlarge1' | 'randlarge16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite' | 'cpr' | 'cprstream' | 'editsave';
 
-export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'randlarge1', 'randlarge16', 'smallread', 'ls', 'seqwrite', 'smallwrite'];
+export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'randlarge1', 'randlarge16', 'smallread', 'ls', 'seqwrite', 'smallwrite', 'cpr', 'cprstream', 'editsave'];
 
 /** What a child is asked to do. Paths are mount paths for fs children and keys for the SDK child. */
 export type Task =
@@ -15,7 +15,20 @@ export type Task =
   | { op: 'smallread'; dir: string; count: number; parallel: number; seedBase: number; size: number }
   | { op: 'ls'; dir: string; expect: number }
   | { op: 'seqwrite'; target: string; size: number; seed: number; partSize: number; concurrency: number }
-  | { op: 'smallwrite'; dir: string; count: number; parallel: number; seedBase: number; size: number };
+  | { op: 'smallwrite'; dir: string; count: number; parallel: number; seedBase: number; size: number }
+  /**
+   * `cp -r source dest` into a mount, timed until every file is an object
+   * of the right size under `prefix`, as a listing straight from the server
+   * (`poll`, not through the delay proxy) shows it.
+   */
+  | { op: 'cpr'; source: string; dest: string; count: number; size: number; poll: SdkEndpoint; prefix: string }
+  /**
+   * `gio save target < source` (GLib's g_file_replace: a temporary file in
+   * the same folder, fsync, rename over the target), timed until `key`
+   * holds the source's bytes (`md5`), as the server shows it. The SDK puts
+   * the same bytes at `key` with one PutObject.
+   */
+  | { op: 'editsave'; target: string; source: string; key: string; size: number; seed: number; md5: string; poll: SdkEndpoint };
 
 export interface TaskResult {
   ok: boolean;
