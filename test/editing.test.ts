@@ -272,7 +272,15 @@ describe('editing mode: faults', () => {
     await put(m.bucket, 'report.txt', 'old\n');
     const body = randomBytes(200_000);
     await writeFile(path.join(src, 'kill-body.bin'), body);
-    await shellOk(m, `cp ${q(path.join(src, 'kill-body.bin'))} ${q(path.join(m.mnt, 'new.bin'))} && printf 'saved before the kill\\n' | gio save ${q(path.join(m.mnt, 'report.txt'))}`);
+    await shellOk(m, `cp ${q(path.join(src, 'kill-body.bin'))} ${q(path.join(m.mnt, 'new.bin'))}`);
+    // An editor's save without fsync (gio save fsyncs, which uploads at once): a temporary file renamed over the original.
+    await python(`
+import os, sys
+tmp = os.path.join(os.path.dirname(sys.argv[1]), '.report.txt.swp')
+with open(tmp, 'w') as f:
+    f.write('saved before the kill\\n')
+os.rename(tmp, sys.argv[1])
+`, path.join(m.mnt, 'report.txt'));
     assert.equal(await getBytes(m.bucket, 'new.bin'), undefined, 'not uploaded yet');
     process.kill(m.workerPid, 'SIGKILL');
     await waitUntil('the worker to be gone', () => gone(m.workerPid), 10_000);
@@ -287,7 +295,7 @@ describe('editing mode: faults', () => {
     }
     assert.match(await again.log(), /staged files recovered.*"uploading":2/);
     await again.unmount();
-    assert.ok(!(await keys(m.bucket)).some((k) => k.includes('.goutputstream')));
+    assert.ok(!(await keys(m.bucket)).some((k) => k.includes('.swp')), 'the temporary name never reached the bucket');
   });
 
   test('a concurrent change through the S3 API: ours is stored as a conflict copy beside theirs, both intact', async (t) => {
