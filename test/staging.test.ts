@@ -286,6 +286,7 @@ describe('staging area', () => {
     const stage = await area.createEmpty('k', undefined);
     await stage.write(0, Buffer.from('abc'));
     await stage.markClosed();
+    await area.flushSyncs();
     await stage.durable();
     assert.equal(stage.state, 'closed');
     assert.deepEqual(await recordOnDisk(directory, stage), { ...stage.snapshotRecord(), state: 'closed', sizeBytes: 3 });

@@ -1534,7 +1534,7 @@ export class S3FileSystem {
       this.draining = true;
       if (options.abandonUploads) this.writeBack.clear();
       else await this.writeBack.drain();
-      await Promise.all([...this.staged.values()].map((e) => e.stage.durable()));
+      await this.stagingArea.flushSyncs();
       const left = [...this.staged.values()].filter((e) => this.isDirty(e)).map((e) => e.path);
       if (left.length > 0) {
         this.log.warn('staged files not uploaded; the next mount uploads them', { count: left.length, paths: left.slice(0, 20), stagingDirectory: this.stagingArea.directory });
