@@ -28,7 +28,7 @@
  * bucket.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { FsError, type ErrnoName } from '../fs/errno.js';
@@ -197,8 +197,12 @@ function padRecord(text: string, minBytes: number): string {
  * open() keeps its data for the user rather than guessing.
  * Returns the file's length.
  */
-async function overwriteRecordFile(file: string, text: string, fileBytes: number): Promise<number> {
+async function overwriteRecordFile(file: string, text: string, fileBytes: number, open_?: FileHandle): Promise<number> {
   const padded = Buffer.from(padRecord(text, fileBytes));
+  if (open_) {
+    await writeAll(open_, padded, 0);
+    return padded.length;
+  }
   const h = await open(file, 'r+');
   try {
     await writeAll(h, padded, 0);
@@ -415,12 +419,14 @@ export class StagingArea {
     if (origin && origin.sizeBytes > 0) record.fillFrom = { ...origin, fillBytes: origin.sizeBytes };
     const stage = new StagedFile(this, record, source);
     try {
-      // The record first: a crash between the two leaves a record "open"
-      // (reported) rather than a nameless data file.
-      // Not durable: a record lost to a power cut was "open", never uploaded anyway.
-      await stage.persist({ durable: false });
-      // Kept open for the writes that follow.
-      stage.adoptHandle(await open(this.dataPath(id), 'wx+', 0o600));
+      // Both at once: a crash between them leaves a record "open"
+      // (reported) or a nameless data file (deleted by open()), neither
+      // ever uploaded. Not durable: a record lost to a power cut was "open".
+      // The data file stays open for the writes that follow.
+      const [record, data] = await Promise.allSettled([stage.persist({ durable: false }), open(this.dataPath(id), 'wx+', 0o600)]);
+      if (data.status === 'fulfilled') stage.adoptHandle(data.value);
+      if (record.status === 'rejected') throw record.reason;
+      if (data.status === 'rejected') throw data.reason;
     } catch (err) {
       await stage.closeHandle();
       await this.deleteFiles(id);
@@ -536,6 +542,8 @@ export class StagedFile {
   private synced: Promise<void> = Promise.resolve();
   /** The record file's length, once written (overwriteRecordFile). */
   private recordBytes: number | undefined;
+  /** The record file, open from its creation until the stage is closed: an update is one write. */
+  private recordHandle: FileHandle | undefined;
   private failureError: FsError | undefined;
   private removed = false;
   private uploadRunning = false;
@@ -621,16 +629,16 @@ export class StagedFile {
     this.handlePromise = Promise.resolve(h);
   }
 
-  /** @internal */
+  /** @internal Closes the data file's and the record's descriptors (they reopen when needed). */
   async closeHandle(): Promise<void> {
     const p = this.handlePromise;
     this.handlePromise = undefined;
-    if (!p) return;
-    try {
-      await (await p).close();
-    } catch {
-      // Opening had failed: nothing to close.
-    }
+    const r = this.recordHandle;
+    this.recordHandle = undefined;
+    await Promise.all([
+      p?.then((h) => h.close()).catch(() => { /* opening had failed: nothing to close */ }),
+      r?.close().catch(() => undefined),
+    ]);
   }
 
   /** @internal */
@@ -821,8 +829,9 @@ export class StagedFile {
       throw this.failWrite(err);
     }
     // Thousands of files may wait for their uploads (offline): each must
-    // not hold a descriptor meanwhile. The upload opens it again.
-    await this.closeHandle();
+    // not hold descriptors meanwhile. The upload opens the data again.
+    // Not awaited: a FileHandle closes once its pending operations end.
+    void this.closeHandle();
     this.syncInBackground();
   }
 
@@ -858,16 +867,27 @@ export class StagedFile {
       if (this.removed) return;
       const file = this.area.recordPath(this.id);
       if (options.durable) {
+        // Replaced by a rename: a descriptor kept open would write the old file.
+        const old = this.recordHandle;
+        this.recordHandle = undefined;
+        await old?.close().catch(() => undefined);
         const padded = padRecord(text, 0);
         await writeRecordFile(this.area.directory, file, padded, true);
         this.recordBytes = Buffer.byteLength(padded);
       } else if (this.recordBytes === undefined) {
         // A new stage's first record: a new file, nothing to replace.
-        const padded = padRecord(text, 0);
-        await writeFile(file, padded, { flag: 'wx', mode: 0o600 });
-        this.recordBytes = Buffer.byteLength(padded);
+        const padded = Buffer.from(padRecord(text, 0));
+        const h = await open(file, 'wx', 0o600);
+        try {
+          await writeAll(h, padded, 0);
+        } catch (err) {
+          await h.close().catch(() => undefined);
+          throw err;
+        }
+        this.recordHandle = h;
+        this.recordBytes = padded.length;
       } else {
-        this.recordBytes = await overwriteRecordFile(file, text, this.recordBytes);
+        this.recordBytes = await overwriteRecordFile(file, text, this.recordBytes, this.recordHandle);
       }
     });
     this.persisting = run.catch(() => {});
