@@ -576,7 +576,7 @@ describe('recovered files notification', () => {
     assert.equal(recoveredText(0, [], '/s'), undefined);
     assert.equal(recoveredText(1, [], '/s'), 'Uploading 1 file saved before SOS Mount stopped.');
     const kept = [
-      { path: '/a.txt', reason: 'conflict' },
+      { path: '/a.txt', reason: 'never-closed' },
       { path: '/b.txt', reason: 'write-failed' },
       { path: '/c.txt', reason: 'the disk was replaced' },
       { path: '/d.txt', reason: 'data-missing' },
@@ -584,7 +584,7 @@ describe('recovered files notification', () => {
     ];
     assert.equal(recoveredText(2, kept, '/home/ada/.local/state/sosmount/staging/photos-1a2b'),
       'Uploading 2 files saved before SOS Mount stopped. 5 files could not be uploaded and are kept in /home/ada/.local/state/sosmount/staging/photos-1a2b: ' +
-      '/a.txt (it changed in the bucket meanwhile), /b.txt (writing it to disk failed), /c.txt (the disk was replaced), 2 more.');
+      '/a.txt (it was still open when SOS Mount stopped), /b.txt (writing it to disk failed), /c.txt (the disk was replaced), 2 more.');
   });
 });
 

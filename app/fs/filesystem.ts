@@ -1501,7 +1501,8 @@ export class S3FileSystem {
     const toPath = (key: string): string => '/' + (key.startsWith(this.config.prefix) ? key.slice(this.config.prefix.length) : key);
     for (const r of found) {
       if (r.action === 'keep') {
-        kept.push({ path: r.record ? toPath(r.record.key) : r.dataPath, reason: r.message });
+        // The reason's code (KeptReason): the tray words it; the log has the message.
+        kept.push({ path: r.record ? toPath(r.record.key) : r.dataPath, reason: r.reason });
         continue;
       }
       const path = toPath(r.stage.key);
