@@ -26,6 +26,11 @@ import { StagingArea } from '../app/data/staging.js';
 import { S3FileSystem, type FsConfig, type FsEvents, type RenameProgress } from '../app/fs/filesystem.js';
 import { FsError, type ErrnoName } from '../app/fs/errno.js';
 
+/** The staging folder's files but its lock (one worker per folder). */
+async function stageFiles(directory: string): Promise<string[]> {
+  return (await readdir(directory)).filter((n) => n !== 'lock');
+}
+
 const MiB = 1024 * 1024;
 const { O_RDWR, O_WRONLY, O_APPEND } = fsConstants;
 /** renameat2 flags (linux/fs.h), as libfuse 3 passes them. */
@@ -605,7 +610,7 @@ async function editingFs(options: { uploadDelayMs?: number; events?: FsEvents; n
 }> {
   const client = options.client ?? new MemoryObjectClient();
   const stagingDirectory = path.join(root, `area-${++areaCount}`);
-  const staging = new StagingArea({ directory: stagingDirectory });
+  const staging = new StagingArea({ directory: stagingDirectory, spares: 0 });
   areas.push(staging);
   await staging.open();
   const fs = new S3FileSystem(client, { ...EDIT_CONFIG, staging, uploadDelayMs: options.uploadDelayMs ?? HOUR_MS }, {
@@ -679,7 +684,7 @@ describe('fs model in editing mode', () => {
     assert.equal(requests(client, 'PutObject'), 1);
     assert.equal((await fs.getattr('/new.txt')).size, 5);
     assert.equal(await readWhole(fs, '/new.txt'), 'hello');
-    assert.deepEqual(await readdir(stagingDirectory), []);
+    assert.deepEqual(await stageFiles(stagingDirectory), []);
   });
 
   test('open O_RDWR of a stored file and a write at an offset store the old bytes with the patch', async () => {
@@ -832,7 +837,7 @@ describe('fs model in editing mode', () => {
     assert.equal(client.objects.has('scratch'), false);
     assert.equal(requests(client, 'PutObject'), 0);
     assert.equal(requests(client, 'DeleteObject'), 0);
-    assert.deepEqual(await readdir(stagingDirectory), []);
+    assert.deepEqual(await stageFiles(stagingDirectory), []);
   });
 
   test('unlink of a stored file being edited deletes the object and never uploads the edit', async () => {
@@ -957,7 +962,7 @@ describe('fs model in editing mode', () => {
     await fs.release('/untouched', fd);
     await fs.drain();
     assert.equal(requests(client, 'PutObject'), 0);
-    assert.deepEqual(await readdir(stagingDirectory), []);
+    assert.deepEqual(await stageFiles(stagingDirectory), []);
   });
 
   test('a rename while the file\'s upload runs waits for it, then moves the stored object', async () => {

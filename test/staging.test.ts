@@ -12,7 +12,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,12 +21,17 @@ import { S3RequestError } from '../app/s3/errors.js';
 import type { ByteRange, CompletedPart, RangeSink, RequestOptions, WriteConditions } from '../app/s3/object-client.js';
 import { FsError } from '../app/fs/errno.js';
 import {
-  StagedFile, StageStateError, StagingArea, defaultStagingDirectory, stageWriteError, type RecoveredStage, type StageFillSource, type StageRecord,
+  StagedFile, StageStateError, StagingArea, StagingInUseError, defaultStagingDirectory, stageWriteError, type RecoveredStage, type StageFillSource, type StageRecord,
 } from '../app/data/staging.js';
 import {
   StageConflictError, uploadStagedFile, type StagedUploadConfig, type StagedUploadTarget,
 } from '../app/data/staged-upload.js';
 import { S3_MIN_PART_BYTES } from '../app/data/uploader.js';
+
+/** The staging folder's files but its lock (one worker per folder). */
+async function stageFiles(directory: string): Promise<string[]> {
+  return (await readdir(directory)).filter((n) => n !== 'lock');
+}
 
 const MiB = 1024 * 1024;
 const SMALL: StagedUploadConfig = { partSizeBytes: S3_MIN_PART_BYTES, maxPartsInFlight: 2 };
@@ -115,7 +120,8 @@ let folderCount = 0;
 async function openArea(directory?: string, extra: { fillChunkBytes?: number } = {}): Promise<{ area: StagingArea; recovered: RecoveredStage[]; directory: string }> {
   const dir = directory ?? path.join(root, `area-${++folderCount}`);
   let t = 1_000_000;
-  const area = new StagingArea({ directory: dir, now: () => t++, ...extra });
+  // No spares: these tests count the folder's files and the clock's ticks (the spares' test has its own).
+  const area = new StagingArea({ directory: dir, now: () => t++, spares: 0, ...extra });
   areas.push(area);
   const recovered = await area.open();
   return { area, recovered, directory: dir };
@@ -134,6 +140,52 @@ function bucketWith(key?: string, body?: string | Uint8Array): { inner: MemoryOb
   if (key !== undefined && body !== undefined) inner.put(key, body);
   return { inner, bucket: new ConditionalBucket(inner) };
 }
+
+describe('staging area: files made ahead, and one worker per folder', () => {
+  test('creates take files made ahead of time; unused ones are removed at close and by the next open after a crash', async () => {
+    const directory = path.join(root, `spares-${++folderCount}`);
+    const area = new StagingArea({ directory, spares: 3 });
+    areas.push(area);
+    await area.open();
+    const made = async (): Promise<string[]> => (await stageFiles(directory)).filter((n) => n.endsWith('.data')).map((n) => n.slice(0, -5)).sort();
+    for (let i = 0; i < 100 && (await made()).length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    const ahead = await made();
+    assert.equal(ahead.length, 3, 'three spares made in the background');
+    const stage = await area.createEmpty('k', undefined);
+    assert.ok(ahead.includes(stage.id), 'the create took a spare');
+    await stage.write(0, Buffer.from('data'));
+    await stage.markClosed();
+    assert.equal((await recordOnDisk(directory, stage)).key, 'k');
+    // A crash: the next run finds the closed stage, and the spares (empty records) are not reported but removed.
+    const next = await openArea(directory);
+    assert.deepEqual(next.recovered.map((r) => r.action === 'upload' && r.stage.key), ['k']);
+    const left = await made();
+    assert.ok(left.includes(stage.id));
+    await next.area.close();
+    await area.close();
+    assert.deepEqual(await made(), [stage.id], 'close removed the unused spares; the closed stage stays for its upload');
+  });
+
+  test('a folder locked by another live process is refused; a dead one\'s lock is taken over', async () => {
+    const directory = path.join(root, `lock-${++folderCount}`);
+    await mkdir(directory, { recursive: true });
+    const other = spawn('sleep', ['30']);
+    try {
+      await writeFile(path.join(directory, 'lock'), `${other.pid}\n`);
+      const area = new StagingArea({ directory, spares: 0 });
+      await assert.rejects(area.open(), (e: unknown) => e instanceof StagingInUseError && e.pid === other.pid);
+    } finally {
+      other.kill();
+      await once(other, 'exit');
+    }
+    const area = new StagingArea({ directory, spares: 0 });
+    areas.push(area);
+    await area.open();
+    assert.equal((await readFile(path.join(directory, 'lock'), 'utf8')).trim(), String(process.pid));
+    await area.close();
+    assert.deepEqual(await readdir(directory), [], 'close releases the lock');
+  });
+});
 
 describe('staging area', () => {
   test('open creates the folder 0700 under the state directory and finds nothing the first time', async () => {
@@ -313,7 +365,7 @@ describe('staging area', () => {
     await stage.write(0, Buffer.from('abc'));
     assert.equal(area.stages.length, 1);
     await area.remove(stage);
-    assert.deepEqual(await readdir(directory), []);
+    assert.deepEqual(await stageFiles(directory), []);
     assert.equal(area.stages.length, 0);
     await assert.rejects(stage.read(0, 1), StageStateError);
     const space = await area.freeSpace();
@@ -357,7 +409,7 @@ describe('staging recovery after a crash', () => {
 
     await second.area.discard(kept.record!.id);
     assert.deepEqual((await openArea(first.directory)).recovered, []);
-    assert.deepEqual(await readdir(first.directory), []);
+    assert.deepEqual(await stageFiles(first.directory), []);
   });
 
   test('a worker killed with SIGKILL loses nothing it closed', async () => {
@@ -434,7 +486,7 @@ describe('staging recovery after a crash', () => {
     const result = await uploadStagedFile(r.stage, bucket, SMALL);
     assert.ok(result.status === 'uploaded' && result.stageRemoved);
     assert.equal(inner.objects.get('k')!.body.toString(), 'payload');
-    assert.deepEqual(await readdir(first.directory), []);
+    assert.deepEqual(await stageFiles(first.directory), []);
   });
 
   test('records with missing or short data, or unreadable, are reported; temp and orphan files are cleaned', async () => {
@@ -454,7 +506,7 @@ describe('staging recovery after a crash', () => {
     const second = await openArea(first.directory);
     const reasons = second.recovered.map((r) => (r.action === 'keep' ? `${r.record?.key ?? '?'}:${r.reason}` : 'upload')).sort();
     assert.deepEqual(reasons, ['?:record-unreadable', 'gone:data-missing', 'short:data-size-differs']);
-    const names = await readdir(first.directory);
+    const names = await stageFiles(first.directory);
     assert.ok(!names.some((n) => n.endsWith('.tmp')), 'temp records removed');
     assert.ok(!names.includes('orphan.data'), 'orphan data removed');
     assert.ok(names.includes('bad.json'), 'unreadable record kept for the user');
@@ -481,7 +533,7 @@ describe('uploading staged files', () => {
     assert.deepEqual(bucket.preconditions, [{ ifNoneMatch: '*' }]);
     assert.equal(inner.objects.get('new.txt')!.body.toString(), 'hello');
     assert.equal(inner.requestCounts.get('PutObject'), 1);
-    assert.deepEqual(await readdir(directory), []);
+    assert.deepEqual(await stageFiles(directory), []);
   });
 
   test('an empty file uploads as an empty object', async () => {
@@ -701,9 +753,9 @@ describe('staging on a full disk', () => {
         await assert.rejects(stage.markClosed(), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');
 
         // Even a record no longer fits: staging another file fails the same way and leaves nothing.
-        const namesBefore = (await readdir(directory)).filter((n) => !n.endsWith('.tmp')).sort();
+        const namesBefore = (await stageFiles(directory)).filter((n) => !n.endsWith('.tmp')).sort();
         await assert.rejects(area.createEmpty('another', undefined), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');
-        assert.deepEqual((await readdir(directory)).filter((n) => !n.endsWith('.tmp')).sort(), namesBefore);
+        assert.deepEqual((await stageFiles(directory)).filter((n) => !n.endsWith('.tmp')).sort(), namesBefore);
 
         const { inner, bucket } = bucketWith();
         await assert.rejects(uploadStagedFile(stage, bucket, SMALL), (e: unknown) => e instanceof FsError && e.errno === 'ENOSPC');

@@ -106,6 +106,18 @@ export interface StagingConfig {
   signal?: AbortSignal;
   /** How long after markClosed() its fsyncs run (syncLater); default 1 s. */
   syncDelayMs?: number;
+  /** Files made ahead of time for creates (takeSpare); default 8. */
+  spares?: number;
+}
+
+/** Files made ahead for creates (takeSpare). */
+const DEFAULT_SPARES = 8;
+const LOCK_FILE = 'lock';
+
+interface Spare {
+  id: string;
+  record: FileHandle;
+  data: FileHandle;
 }
 
 /** markClosed()'s fsyncs wait this long for the upload that makes them needless (syncLater). */
@@ -130,6 +142,32 @@ export function stageWriteError(err: unknown, key: string): FsError {
   if (code === 'EFBIG') return new FsError('EFBIG', `${key}: too large for the staging folder's file system`, { cause: err });
   const message = err instanceof Error ? err.message : String(err);
   return new FsError('EIO', `${key}: staging failed: ${message}`, { cause: err });
+}
+
+/** Another live process (a mount of the same bucket and prefix) uses the staging folder. */
+export class StagingInUseError extends Error {
+  override readonly name = 'StagingInUseError';
+  constructor(readonly directory: string, readonly pid: number | undefined) {
+    super(`the staging folder ${directory} is in use by ${pid === undefined ? 'another process' : `process ${pid}`} (the same bucket and prefix mounted in editing mode elsewhere)`);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function writeFileExclusive(file: string, text: string): Promise<void> {
+  const h = await open(file, 'wx', 0o600);
+  try {
+    await h.writeFile(text);
+  } finally {
+    await h.close();
+  }
 }
 
 /** The stage is gone or in a state that refuses the operation. */
@@ -262,6 +300,10 @@ export class StagingArea {
   private syncBatch: { stages: Set<StagedFile>; done: Promise<void>; run: () => void; timer: NodeJS.Timeout } | undefined;
   private readonly syncDelayMs: number;
   private folderSyncRunning: Promise<void> | undefined;
+  private readonly spares: Spare[] = [];
+  private refilling: Promise<void> | undefined;
+  private closing = false;
+  private readonly spareCount: number;
   private folderSyncQueued: Promise<void> | undefined;
 
   constructor(config: StagingConfig) {
@@ -271,6 +313,7 @@ export class StagingArea {
     this.fillChunkBytes = config.fillChunkBytes ?? DEFAULT_FILL_CHUNK_BYTES;
     this.signal = config.signal;
     this.syncDelayMs = config.syncDelayMs ?? DEFAULT_SYNC_DELAY_MS;
+    this.spareCount = config.spares ?? DEFAULT_SPARES;
   }
 
   /**
@@ -319,6 +362,7 @@ export class StagingArea {
   async open(): Promise<RecoveredStage[]> {
     await mkdir(this.directory, { recursive: true, mode: 0o700 });
     await chmod(this.directory, 0o700);
+    await this.lock();
     this.opened = true;
     const names = await readdir(this.directory);
     const recordIds = new Set<string>();
@@ -331,21 +375,55 @@ export class StagingArea {
       }
       if (!name.endsWith(RECORD_SUFFIX)) continue;
       const id = name.slice(0, -RECORD_SUFFIX.length);
-      recordIds.add(id);
-      if (this.live.has(id)) continue;
-      found.push(await this.recover(id));
+      if (this.live.has(id) || this.spares.some((sp) => sp.id === id)) {
+        recordIds.add(id);
+        continue;
+      }
+      const r = await this.recover(id);
+      if (r) {
+        recordIds.add(id);
+        found.push(r);
+      } else {
+        // A spare an earlier run made and never used: its data file goes below.
+        await removeFile(path.join(this.directory, name));
+      }
     }
     for (const name of names) {
       if (!name.endsWith(DATA_SUFFIX)) continue;
       const id = name.slice(0, -DATA_SUFFIX.length);
       // remove() deletes the record first: a data file without one is an
       // upload that finished before a crash.
-      if (!recordIds.has(id) && !this.live.has(id)) await rm(path.join(this.directory, name), { force: true });
+      if (!recordIds.has(id) && !this.live.has(id) && !this.spares.some((sp) => sp.id === id)) await rm(path.join(this.directory, name), { force: true });
     }
+    this.refillSpares();
     return found;
   }
 
-  private async recover(id: string): Promise<RecoveredStage> {
+  /**
+   * One worker per staging folder: a second mount of the same bucket and
+   * prefix would take the first one's files for an earlier run's and
+   * upload them twice. A lock left by a dead process is taken over.
+   */
+  private async lock(): Promise<void> {
+    const file = path.join(this.directory, LOCK_FILE);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFileExclusive(file, `${process.pid}\n`);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+      // The same process (tests open a folder twice) or a live other one.
+      if (pid === process.pid) return;
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) throw new StagingInUseError(this.directory, pid);
+      await removeFile(file);
+    }
+    throw new StagingInUseError(this.directory, undefined);
+  }
+
+  /** What an earlier run left under `id`; undefined for an unused spare. */
+  private async recover(id: string): Promise<RecoveredStage | undefined> {
     const recordPath = this.recordPath(id);
     const dataPath = this.dataPath(id);
     const keep = (reason: KeptReason, message: string, record: StageRecord | undefined): RecoveredStage => {
@@ -356,6 +434,8 @@ export class StagingArea {
     let recordBytes = 0;
     try {
       const text = await readFile(recordPath, 'utf8');
+      // A spare made ahead of time and never used (takeSpare).
+      if (text === '') return undefined;
       recordBytes = Buffer.byteLength(text);
       record = parseRecord(text, id);
     } catch {
@@ -410,7 +490,8 @@ export class StagingArea {
 
   private async create(key: string, baseEtag: string | undefined, origin: StageOrigin | undefined, source: StageFillSource | undefined): Promise<StagedFile> {
     if (!this.opened) throw new StageStateError('StagingArea.open() must run before files are staged');
-    const id = `${this.now().toString(36)}-${randomBytes(8).toString('hex')}`;
+    const spare = this.takeSpare();
+    const id = spare?.id ?? this.newId();
     const t = this.now();
     const record: StageRecord = {
       format: 1, id, key, sizeBytes: origin?.sizeBytes ?? 0, createdMs: t, mtimeMs: t, atimeMs: t, state: 'open',
@@ -419,14 +500,21 @@ export class StagingArea {
     if (origin && origin.sizeBytes > 0) record.fillFrom = { ...origin, fillBytes: origin.sizeBytes };
     const stage = new StagedFile(this, record, source);
     try {
-      // Both at once: a crash between them leaves a record "open"
-      // (reported) or a nameless data file (deleted by open()), neither
-      // ever uploaded. Not durable: a record lost to a power cut was "open".
-      // The data file stays open for the writes that follow.
-      const [record, data] = await Promise.allSettled([stage.persist({ durable: false }), open(this.dataPath(id), 'wx+', 0o600)]);
-      if (data.status === 'fulfilled') stage.adoptHandle(data.value);
-      if (record.status === 'rejected') throw record.reason;
-      if (data.status === 'rejected') throw data.reason;
+      if (spare) {
+        // Files made ahead of time: the create is one write of the record.
+        stage.adoptHandle(spare.data);
+        stage.adoptRecord(spare.record);
+        await stage.persist({ durable: false });
+      } else {
+        // Both at once: a crash between them leaves a record "open"
+        // (reported) or a nameless data file (deleted by open()), neither
+        // ever uploaded. Not durable: a record lost to a power cut was "open".
+        // The data file stays open for the writes that follow.
+        const [rec, data] = await Promise.allSettled([stage.persist({ durable: false }), open(this.dataPath(id), 'wx+', 0o600)]);
+        if (data.status === 'fulfilled') stage.adoptHandle(data.value);
+        if (rec.status === 'rejected') throw rec.reason;
+        if (data.status === 'rejected') throw data.reason;
+      }
     } catch (err) {
       await stage.closeHandle();
       await this.deleteFiles(id);
@@ -434,6 +522,46 @@ export class StagingArea {
     }
     this.live.set(id, stage);
     return stage;
+  }
+
+  private newId(): string {
+    return `${this.now().toString(36)}-${randomBytes(8).toString('hex')}`;
+  }
+
+  /**
+   * A pair of files made ahead of time (an empty record marks a spare), so
+   * a program's create does not wait for two file creations: `cp -r` of
+   * many small files is bound by the time each create takes.
+   */
+  private takeSpare(): Spare | undefined {
+    const spare = this.spares.pop();
+    this.refillSpares();
+    return spare;
+  }
+
+  private refillSpares(): void {
+    if (this.refilling || this.closing || !this.opened) return;
+    this.refilling = (async () => {
+      while (this.spares.length < this.spareCount && !this.closing) {
+        const id = this.newId();
+        let record: FileHandle | undefined;
+        try {
+          record = await open(this.recordPath(id), 'wx', 0o600);
+          const data = await open(this.dataPath(id), 'wx+', 0o600);
+          if (this.closing) {
+            await Promise.all([record.close(), data.close()]);
+            await Promise.all([removeFile(this.recordPath(id)), removeFile(this.dataPath(id))]);
+            return;
+          }
+          this.spares.push({ id, record, data });
+        } catch {
+          // A full disk: create() makes its own files and reports the error.
+          await record?.close().catch(() => undefined);
+          await removeFile(this.recordPath(id)).catch(() => undefined);
+          return;
+        }
+      }
+    })().finally(() => { this.refilling = undefined; });
   }
 
   /** Staged files of this run (and those recovered for upload). */
@@ -468,7 +596,14 @@ export class StagingArea {
 
   /** Closes open file handles; staged files stay on disk for the next open(). */
   async close(): Promise<void> {
+    this.closing = true;
+    await this.refilling;
+    for (const spare of this.spares.splice(0)) {
+      await Promise.all([spare.record.close(), spare.data.close()]).catch(() => undefined);
+      await Promise.all([removeFile(this.recordPath(spare.id)), removeFile(this.dataPath(spare.id))]).catch(() => undefined);
+    }
     await this.flushSyncs();
+    if (this.opened) await removeFile(path.join(this.directory, LOCK_FILE)).catch(() => undefined);
     await Promise.allSettled([...this.live.values()].map((s) => s.closeHandle()));
     this.live.clear();
   }
@@ -622,6 +757,12 @@ export class StagedFile {
   /** @internal The record file's length, for a stage read back by open(). */
   knowRecordBytes(bytes: number): void {
     this.recordBytes = bytes;
+  }
+
+  /** @internal The record file's handle of a spare: empty, written by the first persist(). */
+  adoptRecord(h: FileHandle): void {
+    this.recordHandle = h;
+    this.recordBytes = 0;
   }
 
   /** @internal The data file's handle, opened read-write by the creator. */

@@ -18,7 +18,7 @@ import { checkFoldersOutsideMountPoint, checkMountPoint, forceUnmount, isMountPo
 import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
 import { uploadJournalDirectory } from '../log.js';
 import type { UploadTracker } from '../data/uploader.js';
-import { StagingArea, defaultStagingDirectory } from '../data/staging.js';
+import { StagingArea, StagingInUseError, defaultStagingDirectory } from '../data/staging.js';
 import type { MountErrorCode, MountState, WorkerError } from './protocol.js';
 
 export class MountError extends Error {
@@ -218,6 +218,7 @@ export class BucketMount {
       try {
         recovered = await staging.open();
       } catch (err) {
+        if (err instanceof StagingInUseError) throw new MountError('staging-in-use', err.message, { cause: err });
         throw new MountError('internal', `cannot open the staging folder ${staging.directory}: ${(err as Error).message}`, { cause: err });
       }
     }

@@ -16,6 +16,8 @@ export type MountErrorCode =
   | 'mount-point-in-use'
   /** A folder the worker writes (log, upload journal) is the mount point or inside it. */
   | 'folder-inside-mount-point'
+  /** Editing mode: the same bucket and prefix is mounted in editing mode by another live worker. */
+  | 'staging-in-use'
   | 'bucket-not-found'
   | 'access-denied'
   | 'invalid-credentials'
