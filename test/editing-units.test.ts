@@ -28,6 +28,8 @@ import { FsError, type ErrnoName } from '../app/fs/errno.js';
 
 /** The staging folder's files but its lock (one worker per folder). */
 async function stageFiles(directory: string): Promise<string[]> {
+  // Uploaded stages' files go in the background (removeSoon).
+  await Promise.all(areas.map((a) => a.removalsSettled()));
   return (await readdir(directory)).filter((n) => n !== 'lock');
 }
 

@@ -30,6 +30,8 @@ import { S3_MIN_PART_BYTES } from '../app/data/uploader.js';
 
 /** The staging folder's files but its lock (one worker per folder). */
 async function stageFiles(directory: string): Promise<string[]> {
+  // Uploaded stages' files go in the background (removeSoon).
+  await Promise.all(areas.map((a) => a.removalsSettled()));
   return (await readdir(directory)).filter((n) => n !== 'lock');
 }
 

@@ -33,10 +33,17 @@ export class WriteBack<T extends object> {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
   private lastPending = 0;
+  private mostActive = 0;
+  private runs = 0;
 
   constructor(job: (item: T) => Promise<void>, config: WriteBackConfig) {
     this.job = job;
     this.config = config;
+  }
+
+  /** Jobs run so far, and the most that ran at once (the log at unmount). */
+  get stats(): { runs: number; mostAtOnce: number } {
+    return { runs: this.runs, mostAtOnce: this.mostActive };
   }
 
   /** Items scheduled, waiting for a slot or running. */
@@ -159,12 +166,10 @@ export class WriteBack<T extends object> {
   }
 
   private async slot(): Promise<void> {
-    if (this.active < this.config.concurrency) {
-      this.active++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.active >= this.config.concurrency) await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.active++;
+    this.runs++;
+    this.mostActive = Math.max(this.mostActive, this.active);
   }
 
   private changed(): void {

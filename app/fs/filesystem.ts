@@ -1536,6 +1536,7 @@ export class S3FileSystem {
       if (options.abandonUploads) this.writeBack.clear();
       else await this.writeBack.drain();
       await this.stagingArea.flushSyncs();
+      this.log.info('staged uploads', { ...this.writeBack.stats, concurrency: this.config.maxUploadsInFlight ?? DEFAULT_UPLOADS_IN_FLIGHT });
       const left = [...this.staged.values()].filter((e) => this.isDirty(e)).map((e) => e.path);
       if (left.length > 0) {
         this.log.warn('staged files not uploaded; the next mount uploads them', { count: left.length, paths: left.slice(0, 20), stagingDirectory: this.stagingArea.directory });
