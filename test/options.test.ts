@@ -151,7 +151,7 @@ describe('parseMountArgs: the tutorial and defaults', () => {
       allowOverwrite: false,
       allowEdit: false,
       stagingDirectory: undefined,
-      uploadDelayMs: 200,
+      uploadDelayMs: 100,
       uid: 1000,
       gid: 1001,
       fileMode: 0o644,

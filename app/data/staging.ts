@@ -111,7 +111,7 @@ export interface StagingConfig {
 }
 
 /** Files made ahead for creates (takeSpare). */
-const DEFAULT_SPARES = 8;
+const DEFAULT_SPARES = 16;
 const LOCK_FILE = 'lock';
 
 interface Spare {
@@ -305,6 +305,9 @@ export class StagingArea {
   private closing = false;
   private readonly removals = new Set<Promise<void>>();
   private readonly spareCount: number;
+  /** Creates that found no spare (the log at close: more spares would help). */
+  private sparesMissed = 0;
+  private sparesTaken = 0;
   private folderSyncQueued: Promise<void> | undefined;
 
   constructor(config: StagingConfig) {
@@ -536,6 +539,8 @@ export class StagingArea {
    */
   private takeSpare(): Spare | undefined {
     const spare = this.spares.pop();
+    if (spare) this.sparesTaken++;
+    else if (this.spareCount > 0) this.sparesMissed++;
     this.refillSpares();
     return spare;
   }
@@ -547,14 +552,22 @@ export class StagingArea {
         const id = this.newId();
         let record: FileHandle | undefined;
         try {
-          record = await open(this.recordPath(id), 'wx', 0o600);
-          const data = await open(this.dataPath(id), 'wx+', 0o600);
+          const [r, d] = await Promise.allSettled([open(this.recordPath(id), 'wx', 0o600), open(this.dataPath(id), 'wx+', 0o600)]);
+          if (r.status === 'fulfilled') record = r.value;
+          if (d.status === 'rejected') throw d.reason;
+          const data = d.value;
+          if (r.status === 'rejected') {
+            await data.close();
+            await removeFile(this.dataPath(id));
+            throw r.reason;
+          }
+          const rec = r.value;
           if (this.closing) {
-            await Promise.all([record.close(), data.close()]);
+            await Promise.all([rec.close(), data.close()]);
             await Promise.all([removeFile(this.recordPath(id)), removeFile(this.dataPath(id))]);
             return;
           }
-          this.spares.push({ id, record, data });
+          this.spares.push({ id, record: rec, data });
         } catch {
           // A full disk: create() makes its own files and reports the error.
           await record?.close().catch(() => undefined);
@@ -620,6 +633,7 @@ export class StagingArea {
   async close(): Promise<void> {
     this.closing = true;
     await this.refilling;
+    if (this.sparesTaken + this.sparesMissed > 0) this.log?.info('staging spares', { taken: this.sparesTaken, missed: this.sparesMissed });
     for (const spare of this.spares.splice(0)) {
       await Promise.all([spare.record.close(), spare.data.close()]).catch(() => undefined);
       await Promise.all([removeFile(this.recordPath(spare.id)), removeFile(this.dataPath(spare.id))]).catch(() => undefined);
