@@ -367,6 +367,14 @@ describe('the worker\'s own folders (log, upload journal) inside the mount point
     assert.equal(await statWithin(fx.mnt, 5_000), 'OK', 'the folder answers');
   });
 
+  test('--allow-edit --staging-directory MNT/stage: refused the same way, nothing staged in the mount point', async (t) => {
+    const fx = await fixture(t);
+    const stage = path.join(fx.mnt, 'stage');
+    const r = await sosmount(mountArgs(fx, '--allow-edit', '--staging-directory', stage), { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`the staging folder ${stage} is inside the mount point ${fx.mnt}: `), fx);
+    assert.deepEqual(await readdir(fx.mnt), [], 'the mount point is untouched');
+  });
+
   test('--foreground -l MNT/logs: refused the same way, and the command ends', async (t) => {
     const fx = await fixture(t);
     const logs = path.join(fx.mnt, 'logs');

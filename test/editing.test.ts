@@ -15,7 +15,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { gone, mountBucket, waitUntil, startWorld, type Mount, type World } from './helpers/faults-fixture.js';
-import { run, sh, shellQuote as q, tempDir } from './helpers/processes.js';
+import { CLI, run, sh, shellQuote as q, tempDir } from './helpers/processes.js';
 
 let world: World;
 let src: string;
@@ -296,6 +296,22 @@ os.rename(tmp, sys.argv[1])
     assert.match(await again.log(), /staged files recovered.*"uploading":2/);
     await again.unmount();
     assert.ok(!(await keys(m.bucket)).some((k) => k.includes('.swp')), 'the temporary name never reached the bucket');
+  });
+
+  test('a second editing-mode mount of the same bucket is refused while the first runs: they would share one staging folder', async (t) => {
+    const m = await mountBucket(t, world, { flags: ['--allow-edit'] });
+    const other = path.join(m.work, 'second');
+    await mkdir(other);
+    const r = await run(process.execPath, [CLI, '--endpoint-url', world.proxy.endpoint, '--allow-edit', m.bucket, other], { env: m.env, timeoutMs: 60_000 });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /staging folder .* is in use by process \d+/);
+    await m.unmount();
+    const again = await run(process.execPath, [CLI, '--endpoint-url', world.proxy.endpoint, '--allow-edit', m.bucket, other], { env: m.env, timeoutMs: 60_000 });
+    assert.equal(again.code, 0, `once the first is unmounted the second mounts: ${again.stderr}`);
+    await run('umount', [other]);
+    const staging = path.join(m.home, '.local', 'state', 'sos-mount', 'staging');
+    await waitUntil('the second worker to release its staging folder', async () =>
+      (await readdir(staging, { recursive: true }).catch(() => [] as string[])).every((f) => !f.endsWith('lock')), 15_000);
   });
 
   test('a concurrent change through the S3 API: ours is stored as a conflict copy beside theirs, both intact', async (t) => {
