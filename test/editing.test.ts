@@ -13,7 +13,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { listKeys, objectBytes } from './helpers/bucket-view.js';
 import { gone, mountBucket, waitUntil, startWorld, type Mount, type World } from './helpers/faults-fixture.js';
 import { CLI, run, sh, shellQuote as q, tempDir } from './helpers/processes.js';
 
@@ -25,29 +26,16 @@ function md5(data: Uint8Array | string): string {
   return createHash('md5').update(data).digest('hex');
 }
 
-async function getBytes(bucket: string, key: string): Promise<Buffer | undefined> {
-  try {
-    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return Buffer.from(await r.Body!.transformToByteArray());
-  } catch (err) {
-    if ((err as { name?: string }).name === 'NoSuchKey') return undefined;
-    throw err;
-  }
+function getBytes(bucket: string, key: string): Promise<Buffer | undefined> {
+  return objectBytes(s3, bucket, key);
 }
 
 async function getText(bucket: string, key: string): Promise<string | undefined> {
   return (await getBytes(bucket, key))?.toString('utf8');
 }
 
-async function keys(bucket: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of page.Contents ?? []) out.push(o.Key!);
-    token = page.NextContinuationToken;
-  } while (token);
-  return out;
+function keys(bucket: string, prefix = ''): Promise<string[]> {
+  return listKeys(s3, bucket, prefix);
 }
 
 async function put(bucket: string, key: string, body: string | Buffer): Promise<void> {

@@ -22,10 +22,11 @@ import type { AddressInfo } from 'node:net';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client,
+  ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, type S3Client,
 } from '@aws-sdk/client-s3';
 import { SEMANTICS, type SemanticsRule } from '../app/fs/errno.js';
 import { isMountPoint } from '../app/worker/mount-point.js';
+import { listKeys, objectBytes } from './helpers/bucket-view.js';
 import { startS3Server, type TestS3Server } from './helpers/s3-server.js';
 import { awsHome, cleanEnv, fsOp, run, sh, sosmount, tempDir, waitFor } from './helpers/processes.js';
 
@@ -88,30 +89,16 @@ async function seed(bucket: string, objects: ReadonlyArray<readonly [string, Buf
   await Promise.all(Array.from({ length: Math.min(concurrency, objects.length) }, worker));
 }
 
-/** The object's bytes, or undefined when there is no such key. */
-async function getBytes(bucket: string, key: string): Promise<Buffer | undefined> {
-  try {
-    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return Buffer.from(await r.Body!.transformToByteArray());
-  } catch (err) {
-    if ((err as { name?: string }).name === 'NoSuchKey') return undefined;
-    throw err;
-  }
+function getBytes(bucket: string, key: string): Promise<Buffer | undefined> {
+  return objectBytes(s3, bucket, key);
 }
 
 async function getText(bucket: string, key: string): Promise<string | undefined> {
   return (await getBytes(bucket, key))?.toString('utf8');
 }
 
-async function keys(bucket: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of page.Contents ?? []) out.push(o.Key!);
-    token = page.NextContinuationToken;
-  } while (token);
-  return out;
+function keys(bucket: string, prefix = ''): Promise<string[]> {
+  return listKeys(s3, bucket, prefix);
 }
 
 /** Every object of the bucket with its ETag (MD5 of the bytes), size and date: equal snapshots mean an unchanged bucket. */

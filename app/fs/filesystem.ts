@@ -809,18 +809,7 @@ export class S3FileSystem {
     try {
       const { etag, sizeBytes } = await h.uploader.complete();
       const info: ObjectInfo = { key: h.uploader.key, sizeBytes, etag, lastModified: new Date(this.clock.now()) };
-      this.cache.set(h.path, { kind: 'file', info });
-      // The folders above now exist in the bucket.
-      let child = h.path;
-      let entry: RemoteEntry = { kind: 'file', info };
-      for (let p = parentPath(h.path); ; p = parentPath(p)) {
-        this.noteOwned(p, child, entry);
-        if (p === '/') break;
-        this.localDirs.delete(p);
-        this.cache.set(p, { kind: 'dir' });
-        child = p;
-        entry = { kind: 'dir' };
-      }
+      this.noteStored(h.path, info);
       this.log.info('upload complete', { op: 'upload', key: h.uploader.key, sizeBytes, durationMs: this.clock.now() - started });
     } catch (err) {
       const e = err instanceof PartLimitError
