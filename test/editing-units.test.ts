@@ -924,6 +924,23 @@ describe('fs model in editing mode', () => {
     assert.equal((await fs.getattr(`/${conflictKey}`)).size, 4);
   });
 
+  test('a refused upload whose key already holds exactly our bytes (a lost answer, a crash after the upload) is no conflict', async () => {
+    const conflicts: Array<[string, string]> = [];
+    const { fs, client, stagingDirectory } = await editingFs({ events: { onConflict: (p, c) => conflicts.push([p, c]) } });
+    client.put('notes.txt', 'v1');
+    const fd = await fs.open('/notes.txt', O_RDWR);
+    await fs.write('/notes.txt', fd, Buffer.from('v2'), 0);
+    // Our bytes reach the key before our conditional upload runs, as when its answer was lost.
+    client.put('notes.txt', 'v2');
+    await fs.flush('/notes.txt', fd);
+    await fs.release('/notes.txt', fd);
+    await fs.drain();
+    assert.deepEqual(conflicts, []);
+    assert.deepEqual([...client.objects.keys()], ['notes.txt']);
+    assert.equal(body(client, 'notes.txt'), 'v2');
+    assert.deepEqual(await stageFiles(stagingDirectory), [], 'the stage is gone');
+  });
+
   test('an object deleted in the bucket while edited is a conflict too: ours is kept under a conflict name', async () => {
     const now = new Date(2026, 0, 2, 3, 4, 5).getTime();
     const conflicts: Array<[string, string]> = [];

@@ -6,6 +6,7 @@
  * metadata-cache.ts. Local state lives here: folders made with mkdir that
  * hold no object yet, and files being written.
  */
+import { createHash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import type { ListPage, ObjectClient, ObjectInfo } from '../s3/object-client.js';
 import type { Prefetcher, PrefetchConfig } from '../data/prefetcher.js';
@@ -1154,6 +1155,16 @@ export class S3FileSystem {
       });
     } catch (err) {
       if (!(err instanceof StageConflictError)) throw err;
+      const ours = await this.alreadyStored(e);
+      if (ours) {
+        // Our own bytes: an upload whose answer was lost, or one a crash
+        // cut off before its stage was removed. Not a conflict.
+        this.log.info('upload found already stored', { op: 'upload', key: ours.key, sizeBytes: ours.sizeBytes });
+        this.noteStored(e.path, ours);
+        this.dropEntry(e);
+        await this.stagingArea.remove(e.stage);
+        return;
+      }
       this.log.warn('object changed in the bucket while edited', { op: 'upload', key: err.key, baseEtag: err.baseEtag });
       await this.divertToConflictCopy(e);
       return this.uploadStaged(e);
@@ -1186,6 +1197,22 @@ export class S3FileSystem {
     }
     if (this.draining || e.detached) return;
     this.writeBack.schedule(e, Math.min(MAX_UPLOAD_RETRY_MS, 1000 * 2 ** (e.failures - 1)));
+  }
+
+  /**
+   * The object now at the stage's key, when it holds exactly the stage's
+   * bytes (S3's ETag of a one-part upload is the MD5 of its bytes); only
+   * for a stage no program has open, up to one part.
+   */
+  private async alreadyStored(e: StagedEntry): Promise<ObjectInfo | undefined> {
+    const size = e.stage.sizeBytes;
+    if (e.handles > 0 || size > this.config.writePartSizeBytes) return undefined;
+    const info = await this.client.headObject(e.stage.key);
+    if (!info || info.sizeBytes !== size) return undefined;
+    const bytes = Buffer.allocUnsafe(size);
+    if (await e.stage.readForUpload(bytes, 0) !== size) return undefined;
+    const md5 = createHash('md5').update(bytes).digest('hex');
+    return info.etag.replace(/"/g, '') === md5 ? info : undefined;
   }
 
   /** The stage is stored beside the other writer's version, under a free conflict name. */
