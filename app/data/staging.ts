@@ -193,17 +193,14 @@ async function syncFolder(directory: string): Promise<void> {
   }
 }
 
-/**
- * Replaces `file` with `text` so that a crash leaves either the old or the
- * new content; `durable` also fsyncs it and the folder before resolving.
- */
-async function writeRecordFile(directory: string, file: string, text: string, durable: boolean): Promise<void> {
+/** Replaces `file` with `text` so that a crash leaves either the old or the new content, both durable. */
+async function writeFileDurably(directory: string, file: string, text: string): Promise<void> {
   const tmp = `${file}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
   try {
     const h = await open(tmp, 'w', 0o600);
     try {
       await h.writeFile(text);
-      if (durable) await h.sync();
+      await h.sync();
     } finally {
       await h.close();
     }
@@ -212,7 +209,7 @@ async function writeRecordFile(directory: string, file: string, text: string, du
     await rm(tmp, { force: true });
     throw err;
   }
-  if (durable) await syncFolder(directory);
+  await syncFolder(directory);
 }
 
 /** Records are padded to this many bytes, so an overwrite in place rarely changes the length. */
@@ -223,31 +220,6 @@ function padRecord(text: string, minBytes: number): string {
   const bytes = Buffer.byteLength(text);
   const target = Math.max(minBytes, Math.ceil(bytes / RECORD_PAD_BYTES) * RECORD_PAD_BYTES);
   return text + ' '.repeat(target - bytes);
-}
-
-/**
- * The non-durable record writes of every staged file (created, closed)
- * rewrite it in place, in one write at offset 0 padded to the file's
- * length: a killed process cannot tear one write, and a temporary file
- * renamed over the record would create and free an inode per write, which
- * a copy of many small files paid for in the file system's allocator.
- * A power cut mid-write could tear it: the record is then unreadable, and
- * open() keeps its data for the user rather than guessing.
- * Returns the file's length.
- */
-async function overwriteRecordFile(file: string, text: string, fileBytes: number, open_?: FileHandle): Promise<number> {
-  const padded = Buffer.from(padRecord(text, fileBytes));
-  if (open_) {
-    await writeAll(open_, padded, 0);
-    return padded.length;
-  }
-  const h = await open(file, 'r+');
-  try {
-    await writeAll(h, padded, 0);
-  } finally {
-    await h.close();
-  }
-  return padded.length;
 }
 
 async function writeAll(h: FileHandle, data: Uint8Array, position: number): Promise<void> {
@@ -712,7 +684,7 @@ export class StagedFile {
   private fillTask: Promise<void> | undefined;
   private persisting: Promise<void> = Promise.resolve();
   private synced: Promise<void> = Promise.resolve();
-  /** The record file's length, once written (overwriteRecordFile). */
+  /** The record file's length, once written (persist pads to it). */
   private recordBytes: number | undefined;
   /** The record file, open from its creation until the stage is closed: an update is one write. */
   private recordHandle: FileHandle | undefined;
@@ -1010,7 +982,7 @@ export class StagedFile {
     // not hold descriptors meanwhile. The upload opens the data again.
     // Not awaited: a FileHandle closes once its pending operations end.
     void this.closeHandle();
-    this.syncInBackground();
+    this.synced = this.area.syncLater(this);
   }
 
   /**
@@ -1050,38 +1022,33 @@ export class StagedFile {
         this.recordHandle = undefined;
         await old?.close().catch(() => undefined);
         const padded = padRecord(text, 0);
-        await writeRecordFile(this.area.directory, file, padded, true);
+        await writeFileDurably(this.area.directory, file, padded);
         this.recordBytes = Buffer.byteLength(padded);
-      } else if (this.recordBytes === undefined) {
-        // A new stage's first record: a new file, nothing to replace.
-        const padded = Buffer.from(padRecord(text, 0));
-        const h = await open(file, 'wx', 0o600);
-        try {
-          await writeAll(h, padded, 0);
-        } catch (err) {
-          await h.close().catch(() => undefined);
-          throw err;
-        }
-        this.recordHandle = h;
-        this.recordBytes = padded.length;
-      } else {
-        this.recordBytes = await overwriteRecordFile(file, text, this.recordBytes, this.recordHandle);
+        return;
       }
+      // The other writes (created, closed) rewrite the record in place, in
+      // one write at offset 0 padded to its length, through a descriptor
+      // kept until the stage is closed: a killed process cannot tear one
+      // write, and a temporary file renamed over the record would create
+      // and free an inode per write, which a copy of many small files paid
+      // for in the file system's allocator. A power cut mid-write could
+      // tear it: the record is then unreadable, and open() keeps its data
+      // for the user rather than guessing. The first write creates it.
+      this.recordHandle ??= await open(file, this.recordBytes === undefined ? 'wx' : 'r+', 0o600);
+      const padded = Buffer.from(padRecord(text, this.recordBytes ?? 0));
+      await writeAll(this.recordHandle, padded, 0);
+      this.recordBytes = padded.length;
     });
     this.persisting = run.catch(() => {});
     return run;
   }
 
   /**
-   * The background half of markClosed(): data, then the record, fsynced.
-   * Resolves when done or when the stage went away meanwhile; a failure is
-   * logged (the data is still on disk; only a power cut could lose it).
+   * @internal The background half of markClosed() (syncLater): data, then
+   * the record, fsynced (the folder is the caller's); nothing once removed.
+   * A failure is logged (the data is still on disk; only a power cut could
+   * lose it).
    */
-  private syncInBackground(): void {
-    this.synced = this.area.syncLater(this);
-  }
-
-  /** @internal Data, then the record, fsynced (the folder is the caller's); nothing once removed. */
   async syncFiles(): Promise<void> {
     try {
       if (this.removed) return;
