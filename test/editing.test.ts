@@ -11,7 +11,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { listKeys, objectBytes } from './helpers/bucket-view.js';
@@ -296,10 +296,19 @@ os.rename(tmp, sys.argv[1])
     await m.unmount();
     const again = await run(process.execPath, [CLI, '--endpoint-url', world.proxy.endpoint, '--allow-edit', m.bucket, other], { env: m.env, timeoutMs: 60_000 });
     assert.equal(again.code, 0, `once the first is unmounted the second mounts: ${again.stderr}`);
-    await run('umount', [other]);
+    // As mountBucket's unmount: GIO's daemons, started by the tests above, may hold a fresh mount for a moment.
+    const umount = await run('umount', [other]);
+    if (umount.code !== 0) await run('fusermount', ['-uz', other]);
     const staging = path.join(m.home, '.local', 'state', 'sos-mount', 'staging');
-    await waitUntil('the second worker to release its staging folder', async () =>
-      (await readdir(staging, { recursive: true }).catch(() => [] as string[])).every((f) => !f.endsWith('lock')), 15_000);
+    try {
+      await waitUntil('the second worker to release its staging folder', async () =>
+        (await readdir(staging, { recursive: true }).catch(() => [] as string[])).every((f) => !f.endsWith('lock')), 15_000);
+    } catch (err) {
+      t.diagnostic(`umount: ${umount.code} ${umount.stderr}; staging: ${(await readdir(staging, { recursive: true })).join(' ')}`);
+      const logs = path.join(m.home, '.local', 'state', 'sos-mount', 'logs');
+      for (const f of await readdir(logs)) t.diagnostic(`${f}: ${(await readFile(path.join(logs, f), 'utf8')).split('\n').slice(-6).join(' | ').slice(0, 1500)}`);
+      throw err;
+    }
   });
 
   test('a concurrent change through the S3 API: ours is stored as a conflict copy beside theirs, both intact', async (t) => {

@@ -150,6 +150,11 @@ const MAX_UPLOAD_RETRY_MS = 60_000;
 const O_DSYNC = fsConstants.O_DSYNC ?? 0;
 /** Not in Node's constants; the same on Linux and macOS. */
 const O_ACCMODE = 3;
+
+/** open/create with O_SYNC or O_DSYNC (refused: openSyncFlags). */
+function isSyncOpen(flags: number): boolean {
+  return (flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC);
+}
 /** See readdir: time a stat of one listed entry may take, for the TTL of a listing. */
 const LISTING_GRACE_MS_PER_ENTRY = 2;
 /** Names an owned folder remembers before it is looked up like any other (ownedDirs). */
@@ -686,7 +691,7 @@ export class S3FileSystem {
       if ((accmode === O_WRONLY || accmode === O_RDWR) && !readWrite) {
         this.checkWritable(path);
         if (node.kind === 'dir') throw refuse('isADirectory', path);
-        if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
+        if (isSyncOpen(flags)) throw refuse('openSyncFlags', path);
         if (node.kind === 'writing') throw refuse('concurrentWriter', path);
         if (!this.config.allowOverwrite) throw refuse('overwriteNotAllowed', path);
         if ((flags & O_TRUNC) === 0) throw refuse('overwriteWithoutTruncate', path);
@@ -722,7 +727,6 @@ export class S3FileSystem {
       // The kernel calls create only after its lookup found nothing, so only
       // what we already know (local state, the cache) is checked: no request.
       const node = this.resolveKnown(path);
-      if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
       if (this.config.allowEdit) return this.createEditing(path, flags, node);
       if (node) {
         if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
@@ -732,7 +736,7 @@ export class S3FileSystem {
         if (!this.config.allowOverwrite) throw refuse('overwriteNotAllowed', path);
         if ((flags & O_TRUNC) === 0) throw refuse('overwriteWithoutTruncate', path);
       }
-      if ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC)) throw refuse('openSyncFlags', path);
+      if (isSyncOpen(flags)) throw refuse('openSyncFlags', path);
       return this.startWrite(path);
     });
   }
@@ -970,7 +974,7 @@ export class S3FileSystem {
       if (writable) throw refuse('isADirectory', path);
       return this.addHandle({ kind: 'read', path, prefetcher: this.reads.openEmpty(fileKey(this.config.prefix, path)) });
     }
-    if (writable && ((flags & O_SYNC) === O_SYNC || (O_DSYNC !== 0 && (flags & O_DSYNC) === O_DSYNC))) throw refuse('openSyncFlags', path);
+    if (writable && isSyncOpen(flags)) throw refuse('openSyncFlags', path);
     if (node.kind === 'writing') throw refuse('concurrentWriter', path);
     const truncate = writable && (flags & O_TRUNC) !== 0;
     if (node.kind === 'staged') {
@@ -987,6 +991,7 @@ export class S3FileSystem {
   }
 
   private async createEditing(path: string, flags: number, node: Node | undefined): Promise<number> {
+    if (isSyncOpen(flags)) throw refuse('openSyncFlags', path);
     if (node) {
       if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
       return this.openEditing(path, flags, node);
@@ -1228,11 +1233,8 @@ export class S3FileSystem {
       if (attempt > 100) throw new Error(`${from}: no free name for a conflict copy`);
     }
     await e.stage.retarget(fileKey(this.config.prefix, to));
-    if (this.staged.get(from) === e) this.staged.delete(from);
-    e.path = to;
     e.cleanGeneration = -1;
-    this.staged.set(to, e);
-    for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = to;
+    this.moveEntry(e, to);
     this.cache.delete(from);
     this.log.warn('conflict copy', { op: 'upload', path: from, conflictPath: to });
     this.events.onConflict?.(from, to);
@@ -1284,8 +1286,7 @@ export class S3FileSystem {
 
   /** Unlink of a staged file: never uploaded, and the object it was based on (if any) deleted. */
   private async unlinkStaged(path: string, e: StagedEntry): Promise<void> {
-    this.writeBack.cancel(e);
-    await this.writeBack.settle(e);
+    await this.stopUpload(e);
     if (this.staged.get(path) !== e) {
       // Its upload finished meanwhile: the file is an object now.
       const node = await this.resolve(path);
@@ -1303,6 +1304,12 @@ export class S3FileSystem {
     this.cache.set(path, { kind: 'missing' });
     this.ownedContents(parentPath(path))?.entries.delete(path);
     this.log.info('deleted', { op: 'unlink', key, staged: true });
+  }
+
+  /** No upload of the entry is scheduled or running once this resolves. */
+  private async stopUpload(e: StagedEntry): Promise<void> {
+    this.writeBack.cancel(e);
+    await this.writeBack.settle(e);
   }
 
   private detach(e: StagedEntry): void {
@@ -1368,8 +1375,7 @@ export class S3FileSystem {
   private async takeOver(to: string, dst: Node | undefined): Promise<string | undefined> {
     if (dst?.kind === 'staged') {
       const t = dst.entry;
-      this.writeBack.cancel(t);
-      await this.writeBack.settle(t);
+      await this.stopUpload(t);
       if (this.staged.get(to) === t) {
         const etag = t.stage.baseEtag;
         this.detach(t);
@@ -1387,8 +1393,7 @@ export class S3FileSystem {
     const replaces = await this.takeOver(to, dst);
     if (src.kind === 'staged') {
       const e = src.entry;
-      this.writeBack.cancel(e);
-      await this.writeBack.settle(e);
+      await this.stopUpload(e);
       if (this.staged.get(from) === e && !this.isDirty(e) && e.stage.baseEtag !== undefined) {
         // Its bytes are the object's (an editor's temporary file it fsynced):
         // a server-side copy, not a second upload of the same bytes.
@@ -1443,18 +1448,14 @@ export class S3FileSystem {
     const deleteOnly = new Set<string>();
     for (const [p, e] of [...this.staged]) {
       if (!isInside(p, from)) continue;
-      this.writeBack.cancel(e);
-      await this.writeBack.settle(e);
+      await this.stopUpload(e);
       if (this.staged.get(p) !== e) continue;
       if (e.stage.baseEtag !== undefined) {
         await e.stage.fill();
         deleteOnly.add(e.stage.key);
       }
       await e.stage.rename(fileKey(this.config.prefix, moved(p)), undefined);
-      this.staged.delete(p);
-      e.path = moved(p);
-      this.staged.set(e.path, e);
-      for (const [, h] of this.handles) if (h.kind === 'staged' && h.entry === e) h.path = e.path;
+      this.moveEntry(e, moved(p));
       if (e.stage.state === 'closed') this.writeBack.schedule(e);
     }
     for (const d of [...this.localDirs]) {
