@@ -290,6 +290,8 @@ os.rename(tmp, sys.argv[1])
     const m = await mountBucket(t, world, { flags: ['--allow-edit'] });
     const other = path.join(m.work, 'second');
     await mkdir(other);
+    // Registered after mountBucket's, so it runs first: nothing is removed through a mount left by a failure.
+    t.after(async () => { await run('fusermount', ['-uz', other]); });
     const r = await run(process.execPath, [CLI, '--endpoint-url', world.proxy.endpoint, '--allow-edit', m.bucket, other], { env: m.env, timeoutMs: 60_000 });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /staging folder .* is in use by process \d+/);

@@ -209,12 +209,13 @@ export class BucketMount {
     const stop = new AbortController();
     let staging: StagingArea | undefined;
     let recovered: Awaited<ReturnType<StagingArea['open']>> = [];
+    const stagingDirectory = stagingDirectoryFor(options);
     if (!options.allowEdit) {
       // Editing mode was on before and left files to upload: they wait for it.
-      const waiting = (await readdir(stagingDirectoryFor(options)).catch(() => [] as string[])).filter((f) => f.endsWith('.json'));
-      if (waiting.length > 0) log.warn('staged files from editing mode wait for the next mount with --allow-edit', { count: waiting.length, stagingDirectory: stagingDirectoryFor(options) });
+      const waiting = (await readdir(stagingDirectory).catch(() => [] as string[])).filter((f) => f.endsWith('.json'));
+      if (waiting.length > 0) log.warn('staged files from editing mode wait for the next mount with --allow-edit', { count: waiting.length, stagingDirectory });
     } else {
-      staging = new StagingArea({ directory: stagingDirectoryFor(options), log, signal: stop.signal });
+      staging = new StagingArea({ directory: stagingDirectory, log, signal: stop.signal });
       try {
         recovered = await staging.open();
       } catch (err) {
