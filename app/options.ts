@@ -50,6 +50,12 @@ export interface MountOptions {
   stagingDirectory: string | undefined;
   /** Editing mode: quiet time after the last close before a file is uploaded. */
   uploadDelayMs: number;
+  /** `--cache`: the local disk cache of object content; absolute. undefined: no cache. */
+  cacheDirectory: string | undefined;
+  /** `--max-cache-size`; undefined: the cache keeps 5 % of its disk free. */
+  maxCacheSizeBytes: number | undefined;
+  /** `--cache-block-size`: the unit the cache stores, checks and evicts. */
+  cacheBlockSizeBytes: number;
   uid: number;
   gid: number;
   fileMode: number;
@@ -122,6 +128,9 @@ interface FlagValues {
   logDirectory: string;
   stagingDirectory: string;
   uploadDelay: number;
+  cache: string;
+  maxCacheSize: number;
+  cacheBlockSize: number;
 }
 
 type ValueKey = keyof FlagValues;
@@ -180,6 +189,17 @@ export const MAX_MAX_THREADS = 256;
 const MAX_ID = 2 ** 32 - 2;
 const DEFAULT_FILE_MODE = 0o644;
 const DEFAULT_DIR_MODE = 0o755;
+/** mount-s3's cache block: 1 MiB. */
+export const DEFAULT_CACHE_BLOCK_KIB = 1024;
+const MIN_CACHE_BLOCK_KIB = 16;
+/** A block is read and checked whole: larger ones would cost memory per read. */
+const MAX_CACHE_BLOCK_KIB = 64 * 1024;
+/** A cache smaller than this many blocks would evict what a single read just stored. */
+const MIN_CACHE_BLOCKS = 4;
+/** 1 PiB in MiB: beyond any disk, and exact in a double once in bytes. */
+const MAX_CACHE_SIZE_MIB = 1024 * 1024 * 1024;
+/** mount-s3's metadata TTL when --cache is set. */
+const CACHE_METADATA_TTL_SECONDS = 60;
 /** mount-s3's cap: "practically forever" without overflowing a deadline. */
 const MAX_TTL_SECONDS = 100 * 365 * 24 * 60 * 60;
 
@@ -405,6 +425,27 @@ const FLAGS: readonly FlagSpec[] = [
     group: 'Caching options',
     help: 'Time-to-live (TTL) for cached negative entries in seconds [default: same as metadata TTL]',
   },
+  {
+    long: 'cache',
+    key: 'cache',
+    value: 'DIRECTORY',
+    group: 'Caching options',
+    help: 'Enable caching of object content to the given directory and set metadata TTL to 60 seconds;\nthe cache is kept across mounts and checked block by block',
+  },
+  {
+    long: 'max-cache-size',
+    key: 'maxCacheSize',
+    value: 'MiB',
+    group: 'Caching options',
+    help: 'Maximum size of the cache directory in MiB [default: preserve 5% of available space]',
+  },
+  {
+    long: 'cache-block-size',
+    key: 'cacheBlockSize',
+    value: 'KiB',
+    group: 'Caching options',
+    help: `Size of a cache block in KiB, ${MIN_CACHE_BLOCK_KIB} to ${MAX_CACHE_BLOCK_KIB} [default: ${DEFAULT_CACHE_BLOCK_KIB} (1 MiB)]`,
+  },
 
   {
     long: 'log-directory',
@@ -445,9 +486,6 @@ const PARSE_ARGS_OPTIONS: NonNullable<ParseArgsConfig['options']> = Object.fromE
  * unknown) tells a user coming from mount-s3 why, instead of suggesting a typo.
  */
 const UNSUPPORTED: ReadonlyMap<string, string> = new Map([
-  ['cache', 'local data caching is not implemented'],
-  ['max-cache-size', 'local data caching is not implemented'],
-  ['cache-block-size', 'local data caching is not implemented'],
   ['cache-xz', 'S3 Express One Zone caching is AWS-only'],
   ['sse', 'server-side encryption is not supported (Exoscale SOS does not support it with Mountpoint)'],
   ['sse-kms-key-id', 'server-side encryption is not supported (Exoscale SOS does not support it with Mountpoint)'],
@@ -805,6 +843,9 @@ const CHECKS: { readonly [K in ValueKey]: (flag: string, raw: string) => FlagVal
   logDirectory: (flag, raw) => parseNonEmpty(flag, raw),
   stagingDirectory: (flag, raw) => parseNonEmpty(flag, raw),
   uploadDelay: parseDelay,
+  cache: (flag, raw) => parseNonEmpty(flag, raw),
+  maxCacheSize: (flag, raw) => parseWholeNumber(flag, raw, 1, MAX_CACHE_SIZE_MIB),
+  cacheBlockSize: (flag, raw) => parseWholeNumber(flag, raw, MIN_CACHE_BLOCK_KIB, MAX_CACHE_BLOCK_KIB),
 };
 
 // ---------------------------------------------------------------------------
@@ -892,6 +933,18 @@ export function buildMountOptions(args: MountArgs, env: ParseEnv = processEnv())
     if (needsEdit !== undefined) throw new UsageError(needsEdit, 'only applies with --allow-edit');
   }
 
+  const cacheArg = value('cache');
+  const maxCacheSizeMiB = value('maxCacheSize');
+  const cacheBlockKiB = value('cacheBlockSize');
+  if (cacheArg === undefined) {
+    const needsCache = maxCacheSizeMiB !== undefined ? '--max-cache-size' : cacheBlockKiB !== undefined ? '--cache-block-size' : undefined;
+    if (needsCache !== undefined) throw new UsageError(needsCache, 'only applies with --cache');
+  }
+  const cacheBlockSizeBytes = (cacheBlockKiB ?? DEFAULT_CACHE_BLOCK_KIB) * 1024;
+  if (maxCacheSizeMiB !== undefined && maxCacheSizeMiB * MiB < MIN_CACHE_BLOCKS * cacheBlockSizeBytes) {
+    throw new UsageError('--max-cache-size', `${maxCacheSizeMiB} MiB holds fewer than ${MIN_CACHE_BLOCKS} blocks of ${cacheBlockSizeBytes / 1024} KiB; give at least ${Math.ceil(MIN_CACHE_BLOCKS * cacheBlockSizeBytes / MiB)}`);
+  }
+
   const logDirectoryArg = value('logDirectory');
   if (on('noLog')) {
     // As mount-s3: asking for no logs and for logs at once is a mistake, not a preference.
@@ -928,6 +981,9 @@ export function buildMountOptions(args: MountArgs, env: ParseEnv = processEnv())
     allowEdit: on('allowEdit'),
     stagingDirectory: stagingDirectoryArg === undefined ? undefined : path.resolve(env.cwd, stagingDirectoryArg),
     uploadDelayMs: value('uploadDelay') ?? DEFAULT_UPLOAD_DELAY_MS,
+    cacheDirectory: cacheArg === undefined ? undefined : path.resolve(env.cwd, cacheArg),
+    maxCacheSizeBytes: maxCacheSizeMiB === undefined ? undefined : maxCacheSizeMiB * MiB,
+    cacheBlockSizeBytes,
     uid: value('uid') ?? env.uid,
     gid: value('gid') ?? env.gid,
     fileMode: value('fileMode') ?? DEFAULT_FILE_MODE,
@@ -936,7 +992,8 @@ export function buildMountOptions(args: MountArgs, env: ParseEnv = processEnv())
     allowRoot: on('allowRoot'),
     autoUnmount: on('autoUnmount'),
     foreground: on('foreground'),
-    metadataTtl: value('metadataTtl') ?? { kind: 'minimal' },
+    // As mount-s3: a data cache is worth little if every open asks the bucket again.
+    metadataTtl: value('metadataTtl') ?? (cacheArg === undefined ? { kind: 'minimal' } : { kind: 'seconds', seconds: CACHE_METADATA_TTL_SECONDS }),
     negativeMetadataTtl: value('negativeMetadataTtl'),
     debug: on('debug'),
     logDirectory: logDirectoryArg === undefined ? undefined : path.resolve(env.cwd, logDirectoryArg),

@@ -130,6 +130,26 @@ describe('parseMountArgs: the tutorial and defaults', () => {
     assert.throws(() => parse('--allow-edit', '--upload-delay', '7200'), /more than 3600 seconds/);
   });
 
+  test('--cache takes a folder, sets the metadata TTL to 60 s unless given, and its size flags need it', () => {
+    const o = parse('--cache', 'cache-dir');
+    assert.equal(o.cacheDirectory, '/home/exouser/cache-dir');
+    assert.deepEqual(o.metadataTtl, { kind: 'seconds', seconds: 60 });
+    assert.equal(o.maxCacheSizeBytes, undefined);
+    assert.equal(o.cacheBlockSizeBytes, 1024 * 1024);
+    assert.deepEqual(parse('--cache', '/c', '--metadata-ttl', 'minimal').metadataTtl, { kind: 'minimal' });
+    const sized = parse('--cache', '/c', '--max-cache-size', '100', '--cache-block-size', '256');
+    assert.equal(sized.maxCacheSizeBytes, 100 * 1024 * 1024);
+    assert.equal(sized.cacheBlockSizeBytes, 256 * 1024);
+    assert.throws(() => parse('--max-cache-size', '100'), /^UsageError: --max-cache-size: only applies with --cache$/);
+    assert.throws(() => parse('--cache-block-size', '64'), /^UsageError: --cache-block-size: only applies with --cache$/);
+    assert.throws(() => parse('--cache', ''), /--cache/);
+    assert.throws(() => parse('--cache', '/c', '--max-cache-size', '0'), /--max-cache-size/);
+    assert.throws(() => parse('--cache', '/c', '--max-cache-size', '10GiB'), /--max-cache-size/);
+    assert.throws(() => parse('--cache', '/c', '--max-cache-size', '3'), /--max-cache-size: 3 MiB holds fewer than 4 blocks of 1024 KiB; give at least 4/);
+    assert.throws(() => parse('--cache', '/c', '--cache-block-size', '8'), /--cache-block-size/);
+    assert.throws(() => parse('--cache', '/c', '--cache-block-size', '100000'), /--cache-block-size/);
+  });
+
   test('an --endpoint-url of a known SOS zone signs for that zone when --region is not given', () => {
     assert.equal(parse('--endpoint-url', 'https://sos-ch-dk-2.exo.io').region, 'ch-dk-2');
     assert.equal(parse('--endpoint-url', 'https://sos-ch-dk-2.exo.io', '--region', 'other').region, 'other');
@@ -152,6 +172,9 @@ describe('parseMountArgs: the tutorial and defaults', () => {
       allowEdit: false,
       stagingDirectory: undefined,
       uploadDelayMs: 100,
+      cacheDirectory: undefined,
+      maxCacheSizeBytes: undefined,
+      cacheBlockSizeBytes: 1048576,
       uid: 1000,
       gid: 1001,
       fileMode: 0o644,
@@ -552,7 +575,7 @@ describe('parseMountArgs: syntax', () => {
   });
 
   test('mount-s3 flags that sosmount does not implement are refused by name with the reason', () => {
-    rejectsFlags(['--cache', '/tmp/cache'], '--cache', /mount-s3's flag is not supported by sosmount: local data caching/);
+    rejectsFlags(['--cache-xz', 'b'], '--cache-xz', /mount-s3's flag is not supported by sosmount: S3 Express One Zone caching is AWS-only/);
     rejectsFlags(['--sse=AES256'], '--sse', /server-side encryption is not supported/);
     rejectsFlags(['--no-sign-request'], '--no-sign-request', /not supported/);
     rejectsFlags(['--incremental-upload'], '--incremental-upload', /not supported/);

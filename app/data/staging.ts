@@ -34,6 +34,7 @@ import path from 'node:path';
 import { FsError, type ErrnoName } from '../fs/errno.js';
 import { defaultLogDirectory, type Logger } from '../log.js';
 import type { ByteRange, RangeSink } from '../s3/object-client.js';
+import { FolderLockedError, lockFolder, unlockFolder } from './folder-lock.js';
 
 /**
  * open: a writer may still change it. closed: complete on disk, waiting to
@@ -112,7 +113,6 @@ export interface StagingConfig {
 
 /** Files made ahead for creates (takeSpare). */
 const DEFAULT_SPARES = 16;
-const LOCK_FILE = 'lock';
 
 interface Spare {
   id: string;
@@ -149,24 +149,6 @@ export class StagingInUseError extends Error {
   override readonly name = 'StagingInUseError';
   constructor(readonly directory: string, readonly pid: number | undefined) {
     super(`the staging folder ${directory} is in use by ${pid === undefined ? 'another process' : `process ${pid}`} (the same bucket and prefix mounted in editing mode elsewhere)`);
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function writeFileExclusive(file: string, text: string): Promise<void> {
-  const h = await open(file, 'wx', 0o600);
-  try {
-    await h.writeFile(text);
-  } finally {
-    await h.close();
   }
 }
 
@@ -381,21 +363,12 @@ export class StagingArea {
    * upload them twice. A lock left by a dead process is taken over.
    */
   private async lock(): Promise<void> {
-    const file = path.join(this.directory, LOCK_FILE);
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await writeFileExclusive(file, `${process.pid}\n`);
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
-      // The same process (tests open a folder twice) or a live other one.
-      if (pid === process.pid) return;
-      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) throw new StagingInUseError(this.directory, pid);
-      await removeFile(file);
+    try {
+      await lockFolder(this.directory);
+    } catch (err) {
+      if (err instanceof FolderLockedError) throw new StagingInUseError(this.directory, err.pid);
+      throw err;
     }
-    throw new StagingInUseError(this.directory, undefined);
   }
 
   /** What an earlier run left under `id`; undefined for an unused spare. */
@@ -612,7 +585,7 @@ export class StagingArea {
     }
     await this.flushSyncs();
     await this.removalsSettled();
-    if (this.opened) await removeFile(path.join(this.directory, LOCK_FILE)).catch(() => undefined);
+    if (this.opened) await unlockFolder(this.directory);
     await Promise.allSettled([...this.live.values()].map((s) => s.closeHandle()));
     this.live.clear();
   }

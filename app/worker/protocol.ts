@@ -18,6 +18,10 @@ export type MountErrorCode =
   | 'folder-inside-mount-point'
   /** Editing mode: the same bucket and prefix is mounted in editing mode by another live worker. */
   | 'staging-in-use'
+  /** --cache: another live worker uses the cache folder. */
+  | 'cache-in-use'
+  /** --cache: the cache folder cannot be created or written, or its disk is full. */
+  | 'cache-unusable'
   | 'bucket-not-found'
   | 'access-denied'
   | 'invalid-credentials'
@@ -44,7 +48,9 @@ export type ToWorker =
       detach: boolean;
     }
   /** With abandonUploads (Quit anyway), uploads still running are aborted instead of awaited. */
-  | { type: 'unmount'; abandonUploads?: boolean };
+  | { type: 'unmount'; abandonUploads?: boolean }
+  /** Empties the mount's local disk cache (answered by `cache-cleared`). */
+  | { type: 'clear-cache' };
 
 export type FromWorker =
   | { type: 'state'; state: MountState; error?: WorkerError | undefined; mountPoint?: string }
@@ -59,6 +65,8 @@ export type FromWorker =
   | { type: 'recovered'; uploading: number; kept: { path: string; reason: string }[]; stagingDirectory: string }
   /** Editing mode: a folder rename under way (`done` of `total` objects), or ended (`finished`, with `error` if it stopped half way). */
   | { type: 'rename-progress'; from: string; to: string; done: number; total: number; finished: boolean; error?: string | undefined }
+  /** Answer to `clear-cache`: bytes removed, or why the cache could not be cleared. */
+  | { type: 'cache-cleared'; freedBytes: number; error?: string | undefined }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string };
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -69,6 +77,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 export function parseToWorker(raw: unknown): ToWorker {
   if (!isRecord(raw) || typeof raw['type'] !== 'string') throw new Error('worker message: not an object with a type');
   if (raw['type'] === 'unmount') return { type: 'unmount', abandonUploads: raw['abandonUploads'] === true };
+  if (raw['type'] === 'clear-cache') return { type: 'clear-cache' };
   if (raw['type'] === 'mount') {
     const options = raw['options'];
     if (!isRecord(options) || typeof options['bucket'] !== 'string' || typeof options['mountPoint'] !== 'string') {

@@ -1,0 +1,72 @@
+/**
+ * One live process per folder: the staging folder and the disk cache each
+ * belong to one worker at a time. The lock is a file holding the owner's
+ * pid, created exclusively; one left by a dead process is taken over, so a
+ * crash never locks a folder for good.
+ */
+import { open, readFile, unlink } from 'node:fs/promises';
+import path from 'node:path';
+
+const LOCK_FILE = 'lock';
+
+/** The folder is locked by another live process (`pid`, when it could be read). */
+export class FolderLockedError extends Error {
+  override readonly name = 'FolderLockedError';
+  constructor(readonly directory: string, readonly pid: number | undefined) {
+    super(`${directory} is in use by ${pid === undefined ? 'another process' : `process ${pid}`}`);
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function writeFileExclusive(file: string, text: string): Promise<void> {
+  const h = await open(file, 'wx', 0o600);
+  try {
+    await h.writeFile(text);
+  } finally {
+    await h.close();
+  }
+}
+
+/** The live process holding the folder's lock, if any (a lock of a dead one does not count). */
+export async function lockHolder(directory: string): Promise<number | undefined> {
+  const pid = Number((await readFile(path.join(directory, LOCK_FILE), 'utf8').catch(() => '')).trim());
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+}
+
+/**
+ * Takes the folder's lock for this process; throws FolderLockedError if a
+ * live process holds it. Taking it twice in one process (tests open a
+ * folder twice) succeeds.
+ */
+export async function lockFolder(directory: string): Promise<void> {
+  const file = path.join(directory, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFileExclusive(file, `${process.pid}\n`);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    if (pid === process.pid) return;
+    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) throw new FolderLockedError(directory, pid);
+    await unlink(file).catch(() => undefined);
+  }
+  throw new FolderLockedError(directory, undefined);
+}
+
+/** Gives the lock back; a missing lock file is no error. */
+export async function unlockFolder(directory: string): Promise<void> {
+  await unlink(path.join(directory, LOCK_FILE)).catch(() => undefined);
+}
+
+/** The lock's file name, which the folder's owner must not take for its own data. */
+export const LOCK_FILE_NAME = LOCK_FILE;
