@@ -15,10 +15,13 @@
  * through the files' modification times (touched at most once a minute
  * per block when read).
  */
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink, utimes } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { lockHolder } from './folder-lock.js';
+import { crc32 } from 'node:zlib';
+import type { Logger } from '../log.js';
+import { FolderLockedError, lockFolder, lockHolder, unlockFolder } from './folder-lock.js';
 
 /** The folder of a cache's blocks; versioned, so a new layout never reads an old one's files. */
 const BLOCKS_FOLDER = 'v1';
@@ -83,4 +86,645 @@ export async function clearCacheFolder(directory: string): Promise<number> {
   await rm(blocks, { recursive: true, force: true });
   await mkdir(directory, { recursive: true, mode: 0o700 });
   return before;
+}
+
+/** Layout of a block file's header; the block's bytes follow it. */
+const HEADER_BYTES = 64;
+const MAGIC = Buffer.from('SOSCACHE', 'latin1');
+const FORMAT = 1;
+const AT = { format: 8, blockSize: 12, identity: 16, index: 48, length: 52, crc: 56 } as const;
+const IDENTITY_BYTES = 32;
+/** Where blocks are written before they are renamed into place, and where writes through the mount wait for their ETag. */
+const PENDING_FOLDER = 'pending';
+/** A read moves a block to the front of the LRU order at once, and on disk (its mtime) at most this often. */
+const TOUCH_INTERVAL_MS = 60_000;
+/** How long a reading of the disk's free space is trusted when the limit is "keep 5 % free". */
+const STATFS_INTERVAL_MS = 1000;
+/** mount-s3's default limit: the cache leaves this share of its disk free. */
+const KEEP_FREE_SHARE = 0.05;
+/** The cache must hold at least this many blocks (options.ts refuses a smaller --max-cache-size). */
+const MIN_BLOCKS = 4;
+/** A folder entry's share of its folder's size, so the total follows what `du` counts. */
+const DIRENT_BYTES = 64;
+/**
+ * Bytes of blocks waiting for the disk: past this a fetched block is served
+ * but not stored, so a slow disk costs hit rate, never memory.
+ */
+const MAX_QUEUED_STORE_BYTES = 8 * 1024 * 1024;
+/** Incomplete blocks one write through the mount may hold (parts arrive in any order). */
+const MAX_FILL_PARTIAL_BLOCKS = 8;
+
+/** One version of an object: blocks are served only for the same key, ETag and size. */
+export interface ObjectVersion {
+  key: string;
+  etag: string;
+  sizeBytes: number;
+}
+
+export interface DiskCacheConfig {
+  directory: string;
+  blockSizeBytes: number;
+  /** undefined: keep 5 % of the disk free. */
+  maxSizeBytes?: number | undefined;
+  log?: Logger | undefined;
+  now?: () => number;
+}
+
+export interface DiskCacheStats {
+  hits: number;
+  misses: number;
+  /** Blocks found corrupt, truncated or foreign (each also a miss). */
+  invalid: number;
+  stored: number;
+  evicted: number;
+  /** Blocks not stored: the disk refused, or too many waited for it. */
+  skipped: number;
+}
+
+interface Entry {
+  bytes: number;
+  touchedMs: number;
+}
+
+function unusable(directory: string, err: unknown): CacheUnusableError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const reason = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+    : code === 'EROFS' ? 'it is on a read-only file system'
+      : code === 'ENOTDIR' || code === 'EEXIST' ? 'it is not a folder'
+        : code === 'ENOSPC' || code === 'EDQUOT' ? 'its disk is full'
+          : (err as Error).message;
+  return new CacheUnusableError(directory, reason, { cause: err });
+}
+
+/**
+ * mkdir -p, with the real reason when it fails: a recursive mkdir says
+ * ENOENT for a parent on a read-only file system, so the first missing
+ * folder is made alone to learn why.
+ */
+async function makeFolder(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  let missing = dir;
+  while (path.dirname(missing) !== missing && !(await stat(path.dirname(missing)).then(() => true, () => false))) missing = path.dirname(missing);
+  await mkdir(missing, { mode: 0o700 });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+}
+
+const MiB = 1024 * 1024;
+const mib = (bytes: number): string => `${Math.floor(bytes / MiB)} MiB`;
+
+export class DiskCache {
+  readonly directory: string;
+  readonly blockSizeBytes: number;
+  private readonly blocksDir: string;
+  private readonly pendingDir: string;
+  private readonly maxSizeBytes: number | undefined;
+  private readonly log: Logger | undefined;
+  private readonly now: () => number;
+  /** Every stored block by its name under blocksDir, least recently used first. */
+  private readonly entries = new Map<string, Entry>();
+  private readonly shards = new Set<string>();
+  private usedBytes = 0;
+  /** The disk's block size: files take whole ones. */
+  private fsBlockBytes = 4096;
+  private limit = { bytes: 0, atMs: -Infinity };
+  private queuedStoreBytes = 0;
+  private readonly writes = new Set<Promise<unknown>>();
+  /** Blocks being fetched by a reader, so a second reader of the same block waits instead of fetching it again. */
+  private readonly fetching = new Map<string, Promise<Buffer | undefined>>();
+  private warnedWrite = false;
+  private closed = false;
+  private tempCounter = 0;
+  readonly stats: DiskCacheStats = { hits: 0, misses: 0, invalid: 0, stored: 0, evicted: 0, skipped: 0 };
+
+  private constructor(config: DiskCacheConfig) {
+    this.directory = config.directory;
+    this.blockSizeBytes = config.blockSizeBytes;
+    this.blocksDir = path.join(config.directory, BLOCKS_FOLDER);
+    this.pendingDir = path.join(this.blocksDir, PENDING_FOLDER);
+    this.maxSizeBytes = config.maxSizeBytes;
+    this.log = config.log;
+    this.now = config.now ?? Date.now;
+  }
+
+  /**
+   * Opens (creating it 0700) and locks the folder, indexes what an earlier
+   * run left, and checks there is room for a few blocks. Throws
+   * CacheInUseError or CacheUnusableError with a one-line reason.
+   */
+  static async open(config: DiskCacheConfig): Promise<DiskCache> {
+    const cache = new DiskCache(config);
+    const dir = config.directory;
+    try {
+      await makeFolder(dir);
+      await lockFolder(dir);
+    } catch (err) {
+      if (err instanceof FolderLockedError) throw new CacheInUseError(dir, err.pid);
+      throw unusable(dir, err);
+    }
+    try {
+      await rm(cache.pendingDir, { recursive: true, force: true });
+      await mkdir(cache.pendingDir, { recursive: true, mode: 0o700 });
+      cache.fsBlockBytes = (await statfs(dir)).bsize || 4096;
+      await cache.index();
+      await cache.refreshLimit(true);
+    } catch (err) {
+      await unlockFolder(dir);
+      throw err instanceof CacheUnusableError ? err : unusable(dir, err);
+    }
+    const minimum = MIN_BLOCKS * cache.costOf(cache.blockSizeBytes);
+    const s = await statfs(dir);
+    const free = s.bavail * s.bsize;
+    // Room for a few blocks, counting what eviction can free.
+    const room = cache.maxSizeBytes === undefined ? cache.limit.bytes : Math.min(cache.maxSizeBytes, cache.usedBytes + free);
+    if (room < minimum) {
+      await unlockFolder(dir);
+      throw new CacheUnusableError(dir, cache.maxSizeBytes === undefined
+        ? `its disk is full: ${mib(free)} free, and the cache leaves 5 % of the disk (${mib(s.blocks * s.bsize * KEEP_FREE_SHARE)}) free; free some space or set --max-cache-size`
+        : `its disk is full: ${mib(free)} free`);
+    }
+    return cache;
+  }
+
+  /** Bytes the cache takes on disk now (its own count; cacheFolderUsage measures). */
+  get sizeBytes(): number {
+    return this.usedBytes;
+  }
+
+  get blocks(): number {
+    return this.entries.size;
+  }
+
+  /** Reads what an earlier run stored, oldest use first (file mtimes). */
+  private async index(): Promise<void> {
+    const found: { name: string; bytes: number; mtimeMs: number }[] = [];
+    // The folders themselves count, as du counts them.
+    this.usedBytes = (await stat(this.directory)).blocks * 512 + (await stat(this.blocksDir)).blocks * 512 + (await stat(this.pendingDir)).blocks * 512;
+    for (const shard of await readdir(this.blocksDir)) {
+      if (shard === PENDING_FOLDER) continue;
+      const shardDir = path.join(this.blocksDir, shard);
+      let names: string[];
+      try {
+        names = await readdir(shardDir);
+      } catch {
+        await rm(shardDir, { recursive: true, force: true });
+        continue;
+      }
+      this.shards.add(shard);
+      this.usedBytes += (await stat(shardDir)).blocks * 512;
+      for (const name of names) {
+        const s = await stat(path.join(shardDir, name)).catch(() => undefined);
+        if (!s?.isFile()) continue;
+        found.push({ name: `${shard}/${name}`, bytes: s.blocks * 512 + DIRENT_BYTES, mtimeMs: s.mtimeMs });
+      }
+    }
+    found.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const f of found) {
+      this.entries.set(f.name, { bytes: f.bytes, touchedMs: f.mtimeMs });
+      this.usedBytes += f.bytes;
+    }
+    if (found.length > 0) this.log?.info('cache opened', { directory: this.directory, blocks: found.length, sizeBytes: this.usedBytes });
+  }
+
+  /** The limit now: --max-cache-size, or what keeps 5 % of the disk free (read again at most once a second). */
+  private async refreshLimit(force = false): Promise<number> {
+    if (this.maxSizeBytes !== undefined) {
+      this.limit = { bytes: this.maxSizeBytes, atMs: this.now() };
+      return this.limit.bytes;
+    }
+    if (!force && this.now() - this.limit.atMs < STATFS_INTERVAL_MS) return this.limit.bytes;
+    const s = await statfs(this.directory);
+    // bavail: what an unprivileged writer can still use.
+    this.limit = { bytes: this.usedBytes + s.bavail * s.bsize - s.blocks * s.bsize * KEEP_FREE_SHARE, atMs: this.now() };
+    return this.limit.bytes;
+  }
+
+  /** What a block of `length` bytes takes on disk: whole file-system blocks, and its folder entry. */
+  private costOf(length: number): number {
+    return Math.ceil((HEADER_BYTES + length) / this.fsBlockBytes) * this.fsBlockBytes + DIRENT_BYTES;
+  }
+
+  private identity(v: ObjectVersion): Buffer {
+    return createHash('sha256').update(`${v.key}\n${v.etag}\n${v.sizeBytes}`).digest();
+  }
+
+  private nameOf(identity: Buffer, index: number): string {
+    const hex = identity.toString('hex');
+    return `${hex.slice(0, 2)}/${hex.slice(2, 40)}.${index}`;
+  }
+
+  /** Bytes of block `index` of the version: whole blocks but the last. */
+  blockLength(v: ObjectVersion, index: number): number {
+    return Math.max(0, Math.min(this.blockSizeBytes, v.sizeBytes - index * this.blockSizeBytes));
+  }
+
+  /** Whether the block is stored or being fetched (no disk access). */
+  holds(v: ObjectVersion, index: number): boolean {
+    const name = this.nameOf(this.identity(v), index);
+    return this.entries.has(name) || this.fetching.has(name);
+  }
+
+  /** The block as the reader fetching it will have it (undefined if that fetch fails); undefined when nobody fetches it. */
+  fetchingBlock(v: ObjectVersion, index: number): Promise<Buffer | undefined> | undefined {
+    return this.fetching.get(this.nameOf(this.identity(v), index));
+  }
+
+  /** Where the block's file is (tests damage it). */
+  blockFile(v: ObjectVersion, index: number): string {
+    return path.join(this.blocksDir, this.nameOf(this.identity(v), index));
+  }
+
+  /** Whether the index has the block (its file is checked only by read()). */
+  stores(v: ObjectVersion, index: number): boolean {
+    return this.entries.has(this.nameOf(this.identity(v), index));
+  }
+
+  /**
+   * The block's bytes if stored and whole; undefined for a miss. A block
+   * that fails its checks is removed and logged.
+   */
+  async read(v: ObjectVersion, index: number): Promise<Buffer | undefined> {
+    const identity = this.identity(v);
+    const name = this.nameOf(identity, index);
+    const entry = this.entries.get(name);
+    if (!entry || this.closed) {
+      this.stats.misses++;
+      return undefined;
+    }
+    const file = path.join(this.blocksDir, name);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(file);
+    } catch (err) {
+      this.forget(name);
+      this.stats.misses++;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn('cache block unreadable', { key: v.key, block: index, error: (err as Error).message });
+      return undefined;
+    }
+    const problem = this.check(bytes, identity, index, this.blockLength(v, index));
+    if (problem !== undefined) {
+      this.stats.invalid++;
+      this.stats.misses++;
+      this.log?.warn('cache block invalid, fetched again', { key: v.key, block: index, problem });
+      this.forget(name);
+      await unlink(file).catch(() => undefined);
+      return undefined;
+    }
+    this.stats.hits++;
+    // Most recently used: last in the map's order.
+    this.entries.delete(name);
+    this.entries.set(name, entry);
+    const now = this.now();
+    if (now - entry.touchedMs > TOUCH_INTERVAL_MS) {
+      entry.touchedMs = now;
+      void utimes(file, now / 1000, now / 1000).catch(() => undefined);
+    }
+    return bytes.subarray(HEADER_BYTES);
+  }
+
+  /** Why a block file is not the block asked for, or undefined if it is. */
+  private check(bytes: Buffer, identity: Buffer, index: number, length: number): string | undefined {
+    if (bytes.length < HEADER_BYTES || !bytes.subarray(0, MAGIC.length).equals(MAGIC) || bytes.readUInt32LE(AT.format) !== FORMAT) return 'not a block file';
+    if (!bytes.subarray(AT.identity, AT.identity + IDENTITY_BYTES).equals(identity) || bytes.readUInt32LE(AT.index) !== index) return 'a block of another object or version';
+    if (bytes.readUInt32LE(AT.blockSize) !== this.blockSizeBytes) return 'a block of another block size';
+    if (bytes.readUInt32LE(AT.length) !== length || bytes.length !== HEADER_BYTES + length) return `truncated (${bytes.length - HEADER_BYTES} of ${length} bytes)`;
+    if (crc32(bytes.subarray(HEADER_BYTES)) !== bytes.readUInt32LE(AT.crc)) return 'checksum mismatch';
+    return undefined;
+  }
+
+  private header(identity: Buffer | undefined, index: number, data: Buffer): Buffer {
+    const h = Buffer.alloc(HEADER_BYTES);
+    MAGIC.copy(h, 0);
+    h.writeUInt32LE(FORMAT, AT.format);
+    h.writeUInt32LE(this.blockSizeBytes, AT.blockSize);
+    identity?.copy(h, AT.identity);
+    h.writeUInt32LE(index, AT.index);
+    h.writeUInt32LE(data.length, AT.length);
+    h.writeUInt32LE(crc32(data), AT.crc);
+    return h;
+  }
+
+  private forget(name: string): void {
+    const e = this.entries.get(name);
+    if (!e) return;
+    this.entries.delete(name);
+    this.usedBytes -= e.bytes;
+  }
+
+  /**
+   * Makes room for `bytes` more: least recently used blocks go first, and
+   * their files are gone before this returns, so the folder never holds
+   * more than the limit. false when even an empty cache has no room.
+   */
+  private async reserve(bytes: number): Promise<boolean> {
+    let limit: number;
+    try {
+      limit = await this.refreshLimit();
+    } catch {
+      return false;
+    }
+    const victims: string[] = [];
+    while (this.usedBytes + bytes > limit && this.entries.size > 0) {
+      const oldest = this.entries.keys().next().value as string;
+      this.forget(oldest);
+      victims.push(oldest);
+    }
+    if (victims.length > 0) {
+      this.stats.evicted += victims.length;
+      await Promise.all(victims.map((n) => unlink(path.join(this.blocksDir, n)).catch(() => undefined)));
+    }
+    if (this.usedBytes + bytes > limit) return false;
+    this.usedBytes += bytes;
+    return true;
+  }
+
+  /** The shard folder of a block name, created (and counted) the first time. */
+  private async shardOf(name: string): Promise<void> {
+    const shard = name.slice(0, 2);
+    if (this.shards.has(shard)) return;
+    this.shards.add(shard);
+    this.usedBytes += this.fsBlockBytes;
+    await mkdir(path.join(this.blocksDir, shard), { recursive: true, mode: 0o700 });
+  }
+
+  private tempPath(): string {
+    return path.join(this.pendingDir, `${process.pid}-${++this.tempCounter}`);
+  }
+
+  /**
+   * Stores a block in the background; skipped (counted, never an error) when
+   * the disk refuses or too many blocks already wait for it.
+   */
+  store(v: ObjectVersion, index: number, data: Buffer): void {
+    void this.storeBlock(v, index, data);
+  }
+
+  /** store(), settled once the block is on disk or skipped. */
+  private storeBlock(v: ObjectVersion, index: number, data: Buffer): Promise<void> {
+    if (this.closed || data.length !== this.blockLength(v, index) || data.length === 0) return Promise.resolve();
+    const identity = this.identity(v);
+    const name = this.nameOf(identity, index);
+    if (this.entries.has(name)) return Promise.resolve();
+    if (this.queuedStoreBytes + data.length > MAX_QUEUED_STORE_BYTES) {
+      this.stats.skipped++;
+      return Promise.resolve();
+    }
+    this.queuedStoreBytes += data.length;
+    const write = (async () => {
+      try {
+        await this.writeBlock(name, this.header(identity, index, data), data);
+      } finally {
+        this.queuedStoreBytes -= data.length;
+      }
+    })();
+    this.track(write);
+    return write;
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.writes.add(p);
+    void p.finally(() => this.writes.delete(p));
+  }
+
+  private async writeBlock(name: string, header: Buffer, data: Buffer): Promise<void> {
+    const cost = this.costOf(data.length);
+    if (!(await this.reserve(cost))) {
+      this.stats.skipped++;
+      return;
+    }
+    const temp = this.tempPath();
+    try {
+      await this.shardOf(name);
+      const h = await open(temp, 'w', 0o600);
+      try {
+        await h.writev([header, data]);
+      } finally {
+        await h.close();
+      }
+      await this.place(temp, name, cost);
+    } catch (err) {
+      this.usedBytes -= cost;
+      await unlink(temp).catch(() => undefined);
+      this.writeFailed(err);
+    }
+  }
+
+  /** Renames a finished block file into place and indexes it. */
+  private async place(temp: string, name: string, cost: number): Promise<void> {
+    if (this.closed) throw new Error('cache closed');
+    await rename(temp, path.join(this.blocksDir, name));
+    this.forget(name);
+    this.entries.set(name, { bytes: cost, touchedMs: this.now() });
+    this.stats.stored++;
+  }
+
+  private writeFailed(err: unknown): void {
+    this.stats.skipped++;
+    if (this.warnedWrite) return;
+    this.warnedWrite = true;
+    this.log?.warn('cache write failed; reads go on from the bucket', { directory: this.directory, error: (err as Error).message });
+  }
+
+  /**
+   * Marks blocks as being fetched by the caller: read() of one of them
+   * waits for its bytes. The caller must settle each with `done`.
+   */
+  beginFetch(v: ObjectVersion, first: number, last: number): { done(index: number, data: Buffer | undefined): void } {
+    const identity = this.identity(v);
+    const settle = new Map<number, (data: Buffer | undefined) => void>();
+    for (let i = first; i <= last; i++) {
+      const name = this.nameOf(identity, i);
+      if (this.fetching.has(name)) continue;
+      let resolve!: (data: Buffer | undefined) => void;
+      const p = new Promise<Buffer | undefined>((r) => { resolve = r; });
+      this.fetching.set(name, p);
+      // A fetched block stays here until it is on disk, so no reader fetches it meanwhile.
+      const forget = (): void => {
+        if (this.fetching.get(name) === p) this.fetching.delete(name);
+      };
+      settle.set(i, (data) => {
+        resolve(data);
+        if (data) void this.storeBlock(v, i, data).finally(forget);
+        else forget();
+      });
+    }
+    return {
+      done: (index, data) => {
+        const finish = settle.get(index);
+        if (!finish) return;
+        settle.delete(index);
+        finish(data);
+      },
+    };
+  }
+
+  /** A cache copy of what is written through the mount, stored once the object's ETag is known. */
+  fill(): CacheFill {
+    return new CacheFill(this);
+  }
+
+  /** @internal CacheFill's access to the folder. */
+  async writePending(index: number, data: Buffer): Promise<{ temp: string; cost: number } | undefined> {
+    if (this.closed) return undefined;
+    const cost = this.costOf(data.length);
+    if (!(await this.reserve(cost))) return undefined;
+    const temp = this.tempPath();
+    try {
+      const h = await open(temp, 'w', 0o600);
+      try {
+        await h.writev([this.header(undefined, index, data), data]);
+      } finally {
+        await h.close();
+      }
+      return { temp, cost };
+    } catch (err) {
+      this.usedBytes -= cost;
+      await unlink(temp).catch(() => undefined);
+      this.writeFailed(err);
+      return undefined;
+    }
+  }
+
+  /** @internal Names a pending block for its version (its header gets the identity) and puts it in place. */
+  async commitPending(v: ObjectVersion, index: number, pending: { temp: string; cost: number }): Promise<void> {
+    const identity = this.identity(v);
+    const name = this.nameOf(identity, index);
+    try {
+      const h = await open(pending.temp, 'r+');
+      try {
+        await h.write(identity, 0, IDENTITY_BYTES, AT.identity);
+      } finally {
+        await h.close();
+      }
+      await this.shardOf(name);
+      await this.place(pending.temp, name, pending.cost);
+    } catch (err) {
+      await this.releasePending(pending);
+      this.writeFailed(err);
+    }
+  }
+
+  /** @internal */
+  async releasePending(pending: { temp: string; cost: number }): Promise<void> {
+    this.usedBytes -= pending.cost;
+    await unlink(pending.temp).catch(() => undefined);
+  }
+
+  /** @internal */
+  trackWrite(p: Promise<unknown>): void {
+    this.track(p);
+  }
+
+  /** Removes every block (Clear cache while mounted); returns the bytes freed, as counted. */
+  async clear(): Promise<number> {
+    await this.settled();
+    const before = this.usedBytes;
+    const names = [...this.entries.keys()];
+    for (const n of names) this.forget(n);
+    await Promise.all(names.map((n) => unlink(path.join(this.blocksDir, n)).catch(() => undefined)));
+    this.log?.info('cache cleared', { directory: this.directory, blocks: names.length, freedBytes: before - this.usedBytes });
+    return before - this.usedBytes;
+  }
+
+  /** Waits for the blocks being written. */
+  async settled(): Promise<void> {
+    while (this.writes.size > 0) await Promise.allSettled([...this.writes]);
+  }
+
+  async close(): Promise<void> {
+    await this.settled();
+    this.closed = true;
+    this.log?.info('cache', { ...this.stats, sizeBytes: this.usedBytes, blocks: this.entries.size });
+    await rm(this.pendingDir, { recursive: true, force: true }).catch(() => undefined);
+    await unlockFolder(this.directory);
+  }
+}
+
+/**
+ * What a program writes through the mount, kept for the cache: whole
+ * blocks go to the pending folder as they complete (parts may arrive in
+ * any order), the last one is held until the size is known; commit()
+ * names them for the version the upload produced. Best effort: a fill that
+ * would hold too much gives up quietly.
+ */
+export class CacheFill {
+  private readonly partial = new Map<number, { data: Buffer; received: number }>();
+  private readonly pending = new Map<number, Promise<{ temp: string; cost: number } | undefined>>();
+  private addedBytes = 0;
+  private failed = false;
+  private ended = false;
+
+  constructor(private readonly cache: DiskCache) {}
+
+  /** Bytes at `offset` of the file (copied now: the caller may reuse its buffer). */
+  add(offset: number, bytes: Buffer): void {
+    if (this.failed || this.ended) return;
+    const bs = this.cache.blockSizeBytes;
+    let pos = 0;
+    while (pos < bytes.length) {
+      const at = offset + pos;
+      const index = Math.floor(at / bs);
+      const within = at - index * bs;
+      const n = Math.min(bytes.length - pos, bs - within);
+      let block = this.partial.get(index);
+      if (!block) {
+        if (this.pending.has(index) || this.partial.size >= MAX_FILL_PARTIAL_BLOCKS) return this.giveUp();
+        block = { data: Buffer.allocUnsafe(bs), received: 0 };
+        this.partial.set(index, block);
+      }
+      bytes.copy(block.data, within, pos, pos + n);
+      block.received += n;
+      pos += n;
+      if (block.received === bs) {
+        this.partial.delete(index);
+        const p = this.cache.writePending(index, block.data);
+        this.pending.set(index, p);
+        this.cache.trackWrite(p);
+      }
+    }
+    this.addedBytes += bytes.length;
+  }
+
+  /** The upload stored the object as `v`: its blocks become readable from the cache. */
+  commit(v: ObjectVersion): void {
+    if (this.ended) return;
+    this.ended = true;
+    const bs = this.cache.blockSizeBytes;
+    const blocks = Math.ceil(v.sizeBytes / bs);
+    const tail = this.partial.get(blocks - 1);
+    // Whole only if every byte was added once (a rewrite at an offset would count twice).
+    const whole = !this.failed && this.addedBytes === v.sizeBytes && this.pending.size + (tail ? 1 : 0) === blocks
+      && (!tail || tail.received === this.cache.blockLength(v, blocks - 1));
+    const pending = [...this.pending];
+    this.pending.clear();
+    this.partial.clear();
+    this.cache.trackWrite((async () => {
+      const written = await Promise.all(pending.map(async ([i, p]) => [i, await p] as const));
+      if (!whole || written.some(([, w]) => w === undefined)) {
+        await Promise.all(written.map(([, w]) => (w ? this.cache.releasePending(w) : undefined)));
+        return;
+      }
+      for (const [i, w] of written) await this.cache.commitPending(v, i, w!);
+      if (tail) this.cache.store(v, blocks - 1, tail.data.subarray(0, tail.received));
+    })());
+  }
+
+  /** The upload failed or was abandoned: nothing is stored. */
+  abort(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.giveUp();
+  }
+
+  private giveUp(): void {
+    this.failed = true;
+    this.partial.clear();
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    this.cache.trackWrite(Promise.all(pending).then((ws) => Promise.all(ws.map((w) => (w ? this.cache.releasePending(w) : undefined)))));
+  }
 }

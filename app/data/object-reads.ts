@@ -11,6 +11,7 @@
  */
 import type { ObjectClient, ObjectInfo } from '../s3/object-client.js';
 import { MemoryBudget } from './memory-budget.js';
+import type { DiskCache } from './disk-cache.js';
 import { DEFAULT_PREFETCH_CONFIG, Prefetcher, type PrefetchConfig } from './prefetcher.js';
 
 /** Bytes a lookup by name fetches from the start of a file; the kernel's first read of a file is 16 KiB. */
@@ -24,14 +25,19 @@ export interface ObjectReadsConfig {
   /** `--read-part-size`. */
   readPartSizeBytes: number;
   prefetch?: Partial<PrefetchConfig> | undefined;
+  /** `--cache`: parts are read through it, and what lookups fetch whole is stored in it. */
+  cache?: DiskCache | undefined;
   now?: () => number;
 }
+
+const roundUp = (n: number, unit: number): number => Math.ceil(n / unit) * unit;
 
 export class ObjectReads {
   private readonly budget: MemoryBudget;
   private readonly prefetchConfig: PrefetchConfig;
   private readonly firstBlocks = new Map<string, { etag: string; data: Buffer; untilMs: number }>();
   private readonly now: () => number;
+  private readonly cache: DiskCache | undefined;
 
   constructor(private readonly client: ObjectClient, config: ObjectReadsConfig) {
     this.budget = new MemoryBudget(config.budgetBytes);
@@ -46,6 +52,16 @@ export class ObjectReads {
       maxWindowBytes: Math.max(DEFAULT_PREFETCH_CONFIG.maxWindowBytes, partsInWindow * config.readPartSizeBytes),
       ...config.prefetch,
     };
+    this.cache = config.cache;
+    if (this.cache) {
+      // Requests in whole cache blocks, so every byte fetched can be stored:
+      // a random read fetches its block (as mount-s3 does with a cache).
+      const bs = this.cache.blockSizeBytes;
+      this.prefetchConfig.initialRequestBytes = roundUp(this.prefetchConfig.initialRequestBytes, bs);
+      this.prefetchConfig.randomReadBlockBytes = roundUp(this.prefetchConfig.randomReadBlockBytes, bs);
+      this.prefetchConfig.partSizeBytes = roundUp(this.prefetchConfig.partSizeBytes, bs);
+      this.prefetchConfig.maxWindowBytes = Math.max(this.prefetchConfig.maxWindowBytes, this.prefetchConfig.partSizeBytes);
+    }
   }
 
   /** Read-ahead bytes held now by every open file. */
@@ -63,6 +79,9 @@ export class ObjectReads {
     if (!first) return undefined;
     this.firstBlocks.delete(key);
     this.firstBlocks.set(key, { etag: first.info.etag, data: first.data, untilMs: started + keepMs });
+    // A small object came whole with its lookup: the cache can serve it next time.
+    const blockBytes = this.cache?.blockLength(first.info, 0) ?? 0;
+    if (this.cache && blockBytes > 0 && first.data.length >= blockBytes) this.cache.store(first.info, 0, first.data.subarray(0, blockBytes));
     while (this.firstBlocks.size > MAX_FIRST_BLOCKS) this.firstBlocks.delete(this.firstBlocks.keys().next().value as string);
     return first.info;
   }
@@ -73,7 +92,7 @@ export class ObjectReads {
    * again and open the new one, before it has served any bytes).
    */
   open(info: ObjectInfo): Prefetcher {
-    return new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig, this.takeFirstBlock(info));
+    return new Prefetcher(this.client, info.key, info.sizeBytes, info.etag, this.budget, this.prefetchConfig, this.takeFirstBlock(info), this.cache);
   }
 
   /** A reader of nothing (a folder opened for reading). */

@@ -19,6 +19,8 @@ import type { ObjectClient, RangeSink } from '../s3/object-client.js';
 import { S3RequestError, toS3Error } from '../s3/errors.js';
 import { READ_DEADLINE_MS } from '../s3/retry-strategy.js';
 import type { MemoryBudget } from './memory-budget.js';
+import type { DiskCache } from './disk-cache.js';
+import { readThroughCache } from './cached-range.js';
 import { SLAB_BYTES, SlabPool } from './slab-pool.js';
 
 /** Read-ahead slabs of every prefetcher in the process (one mount per worker). */
@@ -189,14 +191,18 @@ export class Prefetcher {
   private unreachable: { error: S3RequestError; untilMs: number } | undefined;
   readonly stats: PrefetcherStats = { requests: 0, resets: 0 };
 
+  /** The disk cache, when the mount has one: parts are read through it. */
+  private readonly cache: DiskCache | undefined;
+
   constructor(client: ObjectClient, key: string, sizeBytes: number, etag: string | undefined, budget: MemoryBudget,
-    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, firstBytes?: Buffer) {
+    config: PrefetchConfig = DEFAULT_PREFETCH_CONFIG, firstBytes?: Buffer, cache?: DiskCache) {
     this.client = client;
     this.key = key;
     this.sizeBytes = sizeBytes;
     this.etag = etag && etag !== '' ? etag : undefined;
     this.config = config;
     this.budget = budget;
+    this.cache = cache;
     if (firstBytes && firstBytes.length > 0) this.seed(firstBytes.subarray(0, sizeBytes));
   }
 
@@ -390,8 +396,12 @@ export class Prefetcher {
   private async fetchInto(seg: Segment): Promise<void> {
     this.stats.requests++;
     try {
-      await this.client.getRange(this.key, { start: seg.start, end: seg.end }, seg,
-        { signal: seg.controller.signal, ...(this.etag ? { ifMatch: this.etag } : {}) });
+      const opts = { signal: seg.controller.signal, ...(this.etag ? { ifMatch: this.etag } : {}) };
+      if (this.cache && this.etag) {
+        await readThroughCache(this.cache, this.client, { key: this.key, etag: this.etag, sizeBytes: this.sizeBytes }, { start: seg.start, end: seg.end }, seg, opts);
+      } else {
+        await this.client.getRange(this.key, { start: seg.start, end: seg.end }, seg, opts);
+      }
       seg.finish();
     } catch (err) {
       // Every byte arrived and only the end of the answer failed, or the reader gave up on it.

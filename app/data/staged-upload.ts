@@ -22,6 +22,7 @@ import type { CompletedPart, ObjectClient, WriteConditions } from '../s3/object-
 import { S3RequestError } from '../s3/errors.js';
 import { PartLimitError, maxObjectBytes, partSizeFor, type UploadTracker } from './uploader.js';
 import type { StagedFile, UploadSnapshot } from './staging.js';
+import type { CacheFill } from './disk-cache.js';
 
 /** What an upload of a staged file needs of the bucket: its writes, with their conditions (WriteConditions). */
 export type StagedUploadTarget = Pick<ObjectClient, 'bucket' | 'putObject' | 'createMultipartUpload' | 'uploadPart' | 'completeMultipartUpload' | 'abortMultipartUpload'>;
@@ -42,6 +43,8 @@ export interface StagedUploadConfig {
    * has the file open), based on the version just uploaded.
    */
   keepStage?: () => boolean;
+  /** A copy of the bytes for the disk cache, per attempt; committed once the object is stored. */
+  cacheFill?: () => CacheFill | undefined;
 }
 
 export type StagedUploadResult =
@@ -80,9 +83,12 @@ export async function uploadStagedFile(stage: StagedFile, target: StagedUploadTa
     const snap = await stage.beginUpload();
     const precondition: WriteConditions = snap.baseEtag === undefined ? { ifNoneMatch: '*' } : { ifMatch: snap.baseEtag };
     let etag: string;
+    const fill = config.cacheFill?.();
     try {
-      etag = await uploadSnapshot(stage, snap, target, config, precondition);
+      etag = await uploadSnapshot(stage, snap, target, config, precondition, fill);
+      fill?.commit({ key: snap.key, etag, sizeBytes: snap.sizeBytes });
     } catch (err) {
+      fill?.abort();
       if (err instanceof ChangedDuringUpload) {
         await stage.endUploadUnpublished('retry');
         if (stage.state === 'closed' && attempt < maxAttempts) continue;
@@ -100,17 +106,19 @@ export async function uploadStagedFile(stage: StagedFile, target: StagedUploadTa
   }
 }
 
-async function readPart(stage: StagedFile, snap: UploadSnapshot, buffer: Buffer, position: number): Promise<void> {
+async function readPart(stage: StagedFile, snap: UploadSnapshot, buffer: Buffer, position: number, fill: CacheFill | undefined): Promise<void> {
   const got = await stage.readForUpload(buffer, position);
   if (got !== buffer.length || !stage.unchangedSince(snap)) throw new ChangedDuringUpload();
+  fill?.add(position, buffer);
 }
 
-async function uploadSnapshot(stage: StagedFile, snap: UploadSnapshot, target: StagedUploadTarget, config: StagedUploadConfig, precondition: WriteConditions): Promise<string> {
+async function uploadSnapshot(stage: StagedFile, snap: UploadSnapshot, target: StagedUploadTarget, config: StagedUploadConfig, precondition: WriteConditions,
+  fill: CacheFill | undefined): Promise<string> {
   const signalOpts = config.signal ? { signal: config.signal } : {};
   const firstPartBytes = partSizeFor(1, config.partSizeBytes);
   if (snap.sizeBytes <= firstPartBytes) {
     const body = Buffer.allocUnsafe(snap.sizeBytes);
-    await readPart(stage, snap, body, 0);
+    await readPart(stage, snap, body, 0, fill);
     return (await target.putObject(snap.key, body, { ...signalOpts, ...precondition })).etag;
   }
   const limitBytes = maxObjectBytes(config.partSizeBytes);
@@ -139,7 +147,7 @@ async function uploadSnapshot(stage: StagedFile, snap: UploadSnapshot, target: S
         const part = parts[next++]!;
         if (!buffer || buffer.length !== part.sizeBytes) buffer = Buffer.allocUnsafe(part.sizeBytes);
         try {
-          await readPart(stage, snap, buffer, part.start);
+          await readPart(stage, snap, buffer, part.start, fill);
           const etag = await target.uploadPart(snap.key, uploadId, part.partNumber, buffer, { signal });
           done.push({ partNumber: part.partNumber, etag });
         } catch (err) {

@@ -11,6 +11,7 @@ import { constants as fsConstants } from 'node:fs';
 import type { ListPage, ObjectClient, ObjectInfo } from '../s3/object-client.js';
 import type { Prefetcher, PrefetchConfig } from '../data/prefetcher.js';
 import { ObjectReads } from '../data/object-reads.js';
+import type { CacheFill, DiskCache } from '../data/disk-cache.js';
 import { PartLimitError, Uploader, type UploadTracker } from '../data/uploader.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
@@ -48,6 +49,8 @@ export interface FsConfig extends Pick<MountOptions,
   staging?: StagingArea | undefined;
   /** Editing mode: files uploaded at once, and keys moved at once by a folder rename. */
   maxUploadsInFlight?: number;
+  /** `--cache`: reads go through it; what is written is stored in it once uploaded. */
+  dataCache?: DiskCache | undefined;
 }
 
 export interface Stat {
@@ -85,6 +88,8 @@ interface WriteHandle {
   kind: 'write';
   path: string;
   uploader: Uploader;
+  /** The written bytes kept for the disk cache, when the mount has one. */
+  fill: CacheFill | undefined;
   /** Set once flush/fsync completed the object: later writes get EIO. */
   completed: boolean;
   openedAtMs: number;
@@ -241,6 +246,7 @@ export class S3FileSystem {
       budgetBytes: config.prefetchBudgetBytes,
       readPartSizeBytes: config.readPartSizeBytes,
       prefetch: config.prefetch,
+      cache: config.dataCache,
       now: () => this.clock.now(),
     });
     this.mountedAt = new Date(this.clock.now());
@@ -672,6 +678,7 @@ export class S3FileSystem {
         maxPartsInFlight: this.config.maxPartsInFlight,
         tracker: this.config.uploadTracker,
       }),
+      fill: this.config.dataCache?.fill(),
       completed: false,
       openedAtMs: this.clock.now(),
     };
@@ -770,6 +777,7 @@ export class S3FileSystem {
     if (offset !== h.uploader.sizeBytes) throw refuse('writeOutOfOrder', path);
     try {
       await h.uploader.append(data);
+      h.fill?.add(offset, data);
       return data.length;
     } catch (err) {
       const e = this.uploadError(err, path);
@@ -815,8 +823,10 @@ export class S3FileSystem {
       const { etag, sizeBytes } = await h.uploader.complete();
       const info: ObjectInfo = { key: h.uploader.key, sizeBytes, etag, lastModified: new Date(this.clock.now()) };
       this.noteStored(h.path, info);
+      h.fill?.commit(info);
       this.log.info('upload complete', { op: 'upload', key: h.uploader.key, sizeBytes, durationMs: this.clock.now() - started });
     } catch (err) {
+      h.fill?.abort();
       const e = err instanceof PartLimitError
         ? new FsError('ENOSPC', err.message, { rule: 'fsyncTooLarge', cause: err })
         : new FsError('EIO', `${h.path}: upload failed, the object was not written: ${err instanceof Error ? err.message : String(err)}`, { rule: 'ioError', cause: err });
@@ -1157,6 +1167,7 @@ export class S3FileSystem {
         maxPartsInFlight: Math.max(1, Math.min(this.config.maxPartsInFlight, Math.floor(STAGED_PARTS_IN_FLIGHT / Math.max(1, this.multipartUploads)))),
         tracker: this.config.uploadTracker,
         keepStage: () => e.handles > 0,
+        cacheFill: () => this.config.dataCache?.fill(),
       });
     } catch (err) {
       if (!(err instanceof StageConflictError)) throw err;
@@ -1578,6 +1589,7 @@ export class S3FileSystem {
   private async abortWrite(h: WriteHandle): Promise<void> {
     h.completed = true;
     if (h.uploader.state === 'completed') return;
+    h.fill?.abort();
     await h.uploader.abort();
     if (this.writing.get(h.path) === h) this.writing.delete(h.path);
     const err = new FsError('EIO', `${h.path}: still open for writing at unmount; the upload was aborted and the object not written`, { rule: 'ioError' });

@@ -19,6 +19,7 @@ import { UploadJournal, abortAbandonedUploads } from './upload-journal.js';
 import { uploadJournalDirectory } from '../log.js';
 import type { UploadTracker } from '../data/uploader.js';
 import { StagingArea, StagingInUseError, defaultStagingDirectory } from '../data/staging.js';
+import { CacheInUseError, CacheUnusableError, DiskCache } from '../data/disk-cache.js';
 import type { MountErrorCode, MountState, WorkerError } from './protocol.js';
 
 export class MountError extends Error {
@@ -113,13 +114,18 @@ export class BucketMount {
   private readonly ended: Promise<void>;
   private resolveEnded!: () => void;
 
-  private constructor(options: MountOptions, fs: S3FileSystem, fuse: FuseMount, log: Logger, hooks: MountHooks, release: () => Promise<void> = async () => {}) {
+  /** `--cache`'s blocks. */
+  readonly dataCache: DiskCache | undefined;
+
+  private constructor(options: MountOptions, fs: S3FileSystem, fuse: FuseMount, log: Logger, hooks: MountHooks, release: () => Promise<void> = async () => {},
+    dataCache?: DiskCache) {
     this.options = options;
     this.fs = fs;
     this.fuse = fuse;
     this.log = log;
     this.hooks = hooks;
     this.release = release;
+    this.dataCache = dataCache;
     this.ended = new Promise((resolve) => { this.resolveEnded = resolve; });
   }
 
@@ -146,6 +152,7 @@ export class BucketMount {
       ...(hooks.localFolders ?? []),
       { what: 'upload journal folder', folder: journalDir },
       ...(given.allowEdit ? [{ what: 'staging folder', folder: stagingDirectoryFor(given) }] : []),
+      ...(given.cacheDirectory !== undefined ? [{ what: 'cache folder', folder: given.cacheDirectory }] : []),
     ]);
     if (inside) throw new MountError(inside.code, inside.message);
     // The kernel lists mounts by their real path; watching a symlinked
@@ -223,6 +230,17 @@ export class BucketMount {
         throw new MountError('internal', `cannot open the staging folder ${staging.directory}: ${(err as Error).message}`, { cause: err });
       }
     }
+    let dataCache: DiskCache | undefined;
+    if (options.cacheDirectory !== undefined) {
+      try {
+        dataCache = await DiskCache.open({ directory: options.cacheDirectory, blockSizeBytes: options.cacheBlockSizeBytes, maxSizeBytes: options.maxCacheSizeBytes, log });
+      } catch (err) {
+        await staging?.close();
+        if (err instanceof CacheInUseError) throw new MountError('cache-in-use', err.message, { cause: err });
+        if (err instanceof CacheUnusableError) throw new MountError('cache-unusable', err.message, { cause: err });
+        throw new MountError('internal', `cannot open the cache folder ${options.cacheDirectory}: ${(err as Error).message}`, { cause: err });
+      }
+    }
     const fs = new S3FileSystem(client, {
       prefix: options.prefix,
       readOnly: options.readOnly,
@@ -243,6 +261,7 @@ export class BucketMount {
       maxPartsInFlight: MAX_PARTS_IN_FLIGHT,
       prefetchBudgetBytes: PREFETCH_BUDGET_BYTES,
       uploadTracker: hooks.uploadTracker,
+      dataCache,
     }, { log, ...(hooks.events ? { events: hooks.events } : {}) });
     const fuse = createFuse(options.mountPoint, fs, {
       allowOther: options.allowOther,
@@ -256,12 +275,13 @@ export class BucketMount {
     }, log);
     const m = new BucketMount(options, fs, fuse, log, hooks, async () => {
       stop.abort();
-      await staging?.close();
-    });
+      await Promise.all([staging?.close(), dataCache?.close()]);
+    }, dataCache);
     m.setState('mounting');
     try {
       await fuse.mount();
     } catch (err) {
+      await m.release().catch(() => undefined);
       throw new MountError('fuse-unavailable', `cannot mount at ${options.mountPoint}: ${(err as Error).message}`, { cause: err });
     }
     m.setState('mounted');
@@ -316,7 +336,7 @@ export class BucketMount {
     this.watch = undefined;
     this.finishing ??= (async () => {
       await this.fs.drain();
-      await this.release().catch((err: unknown) => this.log.warn('closing the staging folder failed', { error: (err as Error).message }));
+      await this.release().catch((err: unknown) => this.log.warn('closing the staging or cache folder failed', { error: (err as Error).message }));
       this.setState('unmounted');
       // What the kernel asked for, per operation: shows at a glance whether
       // a workload was served by listings or by one request per file.

@@ -47,6 +47,13 @@ async function main(): Promise<void> {
       try {
         const m = parseToWorker(raw);
         if (m.type === 'unmount') void mount.unmount({ abandonUploads: m.abandonUploads === true });
+        if (m.type === 'clear-cache') {
+          const cache = mount.dataCache;
+          (cache ? cache.clear() : Promise.reject(new Error('this mount keeps no local copy'))).then(
+            (freedBytes) => sendToParent({ type: 'cache-cleared', freedBytes }),
+            (err: unknown) => sendToParent({ type: 'cache-cleared', freedBytes: 0, error: (err as Error).message }),
+          );
+        }
       } catch (err) {
         log.warn('bad message from parent', { error: (err as Error).message });
       }

@@ -1,0 +1,98 @@
+/**
+ * A ranged read of one object version through the disk cache: blocks the
+ * cache holds are read from disk, runs of missing blocks are fetched with
+ * one GET each, widened to whole blocks so they can be stored. Bytes reach
+ * the sink in order and as they arrive (a reader waiting for the first
+ * bytes of a miss does not wait for its whole block).
+ */
+import type { ByteRange, ObjectClient, RangeSink, RequestOptions } from '../s3/object-client.js';
+import type { DiskCache, ObjectVersion } from './disk-cache.js';
+
+export async function readThroughCache(
+  cache: DiskCache,
+  client: Pick<ObjectClient, 'getRange'>,
+  v: ObjectVersion,
+  range: ByteRange,
+  sink: RangeSink,
+  opts: RequestOptions & { ifMatch?: string },
+): Promise<void> {
+  const bs = cache.blockSizeBytes;
+  const end = Math.min(range.end, v.sizeBytes);
+  let pos = range.start;
+  while (pos < end) {
+    opts.signal?.throwIfAborted();
+    const index = Math.floor(pos / bs);
+    const blockStart = index * bs;
+    const fetching = cache.fetchingBlock(v, index);
+    const held = fetching ? await fetching : cache.stores(v, index) ? await cache.read(v, index) : undefined;
+    if (held) {
+      const upTo = Math.min(end, blockStart + held.length);
+      sink.write(held.subarray(pos - blockStart, upTo - blockStart));
+      pos = upTo;
+      continue;
+    }
+    // Another reader may have taken the block up while this one waited.
+    if (cache.holds(v, index)) continue;
+    // The run of blocks nobody holds or fetches, from this one on, claimed
+    // before any await so that no other reader fetches them too.
+    let last = index;
+    while ((last + 1) * bs < end && !cache.holds(v, last + 1)) last++;
+    pos = await fetchBlocks(cache, client, v, index, last, pos, end, sink, opts);
+  }
+}
+
+/** One GET of blocks first..last; returns the offset delivered up to. */
+async function fetchBlocks(
+  cache: DiskCache,
+  client: Pick<ObjectClient, 'getRange'>,
+  v: ObjectVersion,
+  first: number,
+  last: number,
+  from: number,
+  end: number,
+  sink: RangeSink,
+  opts: RequestOptions & { ifMatch?: string },
+): Promise<number> {
+  const bs = cache.blockSizeBytes;
+  const start = first * bs;
+  const stop = Math.min((last + 1) * bs, v.sizeBytes);
+  const fetch = cache.beginFetch(v, first, last);
+  let at = start;
+  let delivered = from;
+  let block: Buffer | undefined;
+  let index = first;
+  const blockSink: RangeSink = {
+    write(bytes: Buffer): void {
+      let pos = 0;
+      while (pos < bytes.length && at < stop) {
+        const length = cache.blockLength(v, index);
+        block ??= Buffer.allocUnsafe(length);
+        const within = at - index * bs;
+        const n = Math.min(bytes.length - pos, length - within);
+        bytes.copy(block, within, pos, pos + n);
+        // The caller's part of these bytes, in order.
+        const a = Math.max(at, delivered);
+        const b = Math.min(at + n, end);
+        if (b > a) {
+          sink.write(bytes.subarray(pos + (a - at), pos + (b - at)));
+          delivered = b;
+        }
+        at += n;
+        pos += n;
+        if (within + n === length) {
+          fetch.done(index, block);
+          block = undefined;
+          index++;
+        }
+      }
+    },
+  };
+  try {
+    await client.getRange(v.key, { start, end: stop }, blockSink, opts);
+  } finally {
+    // Blocks the GET did not finish: their waiters fetch them themselves.
+    for (let i = index; i <= last; i++) fetch.done(i, undefined);
+  }
+  if (delivered < Math.min(end, stop)) throw new Error(`${v.key}: the answer ended at byte ${at} of ${stop}`);
+  return delivered;
+}
