@@ -354,6 +354,61 @@ describe('a mount-time failure prints one "sosmount: error:" line, exits 1 and l
   });
 });
 
+describe('--cache folders that cannot be used are refused before mounting, in one line', { concurrency: 2 }, () => {
+  test('inside the mount point, a file, in use by another mount, on a read-only file system', async (t) => {
+    const fx = await fixture(t);
+    const inside = path.join(fx.mnt, 'cache');
+    let r = await sosmount(mountArgs(fx, '--cache', inside), { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`the cache folder ${inside} is inside the mount point ${fx.mnt}: `), fx);
+    assert.deepEqual(await readdir(fx.mnt), []);
+
+    const file = path.join(fx.work, 'a-file');
+    await writeFile(file, 'x');
+    r = await sosmount(mountArgs(fx, '--cache', file), { env: fx.env, timeoutMs: 30_000 });
+    await assertMountFailure(r, new RegExp(`^sosmount: error: cannot use the cache folder ${file}: it is not a folder$`), fx);
+
+    const ro = path.join(fx.work, 'ro');
+    await mkdir(ro);
+    assert.equal((await run('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', ro])).code, 0);
+    try {
+      r = await sosmount(mountArgs(fx, '--cache', path.join(ro, 'cache')), { env: fx.env, timeoutMs: 30_000 });
+      await assertMountFailure(r, /: it is on a read-only file system$/, fx);
+    } finally {
+      await execQuiet('umount', [ro]);
+    }
+
+    const cache = path.join(fx.work, 'cache');
+    r = await sosmount(mountArgs(fx, '--cache', cache), { env: fx.env, timeoutMs: 30_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const second = path.join(fx.work, 'mnt2');
+    await mkdir(second);
+    r = await sosmount(['--profile', 'good', '--endpoint-url', server.endpoint, '--cache', cache, fx.bucket, second], { env: fx.env, timeoutMs: 30_000 });
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(lines(r.stderr).length, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^sosmount: error: the cache folder ${cache} is in use by process \\d+ \\(another mount uses the same --cache folder\\)\n$`));
+    assert.equal(await mountCount(second), 0);
+    assert.equal((await run('umount', [fx.mnt])).code, 0);
+  });
+
+  test('bad --cache flag values: a usage error naming the flag, nothing mounted', async (t) => {
+    const fx = await fixture(t);
+    const cases: Array<[string[], RegExp]> = [
+      [['--max-cache-size', '100'], /^sosmount: --max-cache-size: only applies with --cache$/],
+      [['--cache', fx.work, '--max-cache-size', 'lots'], /^sosmount: --max-cache-size: /],
+      [['--cache', fx.work, '--max-cache-size', '2'], /^sosmount: --max-cache-size: 2 MiB holds fewer than 4 blocks of 1024 KiB; give at least 4$/],
+      [['--cache', fx.work, '--cache-block-size', '1'], /^sosmount: --cache-block-size: /],
+      [['--cache', ''], /^sosmount: --cache: /],
+    ];
+    for (const [flags, expected] of cases) {
+      const r = await sosmount(mountArgs(fx, ...flags), { env: fx.env, timeoutMs: 30_000 });
+      assert.equal(r.code, 2, `${flags.join(' ')}: ${r.stderr}`);
+      const errLines = lines(r.stderr);
+      assert.ok(errLines.length >= 1 && expected.test(errLines[0]!), `${flags.join(' ')}: ${r.stderr}`);
+      assert.equal(await mountCount(fx.mnt), 0);
+    }
+  });
+});
+
 describe('the worker\'s own folders (log, upload journal) inside the mount point are refused before mounting', { concurrency: 2 }, () => {
   // Before this check, `-l MNT/logs` mounted, and the worker's first log
   // line went into its own mount: `ls MNT` then hung for ever. Every run

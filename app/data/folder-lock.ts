@@ -4,6 +4,7 @@
  * pid, created exclusively; one left by a dead process is taken over, so a
  * crash never locks a folder for good.
  */
+import { readFileSync } from 'node:fs';
 import { open, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -20,9 +21,14 @@ export class FolderLockedError extends Error {
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A killed worker stays a zombie until its parent reaps it: dead all the same.
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return true;
   }
 }
 
