@@ -23,14 +23,15 @@ export async function readThroughCache(
     opts.signal?.throwIfAborted();
     const index = Math.floor(pos / bs);
     const blockStart = index * bs;
-    const fetching = cache.fetchingBlock(v, index);
-    const held = fetching ? await fetching : cache.stores(v, index) ? await cache.read(v, index) : undefined;
-    if (held) {
-      const upTo = Math.min(end, blockStart + held.length);
-      sink.write(held.subarray(pos - blockStart, upTo - blockStart));
+    const deliver = (data: Buffer): void => {
+      const upTo = Math.min(end, blockStart + data.length);
+      sink.write(data.subarray(pos - blockStart, upTo - blockStart));
       pos = upTo;
-      continue;
-    }
+    };
+    // A block another reader fetches is read from disk once stored.
+    const fetching = cache.fetchingBlock(v, index);
+    if (fetching) await fetching;
+    if (cache.stores(v, index) && await cache.readBlock(v, index, deliver)) continue;
     // Another reader may have taken the block up while this one waited.
     if (cache.holds(v, index)) continue;
     // The run of blocks nobody holds or fetches, from this one on, claimed
@@ -59,14 +60,17 @@ async function fetchBlocks(
   const fetch = cache.beginFetch(v, first, last);
   let at = start;
   let delivered = from;
+  /** The block being received, in a buffer of the cache's pool (given back once stored). */
   let block: Buffer | undefined;
+  let buffer: Buffer | undefined;
   let index = first;
   const blockSink: RangeSink = {
     write(bytes: Buffer): void {
       let pos = 0;
       while (pos < bytes.length && at < stop) {
         const length = cache.blockLength(v, index);
-        block ??= Buffer.allocUnsafe(length);
+        buffer ??= cache.takeBuffer();
+        block ??= buffer.subarray(0, length);
         const within = at - index * bs;
         const n = Math.min(bytes.length - pos, length - within);
         bytes.copy(block, within, pos, pos + n);
@@ -80,8 +84,9 @@ async function fetchBlocks(
         at += n;
         pos += n;
         if (within + n === length) {
-          fetch.done(index, block);
+          fetch.done(index, block, buffer);
           block = undefined;
+          buffer = undefined;
           index++;
         }
       }
@@ -91,7 +96,7 @@ async function fetchBlocks(
     await client.getRange(v.key, { start, end: stop }, blockSink, opts);
   } finally {
     // Blocks the GET did not finish: their waiters fetch them themselves.
-    for (let i = index; i <= last; i++) fetch.done(i, undefined);
+    for (let i = index; i <= last; i++) fetch.done(i, undefined, i === index ? buffer : undefined);
   }
   if (delivered < Math.min(end, stop)) throw new Error(`${v.key}: the answer ended at byte ${at} of ${stop}`);
   return delivered;

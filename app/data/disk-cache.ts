@@ -16,7 +16,7 @@
  * per block when read).
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, unlink, utimes } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -111,6 +111,8 @@ const DIRENT_BYTES = 64;
  * but not stored, so a slow disk costs hit rate, never memory.
  */
 const MAX_QUEUED_STORE_BYTES = 8 * 1024 * 1024;
+/** Block buffers kept for reuse (takeBuffer). */
+const MAX_POOLED_BUFFERS = 8;
 /** Incomplete blocks one write through the mount may hold (parts arrive in any order). */
 const MAX_FILL_PARTIAL_BLOCKS = 8;
 
@@ -195,7 +197,8 @@ export class DiskCache {
   private queuedStoreBytes = 0;
   private readonly writes = new Set<Promise<unknown>>();
   /** Blocks being fetched by a reader, so a second reader of the same block waits instead of fetching it again. */
-  private readonly fetching = new Map<string, Promise<Buffer | undefined>>();
+  private readonly fetching = new Map<string, Promise<boolean>>();
+  private readonly pool: Buffer[] = [];
   private warnedWrite = false;
   private closed = false;
   private tempCounter = 0;
@@ -325,11 +328,11 @@ export class DiskCache {
   /** Whether the block is stored or being fetched (no disk access). */
   holds(v: ObjectVersion, index: number): boolean {
     const name = this.nameOf(this.identity(v), index);
-    return this.entries.has(name) || this.fetching.has(name);
+    return !this.closed && (this.entries.has(name) || this.fetching.has(name));
   }
 
-  /** The block as the reader fetching it will have it (undefined if that fetch fails); undefined when nobody fetches it. */
-  fetchingBlock(v: ObjectVersion, index: number): Promise<Buffer | undefined> | undefined {
+  /** When another reader fetches the block: resolves once it is stored (true) or will not be (false). */
+  fetchingBlock(v: ObjectVersion, index: number): Promise<boolean> | undefined {
     return this.fetching.get(this.nameOf(this.identity(v), index));
   }
 
@@ -340,50 +343,84 @@ export class DiskCache {
 
   /** Whether the index has the block (its file is checked only by read()). */
   stores(v: ObjectVersion, index: number): boolean {
-    return this.entries.has(this.nameOf(this.identity(v), index));
+    return !this.closed && this.entries.has(this.nameOf(this.identity(v), index));
   }
 
   /**
-   * The block's bytes if stored and whole; undefined for a miss. A block
-   * that fails its checks is removed and logged.
+   * Hands the block's bytes to `use` (synchronously, in a buffer reused
+   * once it returns) if the block is stored and whole; false for a miss. A
+   * block that fails its checks is removed and logged.
    */
-  async read(v: ObjectVersion, index: number): Promise<Buffer | undefined> {
+  async readBlock(v: ObjectVersion, index: number, use: (data: Buffer) => void): Promise<boolean> {
     const identity = this.identity(v);
     const name = this.nameOf(identity, index);
     const entry = this.entries.get(name);
     if (!entry || this.closed) {
       this.stats.misses++;
-      return undefined;
+      return false;
     }
     const file = path.join(this.blocksDir, name);
-    let bytes: Buffer;
+    const buffer = this.takeBuffer();
     try {
-      bytes = await readFile(file);
-    } catch (err) {
-      this.forget(name);
-      this.stats.misses++;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn('cache block unreadable', { key: v.key, block: index, error: (err as Error).message });
-      return undefined;
+      let got: number;
+      try {
+        const h = await open(file, 'r');
+        try {
+          // One byte more than a block holds: a longer file is not a block either.
+          got = (await h.read(buffer, 0, buffer.length, 0)).bytesRead;
+        } finally {
+          await h.close();
+        }
+      } catch (err) {
+        this.forget(name);
+        this.stats.misses++;
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn('cache block unreadable', { key: v.key, block: index, error: (err as Error).message });
+        return false;
+      }
+      const bytes = buffer.subarray(0, got);
+      const problem = this.check(bytes, identity, index, this.blockLength(v, index));
+      if (problem !== undefined) {
+        this.stats.invalid++;
+        this.stats.misses++;
+        this.log?.warn('cache block invalid, fetched again', { key: v.key, block: index, problem });
+        this.forget(name);
+        await unlink(file).catch(() => undefined);
+        return false;
+      }
+      this.stats.hits++;
+      // Most recently used: last in the map's order.
+      this.entries.delete(name);
+      this.entries.set(name, entry);
+      const now = this.now();
+      if (now - entry.touchedMs > TOUCH_INTERVAL_MS) {
+        entry.touchedMs = now;
+        void utimes(file, now / 1000, now / 1000).catch(() => undefined);
+      }
+      use(bytes.subarray(HEADER_BYTES));
+      return true;
+    } finally {
+      this.giveBuffer(buffer);
     }
-    const problem = this.check(bytes, identity, index, this.blockLength(v, index));
-    if (problem !== undefined) {
-      this.stats.invalid++;
-      this.stats.misses++;
-      this.log?.warn('cache block invalid, fetched again', { key: v.key, block: index, problem });
-      this.forget(name);
-      await unlink(file).catch(() => undefined);
-      return undefined;
-    }
-    this.stats.hits++;
-    // Most recently used: last in the map's order.
-    this.entries.delete(name);
-    this.entries.set(name, entry);
-    const now = this.now();
-    if (now - entry.touchedMs > TOUCH_INTERVAL_MS) {
-      entry.touchedMs = now;
-      void utimes(file, now / 1000, now / 1000).catch(() => undefined);
-    }
-    return bytes.subarray(HEADER_BYTES);
+  }
+
+  /** The block's bytes (a copy), or undefined for a miss. */
+  async read(v: ObjectVersion, index: number): Promise<Buffer | undefined> {
+    let copy: Buffer | undefined;
+    await this.readBlock(v, index, (data) => { copy = Buffer.from(data); });
+    return copy;
+  }
+
+  /**
+   * A buffer of a header, a block and one byte more. Reads and fetches reuse
+   * a few: a fresh megabyte per block cost more in allocation and garbage
+   * collection than the read itself.
+   */
+  takeBuffer(): Buffer {
+    return this.pool.pop() ?? Buffer.allocUnsafeSlow(HEADER_BYTES + this.blockSizeBytes + 1);
+  }
+
+  giveBuffer(buffer: Buffer): void {
+    if (this.pool.length < MAX_POOLED_BUFFERS && buffer.length === HEADER_BYTES + this.blockSizeBytes + 1) this.pool.push(buffer);
   }
 
   /** Why a block file is not the block asked for, or undefined if it is. */
@@ -463,20 +500,20 @@ export class DiskCache {
     void this.storeBlock(v, index, data);
   }
 
-  /** store(), settled once the block is on disk or skipped. */
-  private storeBlock(v: ObjectVersion, index: number, data: Buffer): Promise<void> {
-    if (this.closed || data.length !== this.blockLength(v, index) || data.length === 0) return Promise.resolve();
+  /** store(): true once the block is on disk, false if it is not stored. */
+  private storeBlock(v: ObjectVersion, index: number, data: Buffer): Promise<boolean> {
+    if (this.closed || data.length !== this.blockLength(v, index) || data.length === 0) return Promise.resolve(false);
     const identity = this.identity(v);
     const name = this.nameOf(identity, index);
-    if (this.entries.has(name)) return Promise.resolve();
+    if (this.entries.has(name)) return Promise.resolve(true);
     if (this.queuedStoreBytes + data.length > MAX_QUEUED_STORE_BYTES) {
       this.stats.skipped++;
-      return Promise.resolve();
+      return Promise.resolve(false);
     }
     this.queuedStoreBytes += data.length;
     const write = (async () => {
       try {
-        await this.writeBlock(name, this.header(identity, index, data), data);
+        return await this.writeBlock(name, this.header(identity, index, data), data);
       } finally {
         this.queuedStoreBytes -= data.length;
       }
@@ -490,11 +527,11 @@ export class DiskCache {
     void p.finally(() => this.writes.delete(p));
   }
 
-  private async writeBlock(name: string, header: Buffer, data: Buffer): Promise<void> {
+  private async writeBlock(name: string, header: Buffer, data: Buffer): Promise<boolean> {
     const cost = this.costOf(data.length);
     if (!(await this.reserve(cost))) {
       this.stats.skipped++;
-      return;
+      return false;
     }
     const temp = this.tempPath();
     try {
@@ -506,10 +543,12 @@ export class DiskCache {
         await h.close();
       }
       await this.place(temp, name, cost);
+      return true;
     } catch (err) {
       this.usedBytes -= cost;
       await unlink(temp).catch(() => undefined);
       this.writeFailed(err);
+      return false;
     }
   }
 
@@ -530,34 +569,39 @@ export class DiskCache {
   }
 
   /**
-   * Marks blocks as being fetched by the caller: read() of one of them
-   * waits for its bytes. The caller must settle each with `done`.
+   * Marks blocks as being fetched by the caller: a reader that wants one of
+   * them waits until it is stored (fetchingBlock). The caller settles each
+   * with `done`: its bytes (stored, then the buffer given back to the pool)
+   * or undefined if the fetch failed.
    */
-  beginFetch(v: ObjectVersion, first: number, last: number): { done(index: number, data: Buffer | undefined): void } {
+  beginFetch(v: ObjectVersion, first: number, last: number): { done(index: number, data: Buffer | undefined, buffer?: Buffer): void } {
     const identity = this.identity(v);
-    const settle = new Map<number, (data: Buffer | undefined) => void>();
+    const settle = new Map<number, (data: Buffer | undefined, buffer?: Buffer) => void>();
     for (let i = first; i <= last; i++) {
       const name = this.nameOf(identity, i);
       if (this.fetching.has(name)) continue;
-      let resolve!: (data: Buffer | undefined) => void;
-      const p = new Promise<Buffer | undefined>((r) => { resolve = r; });
+      let resolve!: (stored: boolean) => void;
+      const p = new Promise<boolean>((r) => { resolve = r; });
       this.fetching.set(name, p);
-      // A fetched block stays here until it is on disk, so no reader fetches it meanwhile.
-      const forget = (): void => {
-        if (this.fetching.get(name) === p) this.fetching.delete(name);
-      };
-      settle.set(i, (data) => {
-        resolve(data);
-        if (data) void this.storeBlock(v, i, data).finally(forget);
-        else forget();
+      settle.set(i, (data, buffer) => {
+        const finish = (stored: boolean): void => {
+          if (this.fetching.get(name) === p) this.fetching.delete(name);
+          if (buffer) this.giveBuffer(buffer);
+          resolve(stored);
+        };
+        if (data) void this.storeBlock(v, i, data).then(finish, () => finish(false));
+        else finish(false);
       });
     }
     return {
-      done: (index, data) => {
+      done: (index, data, buffer) => {
         const finish = settle.get(index);
-        if (!finish) return;
+        if (!finish) {
+          if (buffer) this.giveBuffer(buffer);
+          return;
+        }
         settle.delete(index);
-        finish(data);
+        finish(data, buffer);
       },
     };
   }

@@ -186,14 +186,14 @@ async function mountForeground(name: string, dir: string, cmd: string, args: str
   };
 }
 
-export async function mountS3fs(t: Target, dir: string, workDir: string): Promise<MountHandle> {
+export async function mountS3fs(t: Target, dir: string, workDir: string, extraOptions: string[] = []): Promise<MountHandle> {
   const passwd = path.join(workDir, 's3fs.passwd');
   fs.writeFileSync(passwd, `${t.accessKeyId}:${t.secretAccessKey}\n`, { mode: 0o600 });
-  const options = [`url=${t.endpoint}`, 'use_path_request_style', `passwd_file=${passwd}`];
+  const options = [`url=${t.endpoint}`, 'use_path_request_style', `passwd_file=${passwd}`, ...extraOptions];
   return mountForeground('s3fs', dir, 's3fs', [t.bucket, dir, '-f', '-o', options.join(',')], baseEnv(), 'fuse.s3fs');
 }
 
-export async function mountRclone(t: Target, dir: string, workDir: string): Promise<MountHandle> {
+export async function mountRclone(t: Target, dir: string, workDir: string, extraArgs: string[] = []): Promise<MountHandle> {
   const conf = path.join(workDir, 'rclone.conf');
   if (!fs.existsSync(conf)) fs.writeFileSync(conf, '');
   const env = baseEnv({
@@ -206,7 +206,7 @@ export async function mountRclone(t: Target, dir: string, workDir: string): Prom
     RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE: 'true',
     RCLONE_CONFIG_BENCH_REGION: 'us-east-1',
   });
-  return mountForeground('rclone', dir, 'rclone', ['mount', `bench:${t.bucket}`, dir, '--vfs-cache-mode', 'off'], env, 'fuse.rclone');
+  return mountForeground('rclone', dir, 'rclone', ['mount', `bench:${t.bucket}`, dir, ...(extraArgs.length ? extraArgs : ['--vfs-cache-mode', 'off'])], env, 'fuse.rclone');
 }
 
 /** Samples a process's resident memory (and CPU time) while a workload runs. */

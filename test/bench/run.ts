@@ -190,7 +190,7 @@ function profileOf(name: string, quick: boolean): Profile {
 /** Time limit per workload; a run past it is TIMEOUT. */
 const LIMIT_S: Record<WorkloadName, number> = {
   seqread: 300, ttfb: 30, randread1: 150, randread16: 150, randlarge1: 150, randlarge16: 150, smallread: 180, ls: 150, seqwrite: 400, smallwrite: 150,
-  cpr: 150, cprstream: 150, editsave: 60,
+  cpr: 150, cprstream: 150, editsave: 60, seqread2: 400, smallread2: 240,
 };
 
 /**
@@ -201,7 +201,12 @@ const LIMIT_S: Record<WorkloadName, number> = {
 const WORKLOAD_CONTENDERS: Partial<Record<WorkloadName, readonly ContenderName[]>> = {
   cprstream: ['sdk', 'ours', 'ours-copy'],
   editsave: ['sdk', 'ours', 'ours-copy'],
+  // The SDK keeps no local copy to read twice.
+  seqread2: ['ours', 's3fs', 'rclone'],
+  smallread2: ['ours', 's3fs', 'rclone'],
 };
+/** Every contender mounts these with its local cache in a fresh folder: ours --cache, rclone --vfs-cache-mode full, s3fs use_cache. */
+const CACHE_WORKLOADS: readonly WorkloadName[] = ['seqread2', 'smallread2'];
 /** Our mount runs these with --allow-edit. */
 const EDITING_WORKLOADS: readonly WorkloadName[] = ['cpr', 'editsave'];
 /** Figures counted by the delay proxy: not measured on a profile without it. */
@@ -263,7 +268,7 @@ async function uploadBig(s3: S3Client, key: string, size: number, seed: number):
 async function ensureData(s3: S3Client, profiles: Profile[], only: readonly WorkloadName[]): Promise<void> {
   const needs = (...wls: WorkloadName[]): boolean => wls.some((w) => only.includes(w));
   const sizes = [...new Set(profiles.flatMap((p) => [
-    ...(needs('seqread', 'ttfb', 'randread1', 'randread16') ? [p.bigSize] : []),
+    ...(needs('seqread', 'ttfb', 'randread1', 'randread16', 'seqread2') ? [p.bigSize] : []),
     ...(needs('randlarge1', 'randlarge16') ? [p.largeSize] : []),
   ]))];
   for (const size of sizes) {
@@ -275,7 +280,7 @@ async function ensureData(s3: S3Client, profiles: Profile[], only: readonly Work
     }
   }
   const smallCount = Math.max(...profiles.map((p) => p.smallRead));
-  if (!needs('smallread', 'ls')) {
+  if (!needs('smallread', 'ls', 'smallread2')) {
     await deletePrefix(s3, 'w/');
     return;
   }
@@ -380,6 +385,8 @@ function taskFor(wl: WorkloadName, p: Profile, contender: ContenderName, root: s
   });
   switch (wl) {
     case 'seqread': return { op: 'seqread', target: at(big), size: p.bigSize, seed: bigSeed(p.bigSize), partSize: PART, concurrency: SDK_INFLIGHT };
+    case 'seqread2': return { op: 'twice', task: taskFor('seqread', p, contender, root, writePrefix, env) as Extract<Task, { op: 'seqread' }> };
+    case 'smallread2': return { op: 'twice', task: taskFor('smallread', p, contender, root, writePrefix, env) as Extract<Task, { op: 'smallread' }> };
     case 'ttfb': return { op: 'ttfb', target: at(big) };
     case 'randread1': return randomReads(p.bigSize, 11, 1);
     case 'randread16': return randomReads(p.bigSize, 16, 16);
@@ -425,7 +432,8 @@ function editSource(env: Env): string {
 
 function figureOf(wl: WorkloadName, r: TaskResult): number {
   switch (wl) {
-    case 'seqread': case 'seqwrite': return (r.bytes ?? 0) / MiB / r.seconds;
+    case 'seqread': case 'seqread2': case 'seqwrite': return (r.bytes ?? 0) / MiB / r.seconds;
+    case 'smallread2': return r.seconds;
     case 'ttfb': case 'ls': return r.seconds * 1000;
     case 'randread1': case 'randread16': case 'randlarge1': case 'randlarge16': return (r.ops ?? 0) / r.seconds;
     case 'smallread': return r.seconds;
@@ -500,15 +508,16 @@ interface Env {
 }
 
 /** stagingDir: our mount runs in editing mode with its staged files there. */
-async function mountContender(c: ContenderName, target: Target, dir: string, env: Env, stagingDir?: string): Promise<MountHandle> {
+/** cacheDir: the contender mounts with its local data cache there. */
+async function mountContender(c: ContenderName, target: Target, dir: string, env: Env, stagingDir?: string, cacheDir?: string): Promise<MountHandle> {
   await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   await fsp.mkdir(dir, { recursive: true });
-  const extraArgs = stagingDir === undefined ? [] : ['--allow-edit', '--staging-directory', stagingDir];
+  const extraArgs = [...(stagingDir === undefined ? [] : ['--allow-edit', '--staging-directory', stagingDir]), ...(cacheDir === undefined ? [] : ['--cache', cacheDir])];
   switch (c) {
     case 'ours': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir, extraArgs });
     case 'ours-copy': return mountOurs(target, dir, { logDir: env.logDir, cpuProfDir: env.opts.cpuProfDir, copyBuffers: true, extraArgs });
-    case 's3fs': return mountS3fs(target, dir, env.workDir);
-    case 'rclone': return mountRclone(target, dir, env.workDir);
+    case 's3fs': return mountS3fs(target, dir, env.workDir, cacheDir === undefined ? [] : [`use_cache=${cacheDir}`]);
+    case 'rclone': return mountRclone(target, dir, env.workDir, cacheDir === undefined ? [] : ['--vfs-cache-mode', 'full', '--cache-dir', cacheDir]);
     default: throw new Error(`${c} is not a mount`);
   }
 }
@@ -532,13 +541,15 @@ async function measure(env: Env, p: Profile, proxy: ProxyHandle | undefined, wl:
   let mount: MountHandle | undefined;
   const dir = path.join(env.workDir, `mnt-${c}`);
   const stagingDir = (c === 'ours' || c === 'ours-copy') && EDITING_WORKLOADS.includes(wl) ? path.join(env.opts.stagingIn ?? env.workDir, `sosmount-bench-staging-${c}`) : undefined;
+  const cacheDir = CACHE_WORKLOADS.includes(wl) ? path.join(env.workDir, `cache-${c}`) : undefined;
   try {
     // The object the editor saves over, there before the mount looks.
     if (wl === 'editsave') await env.direct.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${writePrefix}doc.bin`, Body: content(EDIT_SEED, EDIT_SIZE) }));
     if (stagingDir !== undefined) await fsp.rm(stagingDir, { recursive: true, force: true });
+    if (cacheDir !== undefined) await fsp.rm(cacheDir, { recursive: true, force: true });
     if (c !== 'sdk') {
       try {
-        mount = await mountContender(c, target, dir, env, stagingDir);
+        mount = await mountContender(c, target, dir, env, stagingDir, cacheDir);
       } catch (err) {
         return { ...base, status: 'FAILED', error: `mount failed: ${err instanceof MountFailed ? err.message : String(err)}` };
       }
@@ -574,6 +585,7 @@ async function measure(env: Env, p: Profile, proxy: ProxyHandle | undefined, wl:
     }
     const extra: Record<string, number | string> = { ...r.extra };
     let value = figureOf(wl, r);
+    if (typeof r.extra?.['firstSeconds'] === 'number') extra['first'] = figureOf(wl, { ...r, seconds: r.extra['firstSeconds'] });
     if (wl === 'editsave') {
       if (!stats) return { ...common, status: 'FAILED', seconds: r.seconds, error: 'needs the delay proxy to count bytes' };
       value = stats.bytesUp / EDIT_SIZE;
@@ -591,6 +603,7 @@ async function measure(env: Env, p: Profile, proxy: ProxyHandle | undefined, wl:
   } finally {
     if (mount) await mount.unmount().catch(() => undefined);
     if (stagingDir !== undefined) await fsp.rm(stagingDir, { recursive: true, force: true }).catch(() => undefined);
+    if (cacheDir !== undefined) await fsp.rm(cacheDir, { recursive: true, force: true }).catch(() => undefined);
     if (writes) await deletePrefix(env.direct, writePrefix).catch(() => undefined);
   }
 }
@@ -791,10 +804,10 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     machine: m,
     settings: {
       sdk: { readPartBytes: PART, readInFlight: SDK_INFLIGHT, writePartBytes: PART, writeInFlight: SDK_INFLIGHT, smallParallel: PARALLEL },
-      ours: 'sosmount --endpoint-url URL --force-path-style (defaults); cpr and editsave add --allow-edit --staging-directory DIR',
+      ours: 'sosmount --endpoint-url URL --force-path-style (defaults); cpr and editsave add --allow-edit --staging-directory DIR; seqread2 and smallread2 add --cache DIR',
       'ours-copy': 'as ours, with SOSMOUNT_FUSE_COPY_BUFFERS=1 (the copying path of the tray\'s workers under Electron)',
-      s3fs: 's3fs -f -o url=URL,use_path_request_style,passwd_file=F (defaults)',
-      rclone: 'rclone mount bench:BUCKET DIR --vfs-cache-mode off (provider Other, defaults)',
+      s3fs: 's3fs -f -o url=URL,use_path_request_style,passwd_file=F (defaults); seqread2 and smallread2 add use_cache=DIR',
+      rclone: 'rclone mount bench:BUCKET DIR --vfs-cache-mode off (provider Other, defaults); seqread2 and smallread2: --vfs-cache-mode full --cache-dir DIR',
       wan: 'delay proxy: 20 ms each way, +1 RTT per new connection, 400 Mbit/s per direction shared, 4 MiB window per connection',
     },
     reports,

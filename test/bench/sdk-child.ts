@@ -203,6 +203,9 @@ async function run(ep: SdkEndpoint, t: Task): Promise<TaskResult> {
       s3.destroy();
       return { ok: true, seconds, bytes: t.size };
     }
+    // The SDK keeps no local copy: the two-pass workloads are for mounts only.
+    case 'twice':
+      return { ok: false, seconds: 0, error: 'the SDK has no local cache' };
   }
 }
 

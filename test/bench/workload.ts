@@ -3,9 +3,10 @@
  * the one-line JSON a child prints when it is done.
  */
 
-export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'randlarge1' | 'randlarge16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite' | 'cpr' | 'cprstream' | 'editsave';
+export type WorkloadName = 'seqread' | 'ttfb' | 'randread1' | 'randread16' | 'randlarge1' | 'randlarge16' | 'smallread' | 'ls' | 'seqwrite' | 'smallwrite' | 'cpr' | 'cprstream' | 'editsave'
+  | 'seqread2' | 'smallread2';
 
-export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'randlarge1', 'randlarge16', 'smallread', 'ls', 'seqwrite', 'smallwrite', 'cpr', 'cprstream', 'editsave'];
+export const WORKLOADS: WorkloadName[] = ['seqread', 'ttfb', 'randread1', 'randread16', 'randlarge1', 'randlarge16', 'smallread', 'ls', 'seqwrite', 'smallwrite', 'cpr', 'cprstream', 'editsave', 'seqread2', 'smallread2'];
 
 /** What a child is asked to do. Paths are mount paths for fs children and keys for the SDK child. */
 export type Task =
@@ -28,7 +29,9 @@ export type Task =
    * holds the source's bytes (`md5`), as the server shows it. The SDK puts
    * the same bytes at `key` with one PutObject.
    */
-  | { op: 'editsave'; target: string; source: string; key: string; size: number; seed: number; md5: string; poll: SdkEndpoint };
+  | { op: 'editsave'; target: string; source: string; key: string; size: number; seed: number; md5: string; poll: SdkEndpoint }
+  /** A read workload done twice on one mount (with a local cache): the second pass is the result, the first's time is extra.firstSeconds. */
+  | { op: 'twice'; task: Extract<Task, { op: 'seqread' | 'smallread' }> };
 
 export interface TaskResult {
   ok: boolean;
