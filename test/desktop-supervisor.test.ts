@@ -106,6 +106,8 @@ describe('supervisor with real workers', () => {
       allowDelete: false,
       allowOverwrite: false,
       allowEdit: false,
+      cacheEnabled: false,
+      cacheSizeMiB: 2048,
       mountAtLogin: false,
       ...overrides,
     };

@@ -42,6 +42,8 @@ function mount(overrides: Partial<MountConfig> = {}): MountConfig {
     allowDelete: false,
     allowOverwrite: false,
     allowEdit: false,
+    cacheEnabled: false,
+    cacheSizeMiB: 2048,
     mountAtLogin: false,
     ...overrides,
   };

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
         await mkdir(folder, { recursive: true });
         const saved = await call(ui, IpcChannel.SaveMount, [{
           id: undefined, zone: undefined, endpointUrl: undefined, forcePathStyle: false, prefix: '', readOnly: false,
-          allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, mountPoint: folder, ...m.config,
+          allowDelete: false, allowOverwrite: false, allowEdit: false, cacheEnabled: false, cacheSizeMiB: 2048, mountAtLogin: false, mountPoint: folder, ...m.config,
         }]) as { saved: boolean; mount: MountConfig };
         ui.statuses.set(saved.mount.id, m.status);
       }

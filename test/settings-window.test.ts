@@ -84,7 +84,7 @@ async function seedProfile(ui: SettingsPage, name: string, credentials = GOOD): 
 async function seedMount(ui: SettingsPage, mount: Partial<MountConfig> & { name: string; profile: string; mountPoint: string }): Promise<MountConfig> {
   const draft = {
     id: undefined, bucket: 'photos', zone: undefined, endpointUrl: server.endpoint, forcePathStyle: true, prefix: '',
-    readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, ...mount,
+    readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, cacheEnabled: false, cacheSizeMiB: 2048, mountAtLogin: false, ...mount,
   };
   const response = await ui.invoke(IpcChannel.SaveMount, [draft]) as { ok: true; value: { saved: true; mount: MountConfig } };
   assert.equal(response.ok && response.value.saved, true, JSON.stringify(response));
