@@ -371,7 +371,8 @@ export class Supervisor {
     const timer = setTimeout(() => {
       clearing.settle(0, `the mount did not answer within ${timeoutMs / 1000} s`);
     }, timeoutMs);
-    timer.unref();
+    // Not unref'd, unlike the other timers here: someone awaits this answer,
+    // and every way the wait ends (answer, exit, timeout) clears it.
     const clearing = {
       done,
       settle: (freedBytes: number, error?: string): void => {
