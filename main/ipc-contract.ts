@@ -165,7 +165,7 @@ export interface UploadProgress {
 export interface CacheUsage {
   /** Its folder, `~/...` under the home folder. */
   directory: string;
-  /** Bytes on disk, as `du` counts them; 0 when nothing was stored yet. */
+  /** Bytes its contents take on disk, as `du` counts them; 0 when nothing is stored. */
   usedBytes: number;
 }
 

@@ -4,6 +4,7 @@
  * worker while mounted) is the supervisor's business (main/supervisor.ts);
  * this turns its answers into what the window shows.
  */
+import { stat } from 'node:fs/promises';
 import { cacheFolderUsage } from '../../app/data/disk-cache.js';
 import { IpcChannel, type IpcHandlers } from '../ipc-contract.js';
 import { SettingsActionError } from '../ipc-validate.js';
@@ -22,7 +23,10 @@ export function cacheHandlers(ctx: SettingsContext): CacheHandlers {
       const directory = ctx.caches.cacheDirectory(mountId);
       let usedBytes: number;
       try {
-        usedBytes = await cacheFolderUsage(directory);
+        // Less the folder's own entry: a cleared cache is an empty folder,
+        // and "Using 4 KiB" would say something is still stored.
+        const own = await stat(directory).then((s) => s.blocks * 512, () => 0);
+        usedBytes = Math.max(0, (await cacheFolderUsage(directory)) - own);
       } catch (err) {
         throw new SettingsActionError('Refused', `The cache folder cannot be read: ${errnoOf(err) ?? (err as Error).message}`);
       }
