@@ -65,11 +65,14 @@ async function main(): Promise<void> {
       await ui.page.getByRole('button', { name: 'Back to the mounts' }).click();
       await ui.page.getByRole('button', { name: 'Edit Photos' }).click();
       await ui.page.locator('#m-at-login').scrollIntoViewIfNeeded();
+      await ui.page.locator('#m-cache-usage', { hasText: 'Using' }).waitFor();
       await ui.page.screenshot({ path: path.join(outDir, `settings-options-${scheme}.png`) });
 
-      // Its cache: the switch, the size, the space used and Clear Cache.
-      await ui.page.locator('#m-clear-cache').scrollIntoViewIfNeeded();
+      // Its cache (the options shot above shows the space it takes): Clear Cache and what it freed.
       await ui.page.locator('#m-cache-usage', { hasText: 'Using' }).waitFor();
+      await ui.page.getByRole('button', { name: 'Clear Cache' }).click();
+      await ui.page.locator('#m-cache-usage', { hasText: 'Nothing stored yet' }).waitFor();
+      await ui.page.locator('#m-clear-cache').focus();
       await ui.page.screenshot({ path: path.join(outDir, `settings-cache-${scheme}.png`) });
 
       await ui.page.getByRole('button', { name: 'Profiles' }).click();
