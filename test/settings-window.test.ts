@@ -554,6 +554,18 @@ describe('the local disk cache', () => {
     const missing = await ui.invoke(IpcChannel.ClearCache, ['no-such-mount']);
     assert.deepEqual(missing, { ok: false, error: { code: 'NotFound', message: 'That mount no longer exists; it may have been removed elsewhere.' } });
     assert.deepEqual(ui.caches.cleared, [mount.id, mount.id, mount.id]);
+
+    // Removing the mount removes its cache, unless another process still uses the folder.
+    await page.getByRole('button', { name: 'Remove Mount…' }).click();
+    await page.locator('#m-remove-confirm').getByRole('button', { name: 'Remove' }).click();
+    await page.locator('#mounts-empty').waitFor();
+    assert.deepEqual(await readdir(path.join(dir, 'v1')), ['block-1'], 'a folder in use is left alone');
+    const other = await seedMount(ui, { name: 'Other', profile: 'local', mountPoint: await emptyFolder('other'), cacheEnabled: true });
+    const otherDir = ui.caches.cacheDirectory(other.id);
+    await mkdir(path.join(otherDir, 'v1'), { recursive: true });
+    await writeFile(path.join(otherDir, 'v1', 'block-0'), randomBytes(4096));
+    assert.deepEqual(await ui.invoke(IpcChannel.RemoveMount, [other.id]), { ok: true, value: undefined });
+    await assert.rejects(readdir(otherDir), /ENOENT/);
   });
 });
 

@@ -122,6 +122,15 @@ export function mountHandlers(ctx: SettingsContext): MountHandlers {
       ctx.settings.update((s) => {
         s.mounts = s.mounts.filter((m) => m.id !== id);
       });
+      // Its cache is named by its id, which no mount will have again: left,
+      // it would take disk space nothing can reach. A folder another process
+      // still uses (a sosmount given it by hand) is left alone.
+      try {
+        await ctx.caches.clearCache(id);
+        await fsp.rm(ctx.caches.cacheDirectory(id), { recursive: true, force: true });
+      } catch {
+        // The mount is removed either way; the folder is only space.
+      }
     },
 
     async [IpcChannel.ChooseFolder](raw) {
