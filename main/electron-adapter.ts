@@ -184,6 +184,7 @@ export async function runDesktopApp(hooks: DesktopAppHooks = {}): Promise<void> 
       settings,
       secrets,
       statuses: core.supervisor,
+      caches: core.supervisor,
       createS3Client,
       dialog: {
         chooseFolder: async (defaultPath) => {

@@ -30,6 +30,8 @@ export const IpcChannel = {
   TestConnection: 'sos-mount:test-connection',
   ListBuckets: 'sos-mount:list-buckets',
   UploadFiles: 'sos-mount:upload-files',
+  CacheUsage: 'sos-mount:cache-usage',
+  ClearCache: 'sos-mount:clear-cache',
 } as const;
 export type IpcChannel = (typeof IpcChannel)[keyof typeof IpcChannel];
 
@@ -72,6 +74,8 @@ export interface SettingsSnapshot {
   credentialsFile: string;
   /** The user's home folder: the page shows paths under it as `~/...`, and main expands a typed `~/`. */
   homeDir: string;
+  /** The cache size a new mount starts with (main/model.ts), so the page need not keep its own copy. */
+  defaultCacheSizeMiB: number;
 }
 
 /** A mount being added (id undefined) or edited. */
@@ -157,6 +161,18 @@ export interface UploadProgress {
   done: boolean;
 }
 
+/** A mount's local disk cache as it is on disk now. */
+export interface CacheUsage {
+  /** Its folder, `~/...` under the home folder. */
+  directory: string;
+  /** Bytes its contents take on disk, as `du` counts them; 0 when nothing is stored. */
+  usedBytes: number;
+}
+
+export interface ClearCacheResult {
+  freedBytes: number;
+}
+
 export interface MountStatusEvent {
   id: string;
   status: MountStatus;
@@ -179,6 +195,9 @@ export interface IpcInvokeContract {
   [IpcChannel.ListBuckets]: { args: [target: ConnectionTarget]; result: BucketListResult };
   /** The preload turns dropped File objects into their paths (webUtils.getPathForFile). */
   [IpcChannel.UploadFiles]: { args: [mountId: string, paths: string[]]; result: UploadResult };
+  [IpcChannel.CacheUsage]: { args: [mountId: string]; result: CacheUsage };
+  /** Through the mount's worker while it is mounted, else on the folder; refused (with the reason) when it cannot be cleared now. */
+  [IpcChannel.ClearCache]: { args: [mountId: string]; result: ClearCacheResult };
 }
 
 export interface IpcEventContract {
@@ -244,6 +263,8 @@ export interface SettingsBridge {
   testConnection: Invoke<typeof IpcChannel.TestConnection>;
   listBuckets: Invoke<typeof IpcChannel.ListBuckets>;
   uploadFiles(mountId: string, files: readonly DroppedFile[]): Promise<InvokeResult<typeof IpcChannel.UploadFiles>>;
+  cacheUsage: Invoke<typeof IpcChannel.CacheUsage>;
+  clearCache: Invoke<typeof IpcChannel.ClearCache>;
   onMountStatus: Subscribe<typeof IpcEvent.MountStatus>;
   onUploadProgress: Subscribe<typeof IpcEvent.UploadProgress>;
 }

@@ -79,6 +79,16 @@ export const bool: Schema<boolean> = schema((value, path) => {
   return value;
 });
 
+/**
+ * Any number. NaN and the infinities pass on purpose: they are what a form
+ * field left empty or unreadable sends, and main/validation.ts words that
+ * next to the field, where a refused payload could only be a generic error.
+ */
+export const num: Schema<number> = schema((value, path) => {
+  if (typeof value !== 'number') throw new InvalidPayloadError(path, `expected a number, got ${describe(value)}`);
+  return value;
+});
+
 /** undefined, or null (which a structured clone may produce from a missing value), or T. */
 export function optional<T>(inner: Schema<T>): Schema<T | undefined> {
   return schema((value, path) => (value === undefined || value === null ? undefined : inner.parse(value, path)));
@@ -144,6 +154,8 @@ const mountDraft = object<InvokeArgs<typeof IpcChannel.SaveMount>[0]>({
   allowDelete: bool,
   allowOverwrite: bool,
   allowEdit: bool,
+  cacheEnabled: bool,
+  cacheSizeMiB: num,
   mountAtLogin: bool,
 });
 
@@ -172,6 +184,8 @@ export const ARG_SCHEMAS: { [C in IpcChannel]: Schema<InvokeArgs<C>> } = {
   [IpcChannel.TestConnection]: args(connectionTarget),
   [IpcChannel.ListBuckets]: args(connectionTarget),
   [IpcChannel.UploadFiles]: args(str(64), array(str(), MAX_PATHS)),
+  [IpcChannel.CacheUsage]: args(str(64)),
+  [IpcChannel.ClearCache]: args(str(64)),
 };
 
 const CHANNELS = new Set<string>(Object.values(IpcChannel));

@@ -31,8 +31,23 @@ export interface MountConfig {
    * say: they keep the user's own choice for when editing mode is off.
    */
   allowEdit: boolean;
+  /**
+   * Keep a local copy of what is read (`--cache`): blocks of the objects
+   * read, in the mount's own folder under the XDG cache directory
+   * (main/cache-folders.ts), served from disk while the object is unchanged.
+   */
+  cacheEnabled: boolean;
+  /** The cache's limit in MiB (`--max-cache-size`); kept while the cache is off, for when it is turned on again. */
+  cacheSizeMiB: number;
   mountAtLogin: boolean;
 }
+
+/** What a mount's cache may hold unless the user says otherwise: room for many files, small beside a disk. */
+export const DEFAULT_CACHE_SIZE_MIB = 2048;
+/** The engine's least: 4 blocks of its default 1 MiB (app/options.ts); a smaller cache would evict what one read just stored. */
+export const MIN_CACHE_SIZE_MIB = 4;
+/** 1 TiB. The engine takes more; beyond this a size is far more likely a typo (extra zeros) than a wish. */
+export const MAX_CACHE_SIZE_MIB = 1024 * 1024;
 
 /** A credentials profile; its secret lives only in the keychain. */
 export interface ProfileConfig {

@@ -36,6 +36,8 @@ const IpcChannel = {
   TestConnection: 'sos-mount:test-connection',
   ListBuckets: 'sos-mount:list-buckets',
   UploadFiles: 'sos-mount:upload-files',
+  CacheUsage: 'sos-mount:cache-usage',
+  ClearCache: 'sos-mount:clear-cache',
 } as const satisfies typeof ContractChannels;
 
 const IpcEvent = {
@@ -82,6 +84,8 @@ const bridge: SettingsBridge = {
   // Electron no longer puts a path on File objects; only the preload can ask for it.
   uploadFiles: (mountId, files) =>
     invoke(IpcChannel.UploadFiles, mountId, files.map((file) => webUtils.getPathForFile(file as unknown as Parameters<typeof webUtils.getPathForFile>[0]))),
+  cacheUsage: (mountId) => invoke(IpcChannel.CacheUsage, mountId),
+  clearCache: (mountId) => invoke(IpcChannel.ClearCache, mountId),
   onMountStatus: (listener) => subscribe(IpcEvent.MountStatus, listener),
   onUploadProgress: (listener) => subscribe(IpcEvent.UploadProgress, listener),
 };

@@ -7,7 +7,8 @@
  *
  * Each pane's handlers live in main/settings/: mounts.ts, profiles.ts (with
  * aws-shared-files.ts for Import), connection.ts (Test connection and the
- * bucket picker) and uploads.ts (files dropped on a mount row). This file
+ * bucket picker), uploads.ts (files dropped on a mount row) and cache.ts
+ * (a mount's local disk cache: space used, Clear Cache). This file
  * joins them into one handler per channel of main/ipc-contract.ts.
  */
 import { randomUUID } from 'node:crypto';
@@ -15,7 +16,9 @@ import os from 'node:os';
 import { EXOSCALE_ZONES } from '../app/s3/zones.js';
 import { IpcChannel, IpcEvent, type IpcHandlers, type IpcResponse, type SettingsSnapshot } from './ipc-contract.js';
 import { createIpcDispatcher } from './ipc-validate.js';
+import { DEFAULT_CACHE_SIZE_MIB } from './model.js';
 import { awsSharedFiles } from './settings/aws-shared-files.js';
+import { cacheHandlers } from './settings/cache.js';
 import { DEFAULT_CONNECTION_TIMEOUT_MS, connectionHandlers } from './settings/connection.js';
 import type { SettingsContext, SettingsHandlerDeps } from './settings/context.js';
 import { displayPath } from './settings/home-paths.js';
@@ -24,6 +27,7 @@ import { profileHandlers, profileRow } from './settings/profiles.js';
 import { DEFAULT_PROGRESS_INTERVAL_MS, uploadHandlers } from './settings/uploads.js';
 
 export type {
+  CacheControl,
   EventSink,
   FolderDialog,
   MountStatusSource,
@@ -45,6 +49,7 @@ export function createSettingsHandlers(deps: SettingsHandlerDeps): SettingsHandl
     settings: deps.settings,
     secrets: deps.secrets,
     statuses: deps.statuses,
+    caches: deps.caches,
     createS3Client: deps.createS3Client,
     dialog: deps.dialog,
     emit: deps.emit,
@@ -69,12 +74,14 @@ export function createSettingsHandlers(deps: SettingsHandlerDeps): SettingsHandl
         zones: EXOSCALE_ZONES.map((z) => ({ zone: z.zone, label: z.label, endpoint: z.endpoint })),
         credentialsFile: displayPath(ctx.awsFiles.credentials, home),
         homeDir: home,
+        defaultCacheSizeMiB: DEFAULT_CACHE_SIZE_MIB,
       };
     },
     ...mountHandlers(ctx),
     ...profileHandlers(ctx),
     ...connectionHandlers(ctx),
     ...uploadHandlers(ctx),
+    ...cacheHandlers(ctx),
   };
 
   return {

@@ -14,7 +14,7 @@ import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Conf, { type Options as ConfOptions, type Schema } from 'conf';
 import { VERSION } from '../app/options.js';
-import type { MountConfig, ProfileConfig, Settings } from './model.js';
+import { DEFAULT_CACHE_SIZE_MIB, type MountConfig, type ProfileConfig, type Settings } from './model.js';
 
 /** The data format in `Settings.version`; bump it with a migration. */
 export const SETTINGS_VERSION = 1;
@@ -43,6 +43,14 @@ const MOUNT_SCHEMA = {
     // change what its folder lets programs do. New mounts start with it on,
     // which is the settings window's choice (renderer/mounts.ts), not a default here.
     allowEdit: { type: 'boolean', default: false },
+    // Off for a mount saved before the cache existed, for the same reason:
+    // an upgrade must not start writing to the user's disk. New mounts start
+    // with it on (renderer/mounts.ts). The size's rules are in
+    // main/validation.ts and the CLI's checks, not here: a size out of range
+    // in a hand-edited file should fail that mount with a reason, not make
+    // the whole file unreadable.
+    cacheEnabled: { type: 'boolean', default: false },
+    cacheSizeMiB: { type: 'integer', default: DEFAULT_CACHE_SIZE_MIB },
     mountAtLogin: { type: 'boolean', default: false },
   },
 } as const;
@@ -76,6 +84,8 @@ function normaliseMount(raw: Record<string, unknown>): Record<string, unknown> {
     allowDelete: false,
     allowOverwrite: false,
     allowEdit: false,
+    cacheEnabled: false,
+    cacheSizeMiB: DEFAULT_CACHE_SIZE_MIB,
     mountAtLogin: false,
     ...raw,
   };

@@ -19,11 +19,13 @@
  * - Stopping never leaves a mount: a worker that does not end in time is
  *   killed and its mount point detached.
  */
+import { CacheInUseError, clearCacheFolder } from '../app/data/disk-cache.js';
 import { forceUnmount, isMountPoint, isStaleMount } from '../app/worker/mount-point.js';
 import { buildMountOptions, type MountOptions } from '../app/options.js';
 import type { StaticCredentials } from '../app/s3/sdk-client.js';
 import { silentLogger, type Logger } from '../app/log.js';
 import type { FromWorker, MountErrorCode, ToWorker, WorkerError } from '../app/worker/protocol.js';
+import { cacheDirectoryFor } from './cache-folders.js';
 import type { FolderRename, MountConfig, MountStatus, PendingUploads } from './model.js';
 import type { WorkerHandle, WorkerLauncher } from './worker-launcher.js';
 
@@ -63,7 +65,16 @@ export interface SupervisorOptions {
   unmountTimeoutMs?: number;
   /** How long a worker may take to report its mount before it is killed and the attempt counted as failed. Default 60 s. */
   mountTimeoutMs?: number;
+  /** How long a mounted worker may take to answer "clear the cache". Default 60 s (a large cache is many files). */
+  clearCacheTimeoutMs?: number;
+  /** Each mount's cache folder; default under the XDG cache directory (main/cache-folders.ts). */
+  cacheDirectoryFor?(mountId: string): string;
   debug?: boolean;
+}
+
+/** The cache could not be cleared now; the message says why in the user's words. */
+export class ClearCacheError extends Error {
+  override readonly name = 'ClearCacheError';
 }
 
 export interface MountRequest {
@@ -85,6 +96,8 @@ const PERMANENT: ReadonlySet<MountErrorCode> = new Set<MountErrorCode>([
   'invalid-credentials',
   'credentials-missing',
   'fuse-unavailable',
+  // Not here: 'staging-in-use' and 'cache-in-use' (the other process may end),
+  // 'cache-unusable' (a full disk may get room): retrying can fix them.
 ]);
 
 export function defaultBackoffMs(attempt: number): number {
@@ -96,7 +109,10 @@ export function defaultBackoffMs(attempt: number): number {
  * builder: same defaults, same checks, same messages as the equivalent
  * command line. Throws a UsageError naming the flag at fault.
  */
-export function mountOptionsFor(config: MountConfig, options: { logDirectory: string; debug?: boolean }): MountOptions {
+export function mountOptionsFor(config: MountConfig, options: { logDirectory: string; debug?: boolean; cacheDirectory?: string }): MountOptions {
+  const cache = config.cacheEnabled
+    ? { cache: options.cacheDirectory ?? cacheDirectoryFor(config.id), maxCacheSize: String(config.cacheSizeMiB) }
+    : {};
   return buildMountOptions(
     {
       bucket: config.bucket,
@@ -111,6 +127,7 @@ export function mountOptionsFor(config: MountConfig, options: { logDirectory: st
       allowDelete: config.allowDelete,
       allowOverwrite: config.allowOverwrite,
       allowEdit: config.allowEdit,
+      ...cache,
       debug: options.debug ?? false,
       logDirectory: options.logDirectory,
     },
@@ -152,6 +169,8 @@ interface Worker {
   editing: boolean;
   /** Folder renames under way, oldest first (keyed by from and to). */
   renames: Map<string, FolderRename>;
+  /** A `clear-cache` sent and not answered yet; a second request shares it (the answer names no request). */
+  clearing: { done: Promise<number>; settle(freedBytes: number, error?: string): void } | undefined;
   stderrTail: string;
   exited: Promise<void>;
   deadline: NodeJS.Timeout | undefined;
@@ -312,6 +331,68 @@ export class Supervisor {
     await Promise.all(stops);
   }
 
+  /** The folder of a mount's local disk cache (whether or not its cache is on). */
+  cacheDirectory(mountId: string): string {
+    return (this.options.cacheDirectoryFor ?? cacheDirectoryFor)(mountId);
+  }
+
+  /**
+   * Empties a mount's local disk cache and resolves with the bytes freed.
+   * While mounted, its worker owns the folder (it holds the lock and the
+   * index of what is stored), so the worker is asked; otherwise the folder
+   * is emptied here. Throws {@link ClearCacheError} with a reason the user
+   * can act on: the mount is between states, the worker failed or did not
+   * answer in time, or another process uses the folder.
+   */
+  async clearCache(mountId: string): Promise<number> {
+    const slot = this.slots.get(mountId);
+    if (slot?.starting || (slot?.worker && (!slot.worker.mounted || slot.worker.stopping))) {
+      throw new ClearCacheError('the mount is starting or stopping; clear its cache once it is mounted or unmounted');
+    }
+    if (slot?.worker) return this.clearThroughWorker(slot, slot.worker);
+    try {
+      const freed = await clearCacheFolder(this.cacheDirectory(mountId));
+      this.log.info('cache cleared', { mount: slot?.config.name ?? mountId, freedBytes: freed });
+      return freed;
+    } catch (err) {
+      if (err instanceof CacheInUseError) {
+        throw new ClearCacheError(`the cache folder is in use by ${err.pid === undefined ? 'another process' : `process ${err.pid}`} (a mount started outside this app?)`, { cause: err });
+      }
+      throw new ClearCacheError(`the cache could not be cleared: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  private clearThroughWorker(slot: Slot, worker: Worker): Promise<number> {
+    if (worker.clearing) return worker.clearing.done;
+    const timeoutMs = this.options.clearCacheTimeoutMs ?? 60_000;
+    let resolve!: (freed: number) => void;
+    let reject!: (err: Error) => void;
+    const done = new Promise<number>((res, rej) => { resolve = res; reject = rej; });
+    const timer = setTimeout(() => {
+      clearing.settle(0, `the mount did not answer within ${timeoutMs / 1000} s`);
+    }, timeoutMs);
+    // Not unref'd, unlike the other timers here: someone awaits this answer,
+    // and every way the wait ends (answer, exit, timeout) clears it.
+    const clearing = {
+      done,
+      settle: (freedBytes: number, error?: string): void => {
+        if (worker.clearing !== clearing) return;
+        worker.clearing = undefined;
+        clearTimeout(timer);
+        if (error === undefined) {
+          this.log.info('cache cleared', { mount: slot.config.name, freedBytes });
+          resolve(freedBytes);
+        } else {
+          this.log.warn('cache not cleared', { mount: slot.config.name, error });
+          reject(new ClearCacheError(`the cache could not be cleared: ${error}`));
+        }
+      },
+    };
+    worker.clearing = clearing;
+    if (!worker.handle.send({ type: 'clear-cache' })) clearing.settle(0, 'the mount stopped before its cache was cleared; try again');
+    return done;
+  }
+
   /** Stops and forgets a mount (it was removed from the settings). */
   async remove(mountId: string): Promise<void> {
     await this.unmount(mountId);
@@ -347,7 +428,7 @@ export class Supervisor {
     const config = slot.config;
     let options: MountOptions;
     try {
-      options = mountOptionsFor(config, { logDirectory: this.options.logDirectory, debug: this.options.debug ?? false });
+      options = mountOptionsFor(config, { logDirectory: this.options.logDirectory, debug: this.options.debug ?? false, cacheDirectory: this.cacheDirectory(config.id) });
     } catch (err) {
       this.failed(slot, { code: 'internal', message: `the mount's settings are not valid: ${(err as Error).message}` }, false);
       return;
@@ -379,6 +460,7 @@ export class Supervisor {
       uploads: 0,
       editing: options.allowEdit,
       renames: new Map(),
+      clearing: undefined,
       stderrTail: '',
       exited: new Promise<void>((resolve) => { resolveExited = resolve; }),
       deadline: undefined,
@@ -466,6 +548,9 @@ export class Supervisor {
         this.refreshLive(slot, worker);
         break;
       }
+      case 'cache-cleared':
+        worker.clearing?.settle(message.freedBytes, message.error);
+        break;
       case 'log': {
         const level = message.level === 'error' || message.level === 'warn' ? message.level : 'info';
         this.log[level](String(message.msg), { mount: slot.config.name, from: 'worker' });
@@ -503,6 +588,7 @@ export class Supervisor {
 
   private async onExit(slot: Slot, worker: Worker, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     if (worker.deadline) clearTimeout(worker.deadline);
+    worker.clearing?.settle(0, 'the mount stopped before its cache was cleared; try again');
     const how = signal ?? `exit code ${code}`;
     if (slot.worker === worker) slot.worker = undefined;
     // Whatever happened, the folder must not stay a dead FUSE mount. Only a
@@ -528,7 +614,7 @@ export class Supervisor {
     }
     if (!worker.mounted && worker.error && worker.error.code !== 'internal') {
       // The mount itself failed and the worker said why.
-      this.failed(slot, worker.error, !PERMANENT.has(worker.error.code));
+      this.failed(slot, this.inTrayWords(slot, worker.error), !PERMANENT.has(worker.error.code));
       return;
     }
     // A crash: the worker died while mounted, or while mounting without a reason.
@@ -544,6 +630,17 @@ export class Supervisor {
       return;
     }
     this.failed(slot, { code: 'worker-crashed', message: reason }, true);
+  }
+
+  /**
+   * The worker words some failures for the command line ("the same --cache
+   * folder"); the tray never shows a flag, so those are said its own way.
+   */
+  private inTrayWords(slot: Slot, error: WorkerError): WorkerError {
+    if (error.code === 'cache-in-use') {
+      return { ...error, message: `another process is using this mount's cache folder (${this.cacheDirectory(slot.config.id)})` };
+    }
+    return error;
   }
 
   private backoff(slot: Slot): number {

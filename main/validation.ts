@@ -10,7 +10,7 @@
 import path from 'node:path';
 import { bucketNameProblem } from '../app/options.js';
 import { EXOSCALE_ZONES, isExoscaleZone } from '../app/s3/zones.js';
-import type { MountConfig, ProfileConfig } from './model.js';
+import { MAX_CACHE_SIZE_MIB, MIN_CACHE_SIZE_MIB, type MountConfig, type ProfileConfig } from './model.js';
 
 export interface FieldProblem<F extends string> {
   field: F;
@@ -40,6 +40,18 @@ export function endpointUrlProblem(url: string): string | undefined {
 function within(inner: string, outer: string): boolean {
   const rel = path.relative(outer, inner);
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/**
+ * What is wrong with a cache size in MiB, in the settings window's words.
+ * Not a number at all is what the form sends for an empty field.
+ */
+export function cacheSizeProblem(mib: number): string | undefined {
+  if (!Number.isFinite(mib)) return 'enter the cache size, e.g. 2 GiB';
+  if (!Number.isInteger(mib)) return `the cache size must be a whole number of MiB (${mib} is not)`;
+  if (mib < MIN_CACHE_SIZE_MIB) return `the cache needs at least ${MIN_CACHE_SIZE_MIB} MiB`;
+  if (mib > MAX_CACHE_SIZE_MIB) return `the cache can be at most ${MAX_CACHE_SIZE_MIB / 1024} GiB (1 TiB)`;
+  return undefined;
 }
 
 /**
@@ -92,6 +104,12 @@ export function mountConfigProblems(config: MountConfig, others: readonly MountC
   }
   // The CLI refuses --allow-edit with --read-only (app/options.ts); said here on the field, in the form's words.
   if (config.readOnly && config.allowEdit) add('allowEdit', 'a read-only mount cannot be in editing mode; turn one of them off');
+  // A size is only checked while it is used: with the cache off the field is
+  // disabled, and a reason there could not be acted on.
+  if (config.cacheEnabled) {
+    const size = cacheSizeProblem(config.cacheSizeMiB);
+    if (size !== undefined) add('cacheSizeMiB', size);
+  }
   return problems;
 }
 

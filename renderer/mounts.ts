@@ -29,6 +29,7 @@ const FIELDS: ReadonlyArray<{ field: MountField; input: string; problem: string 
   { field: 'allowEdit', input: 'm-allow-edit', problem: 'm-allow-edit-problem' },
   { field: 'allowDelete', input: 'm-allow-delete', problem: 'm-allow-delete-problem' },
   { field: 'allowOverwrite', input: 'm-allow-overwrite', problem: 'm-allow-overwrite-problem' },
+  { field: 'cacheSizeMiB', input: 'm-cache-size', problem: 'm-cache-size-problem' },
 ];
 
 /**
@@ -44,6 +45,45 @@ const EXCLUDED_BY_READ_ONLY: readonly MountField[] = ['allowEdit', 'allowDelete'
  */
 const NEW_MOUNT_ALLOW_EDIT = true;
 
+/**
+ * A new mount keeps a local copy of what it reads; its size is main's
+ * default (SettingsSnapshot.defaultCacheSizeMiB). A mount saved before the
+ * cache existed reads as off, for the same reason as editing mode.
+ */
+const NEW_MOUNT_CACHE = true;
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+/** Bytes in the units people read sizes in: KiB below a MiB, MiB below a GiB, then GiB with one decimal. */
+export function formatSize(bytes: number): string {
+  if (bytes < MiB) return bytes === 0 ? '0 MiB' : `${Math.max(1, Math.round(bytes / KiB))} KiB`;
+  if (bytes < GiB) return `${Math.round(bytes / MiB)} MiB`;
+  return `${(bytes / GiB).toFixed(1).replace(/\.0$/, '')} GiB`;
+}
+
+/** A stored size as the form shows it: whole GiB as GiB (2 GiB, not 2048 MiB), anything else in MiB. */
+function sizeForForm(mib: number): { value: string; unit: 'MiB' | 'GiB' } {
+  return mib >= 1024 && mib % 1024 === 0 ? { value: String(mib / 1024), unit: 'GiB' } : { value: String(mib), unit: 'MiB' };
+}
+
+/**
+ * The form's size in MiB, as stored. GiB are rounded to whole MiB (1.3 GiB
+ * is 1331 MiB; nobody means a fraction of a MiB); MiB go as typed, so main
+ * can say that 4.5 is not whole. An empty or unreadable field is NaN, which
+ * main words next to the field.
+ */
+function sizeFromForm(value: number, unit: string): number {
+  return unit === 'GiB' ? Math.round(value * 1024) : value;
+}
+
+/** The space-used line: what the cache holds now, against its size when the cache is on and the size is one. */
+export function cacheUsageText(usedBytes: number, enabled: boolean, sizeMiB: number): string {
+  if (usedBytes === 0) return 'Nothing stored yet';
+  const limit = enabled && Number.isInteger(sizeMiB) && sizeMiB > 0 ? ` of ${formatSize(sizeMiB * MiB)}` : '';
+  return `Using ${formatSize(usedBytes)}${limit}`;
+}
 export function statusText(status: MountStatus): string {
   switch (status.state) {
     case 'unmounted':
@@ -111,6 +151,13 @@ export class MountsPane {
    */
   private readonly ownFlags = { allowDelete: false, allowOverwrite: false };
   private readonly atLogin = byId<HTMLInputElement>('m-at-login');
+  private readonly cache = byId<HTMLInputElement>('m-cache');
+  private readonly cacheSize = byId<HTMLInputElement>('m-cache-size');
+  private readonly cacheUnit = byId<HTMLSelectElement>('m-cache-unit');
+  private readonly cacheUsage = byId('m-cache-usage');
+  private readonly cacheResult = byId('m-cache-result');
+  /** What the saved mount's cache held when main was last asked; undefined until it answers. */
+  private cacheUsedBytes: number | undefined;
   private readonly picker = byId('m-bucket-picker');
   private readonly pickerTitle = byId('m-bucket-picker-title');
   private readonly pickerList = byId('m-bucket-picker-list');
@@ -125,6 +172,7 @@ export class MountsPane {
     byId('m-pick-bucket').addEventListener('click', () => void whileBusy(byId('m-pick-bucket'), () => this.pickBucket()));
     byId('m-choose-folder').addEventListener('click', () => void this.chooseFolder());
     byId('m-test').addEventListener('click', () => void whileBusy(byId('m-test'), () => this.testConnection()));
+    byId('m-clear-cache').addEventListener('click', () => void whileBusy(byId('m-clear-cache'), () => this.clearCache()));
     byId('m-remove').addEventListener('click', () => this.confirmRemove(true));
     byId('m-remove-cancel').addEventListener('click', () => this.confirmRemove(false));
     byId('m-remove-yes').addEventListener('click', () => void whileBusy(byId('m-remove-yes'), () => this.remove()));
@@ -301,6 +349,17 @@ export class MountsPane {
     this.ownFlags.allowOverwrite = existing?.allowOverwrite ?? false;
     this.showImplied();
     this.atLogin.checked = existing?.mountAtLogin ?? false;
+    this.cache.checked = existing?.cacheEnabled ?? NEW_MOUNT_CACHE;
+    const size = sizeForForm(existing?.cacheSizeMiB ?? this.ctx.snapshot().defaultCacheSizeMiB);
+    this.cacheSize.value = size.value;
+    this.cacheUnit.value = size.unit;
+    this.showCache();
+    // A new mount has no cache yet: nothing to measure or clear.
+    byId('m-cache-usage-field').hidden = existing === undefined;
+    this.cacheUsedBytes = undefined;
+    this.cacheUsage.textContent = '';
+    say(this.cacheResult, '');
+    if (existing !== undefined) void this.loadCacheUsage(existing.id);
     this.showLocation();
     this.picker.hidden = true;
     say(this.testResult, '');
@@ -330,6 +389,47 @@ export class MountsPane {
     }
   }
 
+  /** The size applies only with the cache on; with it off it is kept, greyed, for when it is turned on again. */
+  private showCache(): void {
+    this.cacheSize.disabled = !this.cache.checked;
+    this.cacheUnit.disabled = !this.cache.checked;
+    this.showCacheUsage();
+  }
+
+  private showCacheUsage(): void {
+    if (this.cacheUsedBytes === undefined) return;
+    this.cacheUsage.textContent = cacheUsageText(this.cacheUsedBytes, this.cache.checked, sizeFromForm(this.cacheSize.valueAsNumber, this.cacheUnit.value));
+  }
+
+  private async loadCacheUsage(id: string): Promise<void> {
+    try {
+      const usage = await this.ctx.bridge.cacheUsage(id);
+      if (this.editing?.id !== id) return;
+      this.cacheUsedBytes = usage.usedBytes;
+      this.cacheUsage.title = usage.directory;
+      this.showCacheUsage();
+    } catch (err) {
+      if (this.editing?.id !== id) return;
+      this.cacheUsedBytes = undefined;
+      this.cacheUsage.textContent = reason(err);
+    }
+  }
+
+  private async clearCache(): Promise<void> {
+    const id = this.editing?.id;
+    if (id === undefined) return;
+    say(this.cacheResult, 'Clearing…');
+    try {
+      const { freedBytes } = await this.ctx.bridge.clearCache(id);
+      if (this.editing?.id !== id) return;
+      say(this.cacheResult, freedBytes === 0 ? 'The cache was already empty.' : `Cleared ${formatSize(freedBytes)}.`, 'ok');
+    } catch (err) {
+      if (this.editing?.id !== id) return;
+      say(this.cacheResult, reason(err), 'bad');
+    }
+    await this.loadCacheUsage(id);
+  }
+
   private showLocation(): void {
     const custom = this.locationCustom.checked;
     byId('m-zone-field').hidden = custom;
@@ -353,6 +453,8 @@ export class MountsPane {
       allowDelete: this.ownFlags.allowDelete,
       allowOverwrite: this.ownFlags.allowOverwrite,
       allowEdit: this.allowEdit.checked,
+      cacheEnabled: this.cache.checked,
+      cacheSizeMiB: sizeFromForm(this.cacheSize.valueAsNumber, this.cacheUnit.value),
       mountAtLogin: this.atLogin.checked,
     };
   }
@@ -377,11 +479,15 @@ export class MountsPane {
       this.showLocation();
       // Focus stays in the radio group: arrow keys must be able to go back.
       this.editing.touched.add('zone');
+    } else if (target === this.cache || target === this.cacheUnit) {
+      // Turning the cache on puts its size in force: a bad one shows at once.
+      this.editing.touched.add('cacheSizeMiB');
     } else {
       this.editing.touched.add(target.name as MountField);
     }
     if (target === this.allowDelete || target === this.allowOverwrite) this.ownFlags[target.name as 'allowDelete' | 'allowOverwrite'] = target.checked;
     if (target === this.allowEdit) this.showImplied();
+    if (target === this.cache || target === this.cacheSize || target === this.cacheUnit) this.showCache();
     if (target === this.readOnly) for (const field of EXCLUDED_BY_READ_ONLY) this.editing.touched.add(field);
     // The answer to the last test no longer describes what the form says.
     if (['profile', 'location', 'zone', 'endpointUrl', 'forcePathStyle', 'bucket'].includes(target.name)) {

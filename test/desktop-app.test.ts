@@ -102,6 +102,8 @@ describe('the desktop app, driven through its core', () => {
     allowDelete: false,
     allowOverwrite: false,
     allowEdit: false,
+    cacheEnabled: false,
+    cacheSizeMiB: 2048,
     mountAtLogin: false,
   };
 

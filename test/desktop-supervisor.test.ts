@@ -9,11 +9,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { cacheFolderUsage } from '../app/data/disk-cache.js';
 import { isMountPoint, isStaleMount } from '../app/worker/mount-point.js';
 import type { MountConfig, MountStatus } from '../main/model.js';
 import { CredentialsError, Supervisor, type SupervisorEvent } from '../main/supervisor.js';
@@ -78,6 +79,8 @@ describe('supervisor with real workers', () => {
       launcher: options.launcher ?? new NodeWorkerLauncher(),
       credentialsFor: options.credentialsFor ?? (async () => KEYS),
       logDirectory: logDir,
+      // Never the user's real ~/.cache.
+      cacheDirectoryFor: (id) => path.join(work, 'caches', id),
       backoffMs: () => 100,
       unmountTimeoutMs: 20_000,
     });
@@ -106,6 +109,8 @@ describe('supervisor with real workers', () => {
       allowDelete: false,
       allowOverwrite: false,
       allowEdit: false,
+      cacheEnabled: false,
+      cacheSizeMiB: 2048,
       mountAtLogin: false,
       ...overrides,
     };
@@ -248,6 +253,25 @@ describe('supervisor with real workers', () => {
     assert.equal(rm.code, 0, rm.stderr);
     await assert.rejects(server.client().send(new HeadObjectCommand({ Bucket: 'alpha', Key: 'edited.txt' })), /NotFound|404/);
     await sup.unmount(cfg.id);
+  });
+
+  test('a mount with the cache on mounts and reads; once unmounted, Clear Cache empties its folder on disk', async () => {
+    const { sup } = supervisor();
+    const cfg = await config({ cacheEnabled: true, cacheSizeMiB: 64 });
+    await server.client().send(new PutObjectCommand({ Bucket: 'alpha', Key: 'cached.txt', Body: 'read me twice\n' }));
+    sup.mount(cfg, { keepMounted: false });
+    await waitForStatus(sup, cfg.id, 'mounted', isMounted);
+    for (let i = 0; i < 2; i++) assert.equal(await readFile(path.join(cfg.mountPoint, 'cached.txt'), 'utf8'), 'read me twice\n');
+    await sup.unmount(cfg.id);
+    const dir = sup.cacheDirectory(cfg.id);
+    assert.equal(dir, path.join(work, 'caches', cfg.id));
+    // Blocks as the engine lays them out, whatever this read stored.
+    await mkdir(path.join(dir, 'v1', 'ab'), { recursive: true });
+    await writeFile(path.join(dir, 'v1', 'ab', 'block'), Buffer.alloc(256 * 1024, 1));
+    const before = await cacheFolderUsage(path.join(dir, 'v1'));
+    assert.equal(await sup.clearCache(cfg.id), before);
+    assert.equal(await cacheFolderUsage(path.join(dir, 'v1')), 0);
+    assert.equal(await isMountPoint(cfg.mountPoint), false);
   });
 
   test('the worker as the app runs it (utility-process entry over a parent port) mounts, uploads, reports and unmounts', async () => {

@@ -4,21 +4,24 @@
  * validation, start at login, the utility-process bridge, and how a
  * configured mount becomes worker options.
  */
-import type { FromWorker, ToWorker } from '../app/worker/protocol.js';
+import type { FromWorker, ToWorker, WorkerError } from '../app/worker/protocol.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import path from 'node:path';
 import { AUTOSTART_FILE, LOGIN_FLAG, autostartDirectory, createAutostart, desktopEntry, quoteExecArg, type LoginItemApi } from '../main/autostart.js';
 import { buildMenu, quitQuestion, statusText, tooltip, whatQuittingDoes, type AppState, type MountView } from '../main/menu-model.js';
 import { menuToHtml } from '../main/menu-picture.js';
-import type { MountConfig, MountStatus } from '../main/model.js';
+import { DEFAULT_CACHE_SIZE_MIB, type MountConfig, type MountStatus } from '../main/model.js';
 import { bridgeParentPort } from '../main/parent-port-bridge.js';
 import { SETTINGS_FILE, SettingsStore } from '../main/settings-store.js';
-import { Supervisor, defaultBackoffMs, mountOptionsFor } from '../main/supervisor.js';
+import { ClearCacheError, Supervisor, defaultBackoffMs, mountOptionsFor } from '../main/supervisor.js';
+import { cacheFolderUsage } from '../app/data/disk-cache.js';
 import { parseMountArgs, type MountOptions } from '../app/options.js';
-import { mountConfigProblems, profileConfigProblems } from '../main/validation.js';
+import { cacheSizeProblem, mountConfigProblems, profileConfigProblems } from '../main/validation.js';
+import { cacheDirectoryFor, cacheFolderName } from '../main/cache-folders.js';
 import { workerEnvironment } from '../main/worker-launcher.js';
 import { tempDir } from './helpers/processes.js';
 import { RecordingNotifier, RecordingShell, waitForStatus } from './helpers/desktop.js';
@@ -42,6 +45,8 @@ function mount(overrides: Partial<MountConfig> = {}): MountConfig {
     allowDelete: false,
     allowOverwrite: false,
     allowEdit: false,
+    cacheEnabled: false,
+    cacheSizeMiB: 2048,
     mountAtLogin: false,
     ...overrides,
   };
@@ -239,7 +244,8 @@ describe('settings file', () => {
       assert.deepEqual(store.warnings, []);
       assert.deepEqual(store.get().mounts[0], {
         id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old',
-        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false,
+        forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false,
+        cacheEnabled: false, cacheSizeMiB: 2048, mountAtLogin: false,
       });
       assert.equal(store.get().version, 1);
       const onDisk = JSON.parse(await readFile(store.path, 'utf8'));
@@ -257,11 +263,31 @@ describe('settings file', () => {
       await writeFile(path.join(dir, SETTINGS_FILE), JSON.stringify({ version: 1, mounts: [old], profiles: [{ name: 'p', accessKeyId: 'EXO9' }], startAtLogin: false, __internal__: { migrations: { version: '0.1.0' } } }));
       const store = SettingsStore.open({ directory: dir });
       assert.deepEqual(store.warnings, []);
-      assert.deepEqual(store.get().mounts, [{ ...old, allowEdit: false }]);
+      assert.deepEqual(store.get().mounts, [{ ...old, allowEdit: false, cacheEnabled: false, cacheSizeMiB: 2048 }]);
       store.update((s) => { s.mounts.push(mount({ id: '2', name: 'new', mountPoint: '/mnt/new', allowEdit: true })); });
       const again = SettingsStore.open({ directory: dir });
       assert.deepEqual(again.get().mounts.map((m) => [m.name, m.allowEdit]), [['old', false], ['new', true]]);
       assert.throws(() => store.update((s) => { (s.mounts[0] as unknown as Record<string, unknown>)['allowEdit'] = 'yes'; }), /allowEdit.* must be boolean/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the cache: a mount stored before the fields existed reads as off (with the default size); one saved with it on reads back as saved', async () => {
+    const dir = await tempDir('settings');
+    try {
+      const old = { id: '1', name: 'old', bucket: 'old-bucket', zone: 'ch-gva-2', profile: 'p', mountPoint: '/mnt/old', forcePathStyle: false, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: true, mountAtLogin: true };
+      await writeFile(path.join(dir, SETTINGS_FILE), JSON.stringify({ version: 1, mounts: [old], profiles: [{ name: 'p', accessKeyId: 'EXO9' }], startAtLogin: false, __internal__: { migrations: { version: '0.1.0' } } }));
+      const store = SettingsStore.open({ directory: dir });
+      assert.deepEqual(store.warnings, []);
+      assert.deepEqual(store.get().mounts, [{ ...old, cacheEnabled: false, cacheSizeMiB: DEFAULT_CACHE_SIZE_MIB }]);
+      assert.equal(DEFAULT_CACHE_SIZE_MIB, 2048);
+      store.update((s) => { s.mounts.push(mount({ id: '2', name: 'new', mountPoint: '/mnt/new', cacheEnabled: true, cacheSizeMiB: 300 })); });
+      const again = SettingsStore.open({ directory: dir });
+      assert.deepEqual(again.get().mounts.map((m) => [m.name, m.cacheEnabled, m.cacheSizeMiB]), [['old', false, 2048], ['new', true, 300]]);
+      assert.throws(() => store.update((s) => { s.mounts[1]!.cacheSizeMiB = 2.5; }), /cacheSizeMiB.* must be integer/);
+      assert.throws(() => store.update((s) => { (s.mounts[1] as unknown as Record<string, unknown>)['cacheEnabled'] = 'yes'; }), /cacheEnabled.* must be boolean/);
+      assert.equal(again.get().mounts[1]?.cacheSizeMiB, 300, 'a refused change leaves the file as it was');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -313,6 +339,23 @@ describe('validation', () => {
       ['mountPoint', "the folder overlaps the folder of mount 'Photos' (/home/ada)"],
     ]);
     assert.deepEqual(fields(mount(), [mount()]), [], 'the mount itself (same id) is not a clash');
+  });
+
+  test('the cache size: a whole number of MiB from 4 (four 1 MiB blocks) to 1 TiB, checked only while the cache is on', () => {
+    assert.equal(cacheSizeProblem(4), undefined);
+    assert.equal(cacheSizeProblem(2048), undefined);
+    assert.equal(cacheSizeProblem(1024 * 1024), undefined);
+    assert.equal(cacheSizeProblem(3), 'the cache needs at least 4 MiB');
+    assert.equal(cacheSizeProblem(0), 'the cache needs at least 4 MiB');
+    assert.equal(cacheSizeProblem(-8), 'the cache needs at least 4 MiB');
+    assert.equal(cacheSizeProblem(4.5), 'the cache size must be a whole number of MiB (4.5 is not)');
+    assert.equal(cacheSizeProblem(1024 * 1024 + 1), 'the cache can be at most 1024 GiB (1 TiB)');
+    assert.equal(cacheSizeProblem(Number.NaN), 'enter the cache size, e.g. 2 GiB');
+    assert.equal(cacheSizeProblem(Number.POSITIVE_INFINITY), 'enter the cache size, e.g. 2 GiB');
+    const fields = (m: MountConfig): Array<[string, string]> => mountConfigProblems(m, [], profiles).map((p) => [p.field, p.message]);
+    assert.deepEqual(fields(mount({ cacheEnabled: true, cacheSizeMiB: 2 })), [['cacheSizeMiB', 'the cache needs at least 4 MiB']]);
+    assert.deepEqual(fields(mount({ cacheEnabled: false, cacheSizeMiB: 2 })), [], 'a size not in use is not a problem');
+    assert.deepEqual(fields(mount({ cacheEnabled: true, readOnly: true })), [], 'a read-only mount may keep a local copy');
   });
 
   test('profiles: a name usable as a keychain account, a key, and a secret for a new one', () => {
@@ -457,6 +500,35 @@ describe('mount options and workers', () => {
     }
   });
 
+  test('the cache on: --cache in the mount\'s own folder under the XDG cache directory (by id) and --max-cache-size, as on the command line', () => {
+    const dir = cacheDirectoryFor('0b6f3c1e-7f7a-4b8e-9d1e-2f5a7c3b9d10');
+    assert.equal(dir, path.join(process.env['XDG_CACHE_HOME'] ?? path.join(homedir(), '.cache'), 'sos-mount', '0b6f3c1e-7f7a-4b8e-9d1e-2f5a7c3b9d10'));
+    const cached = mount({ id: '0b6f3c1e-7f7a-4b8e-9d1e-2f5a7c3b9d10', cacheEnabled: true, cacheSizeMiB: 300 });
+    const options = mountOptionsFor(cached, { logDirectory: '/logs' });
+    assert.deepEqual(options, cliOptions(['--zone', 'ch-dk-2', '--cache', dir, '--max-cache-size', '300', '--log-directory', '/logs', 'photos', '/home/ada/Photos']));
+    assert.deepEqual([options.cacheDirectory, options.maxCacheSizeBytes], [dir, 300 * 1024 * 1024]);
+    assert.deepEqual(options.metadataTtl, { kind: 'seconds', seconds: 60 }, 'as mount-s3: --cache keeps metadata for a minute');
+    assert.equal(mountOptionsFor(cached, { logDirectory: '/logs', cacheDirectory: '/var/tmp/c' }).cacheDirectory, '/var/tmp/c');
+    const off = mountOptionsFor(mount({ cacheSizeMiB: 300 }), { logDirectory: '/logs' });
+    assert.deepEqual([off.cacheDirectory, off.maxCacheSizeBytes], [undefined, undefined], 'the size is kept in the settings, not passed, while the cache is off');
+    assert.deepEqual(off, cliOptions(['--zone', 'ch-dk-2', '--log-directory', '/logs', 'photos', '/home/ada/Photos']));
+    // A hand-edited file's size the CLI would refuse fails with the CLI's message.
+    const tooSmall = mount({ cacheEnabled: true, cacheSizeMiB: 2 });
+    assert.throws(() => mountOptionsFor(tooSmall, { logDirectory: '/logs' }), (err: unknown) => (err as Error).message === cliError(['--cache', '/c', '--max-cache-size', '2', 'photos', '/home/ada/Photos']));
+  });
+
+  test('a cache folder is named by the mount id, and an id that is not a plain name cannot lead outside the cache directory', () => {
+    assert.equal(cacheFolderName('0b6f3c1e-7f7a-4b8e-9d1e-2f5a7c3b9d10'), '0b6f3c1e-7f7a-4b8e-9d1e-2f5a7c3b9d10');
+    assert.equal(cacheFolderName('1'), '1');
+    for (const id of ['../../.ssh', 'a/b', '..', '.', '', ' x', 'x'.repeat(200)]) {
+      const name = cacheFolderName(id);
+      assert.match(name, /^id-[0-9a-f]{32}$/, id);
+      assert.equal(path.dirname(cacheDirectoryFor(id, { XDG_CACHE_HOME: '/c' }, '/h')), '/c/sos-mount', id);
+    }
+    assert.notEqual(cacheFolderName('a/b'), cacheFolderName('a/c'));
+    assert.equal(cacheDirectoryFor('m1', {}, '/home/ada'), process.platform === 'darwin' ? '/home/ada/Library/Caches/sos-mount/m1' : '/home/ada/.cache/sos-mount/m1');
+  });
+
   test('settings values are taken as values, never read as flags', () => {
     assert.equal(mountOptionsFor(mount({ prefix: '-raw/' }), { logDirectory: '/logs' }).prefix, '-raw/');
   });
@@ -513,6 +585,10 @@ describe('mount options and workers', () => {
 /** Workers that follow the protocol without FUSE: mount → mounted, unmount → unmounted and exit. */
 class ScriptedLauncher implements WorkerLauncher {
   readonly workers: Array<{ events: WorkerEvents; killed: string[]; sent: ToWorker[] }> = [];
+  /** How a worker answers clear-cache; undefined: it says nothing (the test answers with say()). */
+  clearCacheAnswer: FromWorker | undefined = { type: 'cache-cleared', freedBytes: 0 };
+  /** Set: mounts fail with this error, and the worker exits. */
+  mountError: WorkerError | undefined;
 
   launch(_name: string, events: WorkerEvents): WorkerHandle {
     const worker = { events, killed: [] as string[], sent: [] as ToWorker[] };
@@ -529,9 +605,14 @@ class ScriptedLauncher implements WorkerLauncher {
         if (exited) return false;
         worker.sent.push(message);
         setImmediate(() => {
-          if (message.type === 'mount') {
+          if (message.type === 'mount' && this.mountError !== undefined) {
+            events.message({ type: 'state', state: 'error', error: this.mountError });
+            exit(1, null);
+          } else if (message.type === 'mount') {
             events.message({ type: 'state', state: 'mounting' });
             events.message({ type: 'state', state: 'mounted' });
+          } else if (message.type === 'clear-cache') {
+            if (this.clearCacheAnswer !== undefined) events.message(this.clearCacheAnswer);
           } else {
             events.message({ type: 'state', state: 'unmounting' });
             events.message({ type: 'state', state: 'unmounted' });
@@ -643,6 +724,141 @@ describe('supervisor: editing mode (scripted workers)', () => {
       { type: 'rename-failed', mountId: 'm1', from: 'c', to: 'd', done: 5, total: 9, message: 'access denied (request id R7)' },
     ]);
     await sup.shutdown({ abandonUploads: false });
+  });
+});
+
+describe('supervisor: the local disk cache', () => {
+  async function setup(options: { credentialsFor?: () => Promise<{ accessKeyId: string; secretAccessKey: string }>; clearCacheTimeoutMs?: number } = {}) {
+    const root = await tempDir('caches');
+    const launcher = new ScriptedLauncher();
+    const sup = new Supervisor({
+      launcher,
+      credentialsFor: options.credentialsFor ?? (async () => ({ accessKeyId: 'EXO1', secretAccessKey: 's' })),
+      logDirectory: '/logs',
+      backoffMs: () => 60_000,
+      cacheDirectoryFor: (id) => path.join(root, id),
+      ...(options.clearCacheTimeoutMs !== undefined ? { clearCacheTimeoutMs: options.clearCacheTimeoutMs } : {}),
+    });
+    const cleanup = async (): Promise<void> => {
+      await sup.shutdown({ abandonUploads: false });
+      await rm(root, { recursive: true, force: true });
+    };
+    return { root, launcher, sup, cleanup };
+  }
+
+  /** A cache folder with `bytes` of blocks in it, as the engine lays it out (app/data/disk-cache.ts). */
+  async function fillCache(dir: string, bytes: number): Promise<void> {
+    await mkdir(path.join(dir, 'v1', 'ab'), { recursive: true });
+    await writeFile(path.join(dir, 'v1', 'ab', 'block-0'), Buffer.alloc(bytes, 7));
+  }
+
+  test('the worker is started with the mount\'s own cache folder and size', async () => {
+    const { root, launcher, sup, cleanup } = await setup();
+    try {
+      sup.mount(mount({ cacheEnabled: true, cacheSizeMiB: 512 }), { keepMounted: false });
+      await waitForStatus(sup, 'm1', 'mounted', (s) => s.state === 'mounted');
+      const sent = launcher.workers[0]?.sent[0];
+      assert.equal(sent?.type, 'mount');
+      if (sent?.type !== 'mount') return;
+      assert.deepEqual([sent.options.cacheDirectory, sent.options.maxCacheSizeBytes], [path.join(root, 'm1'), 512 * 1024 * 1024]);
+      assert.equal(sup.cacheDirectory('m1'), path.join(root, 'm1'));
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('mounted: Clear Cache asks the worker, which owns the folder, and its answer is the result; a second request meanwhile shares the first', async () => {
+    const { root, launcher, sup, cleanup } = await setup();
+    try {
+      await fillCache(path.join(root, 'm1'), 64 * 1024);
+      sup.mount(mount({ cacheEnabled: true }), { keepMounted: false });
+      await waitForStatus(sup, 'm1', 'mounted', (s) => s.state === 'mounted');
+      launcher.clearCacheAnswer = undefined;
+      const first = sup.clearCache('m1');
+      const second = sup.clearCache('m1');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(launcher.workers[0]?.sent.map((m) => m.type), ['mount', 'clear-cache']);
+      launcher.say({ type: 'cache-cleared', freedBytes: 5 * 1024 * 1024 });
+      assert.deepEqual(await Promise.all([first, second]), [5 * 1024 * 1024, 5 * 1024 * 1024]);
+      assert.ok((await readdir(path.join(root, 'm1', 'v1'))).length > 0, 'the app does not touch a folder its worker owns');
+      launcher.clearCacheAnswer = { type: 'cache-cleared', freedBytes: 0 };
+      assert.equal(await sup.clearCache('m1'), 0, 'a later request is a new one');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('mounted: a worker that fails to clear, does not answer in time, or stops meanwhile gives a reason', async () => {
+    const { launcher, sup, cleanup } = await setup({ clearCacheTimeoutMs: 50 });
+    try {
+      sup.mount(mount({ cacheEnabled: true }), { keepMounted: false });
+      await waitForStatus(sup, 'm1', 'mounted', (s) => s.state === 'mounted');
+      launcher.clearCacheAnswer = { type: 'cache-cleared', freedBytes: 0, error: 'EACCES: permission denied, rmdir' };
+      await assert.rejects(sup.clearCache('m1'), (err: unknown) => err instanceof ClearCacheError && err.message === 'the cache could not be cleared: EACCES: permission denied, rmdir');
+      launcher.clearCacheAnswer = undefined;
+      await assert.rejects(sup.clearCache('m1'), (err: unknown) => err instanceof ClearCacheError && err.message === 'the cache could not be cleared: the mount did not answer within 0.05 s');
+      const pending = sup.clearCache('m1');
+      launcher.workers[0]?.events.exit(null, 'SIGKILL');
+      await assert.rejects(pending, (err: unknown) => err instanceof ClearCacheError && err.message === 'the cache could not be cleared: the mount stopped before its cache was cleared; try again');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('while a mount is starting, Clear Cache is refused rather than racing the worker for the folder', async () => {
+    let release!: () => void;
+    const keychain = new Promise<void>((resolve) => { release = resolve; });
+    const { root, sup, cleanup } = await setup({ credentialsFor: async () => { await keychain; return { accessKeyId: 'EXO1', secretAccessKey: 's' }; } });
+    try {
+      await fillCache(path.join(root, 'm1'), 4096);
+      sup.mount(mount({ cacheEnabled: true }), { keepMounted: false });
+      await assert.rejects(sup.clearCache('m1'), /^ClearCacheError: the mount is starting or stopping; clear its cache once it is mounted or unmounted$/);
+      assert.ok((await readdir(path.join(root, 'm1', 'v1'))).length > 0);
+      release();
+      await waitForStatus(sup, 'm1', 'mounted', (s) => s.state === 'mounted');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('not mounted: the folder is emptied on disk and the bytes it took are the result; a folder a live process holds is refused', async () => {
+    const { root, sup, cleanup } = await setup();
+    try {
+      const dir = path.join(root, 'm1');
+      await fillCache(dir, 3 * 1024 * 1024);
+      const before = await cacheFolderUsage(path.join(dir, 'v1'));
+      assert.ok(before >= 3 * 1024 * 1024, `usage ${before}`);
+      assert.equal(await sup.clearCache('m1'), before);
+      assert.deepEqual(await readdir(dir), [], 'the blocks are gone, the folder stays');
+      assert.equal(await sup.clearCache('m1'), 0, 'an empty cache frees nothing');
+      assert.equal(await sup.clearCache('never-used'), 0, 'a mount whose cache was never used has nothing to clear');
+
+      // A cache locked by a live process (a sosmount started by hand with this --cache) is left alone.
+      await fillCache(dir, 4096);
+      await writeFile(path.join(dir, 'lock'), `${process.pid}\n`);
+      await assert.rejects(sup.clearCache('m1'), (err: unknown) => err instanceof ClearCacheError
+        && err.message === `the cache folder is in use by process ${process.pid} (a mount started outside this app?)`);
+      assert.ok((await readdir(path.join(dir, 'v1'))).length > 0);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  test('a mount failing because another process uses its cache folder says so in the tray\'s words, and is retried', async () => {
+    const { root, launcher, sup, cleanup } = await setup();
+    try {
+      launcher.mountError = { code: 'cache-in-use', message: `the cache folder ${path.join(root, 'm1')} is in use by process 4242 (another mount uses the same --cache folder)` };
+      sup.mount(mount({ cacheEnabled: true }), { keepMounted: true });
+      const status = await waitForStatus(sup, 'm1', 'the error', (s) => s.state === 'error');
+      assert.deepEqual(status, { state: 'error', message: `another process is using this mount's cache folder (${path.join(root, 'm1')})`, requestId: undefined, retryInMs: 60_000 });
+      launcher.mountError = { code: 'cache-unusable', message: `cannot use the cache folder ${path.join(root, 'm1')}: no space left on device` };
+      sup.mount(mount({ cacheEnabled: true }), { keepMounted: true });
+      const unusable = await waitForStatus(sup, 'm1', 'the second error', (s) => s.state === 'error' && s.message !== status.message);
+      assert.equal(unusable.state === 'error' && unusable.message, `cannot use the cache folder ${path.join(root, 'm1')}: no space left on device`);
+      assert.equal(unusable.state === 'error' && unusable.retryInMs, 60_000, 'a full disk may get room');
+    } finally {
+      await cleanup();
+    }
   });
 });
 

@@ -51,6 +51,10 @@ async function setup(files: { credentials?: string; config?: string }, options: 
     settings,
     secrets,
     statuses: new TestStatusSource(),
+    caches: {
+      cacheDirectory: () => { throw new Error('import touches no cache'); },
+      clearCache: async () => { throw new Error('import touches no cache'); },
+    },
     createS3Client: () => {
       throw new Error('import sends no S3 request');
     },

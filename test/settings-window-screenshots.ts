@@ -4,7 +4,7 @@
  * The real page and handlers, as in the tests, with example mounts and
  * profiles (an in-memory keychain: nothing here needs a real one).
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { IpcChannel } from '../main/ipc-contract.js';
 import { MemorySecretStore } from '../main/secret-store.js';
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
       await call(ui, IpcChannel.SaveProfile, [{ name: 'exoscale', accessKeyId: 'EXO5f3c2a8e91d04b7e6a1c', secret: 'example-secret', isNew: true }]);
       await call(ui, IpcChannel.SaveProfile, [{ name: 'minio-lab', accessKeyId: 'minioadmin', secret: 'example-secret', isNew: true }]);
       const mounts: Array<{ config: Partial<MountConfig>; status: Parameters<SettingsPage['statuses']['set']>[1] }> = [
-        { config: { name: 'Photos', bucket: 'family-photos', zone: 'ch-gva-2', profile: 'exoscale', allowEdit: true, mountAtLogin: true }, status: { state: 'mounted', uploadsInProgress: 0, editing: true } },
+        { config: { name: 'Photos', bucket: 'family-photos', zone: 'ch-gva-2', profile: 'exoscale', allowEdit: true, cacheEnabled: true, mountAtLogin: true }, status: { state: 'mounted', uploadsInProgress: 0, editing: true } },
         { config: { name: 'Backups', bucket: 'nightly-backups', zone: 'de-fra-1', profile: 'exoscale', prefix: 'laptop/', readOnly: true }, status: { state: 'unmounted' } },
         { config: { name: 'Datasets', bucket: 'ml-datasets', zone: 'ch-dk-2', profile: 'exoscale' }, status: { state: 'mounting', attempt: 2 } },
         { config: { name: 'Lab MinIO', bucket: 'scratch', endpointUrl: 'https://minio.lab.example.net', forcePathStyle: true, profile: 'minio-lab', allowDelete: true, allowOverwrite: true }, status: { state: 'error', message: 'Access denied', requestId: '17A3F9C2B4E8D610' } },
@@ -43,9 +43,15 @@ async function main(): Promise<void> {
         await mkdir(folder, { recursive: true });
         const saved = await call(ui, IpcChannel.SaveMount, [{
           id: undefined, zone: undefined, endpointUrl: undefined, forcePathStyle: false, prefix: '', readOnly: false,
-          allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, mountPoint: folder, ...m.config,
+          allowDelete: false, allowOverwrite: false, allowEdit: false, cacheEnabled: false, cacheSizeMiB: 2048, mountAtLogin: false, mountPoint: folder, ...m.config,
         }]) as { saved: boolean; mount: MountConfig };
         ui.statuses.set(saved.mount.id, m.status);
+        if (saved.mount.cacheEnabled) {
+          // Something in the cache, so the space-used line has a figure to show.
+          const blocks = path.join(ui.caches.cacheDirectory(saved.mount.id), 'v1');
+          await mkdir(blocks, { recursive: true });
+          await writeFile(path.join(blocks, 'block'), Buffer.alloc(312 * 1024 * 1024, 1));
+        }
       }
       await ui.reload();
       await ui.page.screenshot({ path: path.join(outDir, `settings-${scheme}.png`) });
@@ -59,7 +65,15 @@ async function main(): Promise<void> {
       await ui.page.getByRole('button', { name: 'Back to the mounts' }).click();
       await ui.page.getByRole('button', { name: 'Edit Photos' }).click();
       await ui.page.locator('#m-at-login').scrollIntoViewIfNeeded();
+      await ui.page.locator('#m-cache-usage', { hasText: 'Using' }).waitFor();
       await ui.page.screenshot({ path: path.join(outDir, `settings-options-${scheme}.png`) });
+
+      // Its cache (the options shot above shows the space it takes): Clear Cache and what it freed.
+      await ui.page.locator('#m-cache-usage', { hasText: 'Using' }).waitFor();
+      await ui.page.getByRole('button', { name: 'Clear Cache' }).click();
+      await ui.page.locator('#m-cache-usage', { hasText: 'Nothing stored yet' }).waitFor();
+      await ui.page.locator('#m-clear-cache').focus();
+      await ui.page.screenshot({ path: path.join(outDir, `settings-cache-${scheme}.png`) });
 
       await ui.page.getByRole('button', { name: 'Profiles' }).click();
       await ui.page.screenshot({ path: path.join(outDir, `settings-profiles-${scheme}.png`) });

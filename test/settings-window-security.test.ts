@@ -178,7 +178,7 @@ describe('IPC registration', () => {
     const dispatch = createIpcDispatcher(spy);
     const draft = (extra: Record<string, unknown>): Record<string, unknown> => ({
       id: undefined, name: 'n', bucket: 'bucket', zone: 'ch-gva-2', endpointUrl: undefined, forcePathStyle: false, profile: 'p',
-      mountPoint: '/m', prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, ...extra,
+      mountPoint: '/m', prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, cacheEnabled: false, cacheSizeMiB: 2048, mountAtLogin: false, ...extra,
     });
     const cases: Array<[unknown, unknown, string]> = [
       [IpcChannel.SaveMount, [JSON.parse('{"__proto__": {"polluted": true}}')], 'args[0].__proto__: unknown property'],
@@ -280,8 +280,8 @@ describe('the page in a browser', () => {
     }, BRIDGE_NAME);
     assert.deepEqual(shape, {
       methods: [
-        'chooseFolder', 'getSnapshot', 'importProfiles', 'listBuckets', 'onMountStatus', 'onUploadProgress', 'removeMount',
-        'removeProfile', 'saveMount', 'saveProfile', 'testConnection', 'uploadFiles', 'validateMount',
+        'cacheUsage', 'chooseFolder', 'clearCache', 'getSnapshot', 'importProfiles', 'listBuckets', 'onMountStatus', 'onUploadProgress',
+        'removeMount', 'removeProfile', 'saveMount', 'saveProfile', 'testConnection', 'uploadFiles', 'validateMount',
       ],
       allFunctions: true,
       frozen: true,
@@ -324,7 +324,7 @@ describe('the page in a browser', () => {
     await ok(IpcChannel.SaveProfile, [{ name: 'exo', accessKeyId: 'EXO1', secret: 'kept-secret', isNew: true }]);
     await ok(IpcChannel.SaveMount, [{
       id: undefined, name: 'Photos', bucket: 'photos', zone: 'ch-gva-2', endpointUrl: undefined, forcePathStyle: false, profile: 'exo',
-      mountPoint: folder, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false,
+      mountPoint: folder, prefix: '', readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, cacheEnabled: true, cacheSizeMiB: 2048, mountAtLogin: false,
     }]);
     const settingsBefore = await readFile(ui.settingsFile, 'utf8');
     const mountId = ui.settings.get().mounts[0]!.id;
@@ -342,9 +342,16 @@ describe('the page in a browser', () => {
       [IpcChannel.SaveMount, [{ ...validMount, allowDelete: 'true' }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].allowDelete: expected true or false, got a string`],
       [IpcChannel.SaveMount, [{ ...validMount, allowEdit: undefined }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].allowEdit: expected true or false, got nothing`],
       [IpcChannel.SaveMount, [{ ...validMount, allowEdit: 1 }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].allowEdit: expected true or false, got a number`],
+      [IpcChannel.SaveMount, [{ ...validMount, cacheEnabled: 'on' }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].cacheEnabled: expected true or false, got a string`],
+      [IpcChannel.SaveMount, [{ ...validMount, cacheSizeMiB: '2048' }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].cacheSizeMiB: expected a number, got a string`],
+      [IpcChannel.SaveMount, [{ ...validMount, cacheSizeMiB: undefined }], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0].cacheSizeMiB: expected a number, got nothing`],
       [IpcChannel.SaveMount, [validMount, 'extra'], 'InvalidPayload', `${IpcChannel.SaveMount}: args: expected at most 1 argument, got 2`],
       [IpcChannel.SaveMount, [[validMount]], 'InvalidPayload', `${IpcChannel.SaveMount}: args[0]: expected an object, got an array`],
       [IpcChannel.RemoveMount, [{ id: mountId }], 'InvalidPayload', `${IpcChannel.RemoveMount}: args[0]: expected a string, got an object`],
+      [IpcChannel.CacheUsage, [], 'InvalidPayload', `${IpcChannel.CacheUsage}: args[0]: expected a string, got nothing`],
+      [IpcChannel.ClearCache, [mountId, mountId], 'InvalidPayload', `${IpcChannel.ClearCache}: args: expected at most 1 argument, got 2`],
+      [IpcChannel.ClearCache, [{ id: mountId }], 'InvalidPayload', `${IpcChannel.ClearCache}: args[0]: expected a string, got an object`],
+      [IpcChannel.ClearCache, ['x'.repeat(65)], 'InvalidPayload', `${IpcChannel.ClearCache}: args[0]: longer than 64 characters`],
       [IpcChannel.RemoveProfile, [7], 'InvalidPayload', `${IpcChannel.RemoveProfile}: args[0]: expected a string, got a number`],
       [IpcChannel.SaveProfile, [{ name: 'exo', accessKeyId: 'EXO2', secret: { toString: 'x' }, isNew: false }], 'InvalidPayload', `${IpcChannel.SaveProfile}: args[0].secret: expected a string, got an object`],
       [IpcChannel.SaveProfile, [{ name: 'exo', accessKeyId: 'EXO2', secret: 'new-secret' }], 'InvalidPayload', `${IpcChannel.SaveProfile}: args[0].isNew: expected true or false, got nothing`],
@@ -372,5 +379,6 @@ describe('the page in a browser', () => {
     assert.equal(await readFile(ui.settingsFile, 'utf8'), settingsBefore, 'the settings file is unchanged');
     assert.equal(await secrets.get('exo'), 'kept-secret', 'the keychain is unchanged');
     assert.deepEqual(ui.dialog.calls, [], 'no dialog was opened');
+    assert.deepEqual(ui.caches.cleared, [], 'no cache was cleared');
   });
 });

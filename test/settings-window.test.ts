@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { IpcChannel, IpcEvent, type UploadProgress } from '../main/ipc-contract.js';
@@ -84,7 +84,7 @@ async function seedProfile(ui: SettingsPage, name: string, credentials = GOOD): 
 async function seedMount(ui: SettingsPage, mount: Partial<MountConfig> & { name: string; profile: string; mountPoint: string }): Promise<MountConfig> {
   const draft = {
     id: undefined, bucket: 'photos', zone: undefined, endpointUrl: server.endpoint, forcePathStyle: true, prefix: '',
-    readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, mountAtLogin: false, ...mount,
+    readOnly: false, allowDelete: false, allowOverwrite: false, allowEdit: false, cacheEnabled: false, cacheSizeMiB: 2048, mountAtLogin: false, ...mount,
   };
   const response = await ui.invoke(IpcChannel.SaveMount, [draft]) as { ok: true; value: { saved: true; mount: MountConfig } };
   assert.equal(response.ok && response.value.saved, true, JSON.stringify(response));
@@ -144,7 +144,8 @@ describe('mounts', () => {
     assert.match(id, /^[0-9a-f-]{36}$/);
     assert.deepEqual(rest, {
       name: 'Photos', bucket: 'photos', endpointUrl: server.endpoint, forcePathStyle: true, profile: 'local',
-      mountPoint: folder, prefix: '2024/', readOnly: false, allowDelete: true, allowOverwrite: false, allowEdit: false, mountAtLogin: true,
+      mountPoint: folder, prefix: '2024/', readOnly: false, allowDelete: true, allowOverwrite: false, allowEdit: false,
+      cacheEnabled: true, cacheSizeMiB: 2048, mountAtLogin: true,
     });
 
     // Live state, as the supervisor reports it.
@@ -269,6 +270,10 @@ describe('keyboard and labels', () => {
     await tab('m-allow-overwrite');
     await page.keyboard.press('Space');
     await tab('m-at-login');
+    await tab('m-cache');
+    await tab('m-cache-size');
+    await tab('m-cache-unit');
+    // A new mount has no cache yet: no space used, no Clear Cache.
     await tab('m-cancel');
     await tab('m-save');
 
@@ -444,6 +449,123 @@ describe('validation as you type', () => {
     // Focus goes to the first field that needs attention.
     assert.equal(await page.evaluate(() => (globalThis as unknown as PageGlobals).document.activeElement?.id), 'm-name');
     assert.deepEqual(ui.settings.get().mounts, []);
+  });
+});
+
+describe('the local disk cache', () => {
+  test('on for a new mount at 2 GiB, off for one saved before; the size is checked as you type, in MiB or GiB, and stored in MiB', async () => {
+    const ui = await settingsPage();
+    await seedProfile(ui, 'local');
+    await seedMount(ui, { name: 'Old', profile: 'local', mountPoint: await emptyFolder('old') });
+    const { page } = ui;
+    const form = page.locator('#mount-form');
+    const cache = form.getByLabel(/Keep a local copy of what is read/);
+    const size = form.getByRole('spinbutton', { name: /^Cache size/ });
+    const unit = form.getByLabel('Cache size unit');
+    const shown = async (): Promise<string> => `${await cache.isChecked() ? 'on' : 'off'} ${await size.inputValue()} ${await unit.inputValue()}${await size.isDisabled() ? ' (disabled)' : ''}`;
+
+    // Saved before the cache existed: off, its size kept greyed for when it is turned on.
+    await page.getByRole('button', { name: 'Edit Old' }).click();
+    assert.equal(await shown(), 'off 2 GiB (disabled)');
+    assert.equal(await form.locator('label[for="m-cache"] .hint').textContent(), "Files open from this computer's disk the next time, while unchanged in the bucket");
+    await page.getByRole('button', { name: 'Cancel' }).click();
+
+    await page.getByRole('button', { name: 'Add Mount…' }).click();
+    assert.equal(await shown(), 'on 2 GiB');
+    assert.equal(await page.locator('#m-cache-usage-field').isHidden(), true, 'a new mount has no cache to measure');
+    await form.getByLabel('Name', { exact: true }).fill('Cached');
+    await form.getByLabel('Zone', { exact: true }).selectOption('ch-gva-2');
+    await form.getByLabel('Bucket', { exact: true }).fill('cached-bucket');
+    await form.getByLabel(/Mount folder/).fill(await emptyFolder('cached'));
+
+    /** Sets the size and waits for `expected` beside it. */
+    async function check(value: string, unitName: 'MiB' | 'GiB', expected: string): Promise<void> {
+      await unit.selectOption(unitName);
+      await size.fill(value);
+      await waitForText(page, '#m-cache-size-problem', expected);
+      assert.equal(await size.getAttribute('aria-invalid'), expected === '' ? null : 'true');
+    }
+    await check('3', 'MiB', 'The cache needs at least 4 MiB');
+    await check('4.5', 'MiB', 'The cache size must be a whole number of MiB (4.5 is not)');
+    await check('', 'MiB', 'Enter the cache size, e.g. 2 GiB');
+    await check('2000', 'GiB', 'The cache can be at most 1024 GiB (1 TiB)');
+    await check('4', 'MiB', '');
+    await check('0.001', 'GiB', 'The cache needs at least 4 MiB');
+    // A size not in use is not a problem: turning the cache off clears the reason, turning it on shows it again.
+    await cache.uncheck();
+    await waitForText(page, '#m-cache-size-problem', '');
+    assert.equal(await size.isDisabled(), true);
+    await cache.check();
+    await waitForText(page, '#m-cache-size-problem', 'The cache needs at least 4 MiB');
+    await check('1.5', 'GiB', '');
+    await form.getByRole('button', { name: 'Add Mount', exact: true }).click();
+    await page.locator('.mount-row', { hasText: 'Cached' }).waitFor();
+    const saved = ui.settings.get().mounts.find((m) => m.name === 'Cached');
+    assert.deepEqual([saved?.cacheEnabled, saved?.cacheSizeMiB], [true, 1536]);
+
+    // Turned off with the size field emptied: saved off, with a size that can be stored (the default).
+    await page.getByRole('button', { name: 'Edit Cached' }).click();
+    assert.equal(await shown(), 'on 1536 MiB');
+    await size.fill('');
+    await cache.uncheck();
+    await form.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#mounts-list-view').waitFor();
+    const off = ui.settings.get().mounts.find((m) => m.name === 'Cached');
+    assert.deepEqual([off?.cacheEnabled, off?.cacheSizeMiB], [false, 2048]);
+  });
+
+  test('the space used is shown, and Clear Cache empties the cache and says what it freed, or why it could not', async () => {
+    const ui = await settingsPage();
+    await seedProfile(ui, 'local');
+    const mount = await seedMount(ui, { name: 'Photos', profile: 'local', mountPoint: await emptyFolder(), cacheEnabled: true, cacheSizeMiB: 2048 });
+    const { page } = ui;
+    const dir = ui.caches.cacheDirectory(mount.id);
+    await mkdir(path.join(dir, 'v1', 'ab'), { recursive: true });
+    await writeFile(path.join(dir, 'v1', 'ab', 'block-0'), randomBytes(5 * 1024 * 1024));
+
+    await page.getByRole('button', { name: 'Edit Photos' }).click();
+    await waitForText(page, '#m-cache-usage', 'Using 5 MiB of 2 GiB');
+    assert.equal(await page.locator('#m-cache-usage').getAttribute('title'), dir);
+    // The line follows the size as it is typed.
+    await page.locator('#mount-form').getByRole('spinbutton', { name: /^Cache size/ }).fill('3');
+    await waitForText(page, '#m-cache-usage', 'Using 5 MiB of 3 GiB');
+
+    await page.getByRole('button', { name: 'Clear Cache' }).click();
+    await waitForText(page, '#m-cache-result', 'Cleared 5 MiB.');
+    assert.equal(await page.locator('#m-cache-result').getAttribute('data-tone'), 'ok');
+    await waitForText(page, '#m-cache-usage', 'Nothing stored yet');
+    assert.deepEqual(ui.caches.cleared, [mount.id]);
+    assert.deepEqual(await readdir(dir), []);
+
+    await page.getByRole('button', { name: 'Clear Cache' }).click();
+    await waitForText(page, '#m-cache-result', 'The cache was already empty.');
+
+    // A process holding the folder (here: this one) keeps it: the reason shows, nothing is removed.
+    await mkdir(path.join(dir, 'v1'), { recursive: true });
+    await writeFile(path.join(dir, 'v1', 'block-1'), randomBytes(64 * 1024));
+    await writeFile(path.join(dir, 'lock'), `${process.pid}\n`);
+    await page.getByRole('button', { name: 'Clear Cache' }).click();
+    await waitForText(page, '#m-cache-result', `The cache folder is in use by process ${process.pid} (a mount started outside this app?)`);
+    assert.equal(await page.locator('#m-cache-result').getAttribute('data-tone'), 'bad');
+    assert.deepEqual(await readdir(path.join(dir, 'v1')), ['block-1']);
+    await waitForText(page, '#m-cache-usage', /^Using \d+ KiB of 3 GiB$/);
+
+    // The same through main, for a mount that does not exist.
+    const missing = await ui.invoke(IpcChannel.ClearCache, ['no-such-mount']);
+    assert.deepEqual(missing, { ok: false, error: { code: 'NotFound', message: 'That mount no longer exists; it may have been removed elsewhere.' } });
+    assert.deepEqual(ui.caches.cleared, [mount.id, mount.id, mount.id]);
+
+    // Removing the mount removes its cache, unless another process still uses the folder.
+    await page.getByRole('button', { name: 'Remove Mount…' }).click();
+    await page.locator('#m-remove-confirm').getByRole('button', { name: 'Remove' }).click();
+    await page.locator('#mounts-empty').waitFor();
+    assert.deepEqual(await readdir(path.join(dir, 'v1')), ['block-1'], 'a folder in use is left alone');
+    const other = await seedMount(ui, { name: 'Other', profile: 'local', mountPoint: await emptyFolder('other'), cacheEnabled: true });
+    const otherDir = ui.caches.cacheDirectory(other.id);
+    await mkdir(path.join(otherDir, 'v1'), { recursive: true });
+    await writeFile(path.join(otherDir, 'v1', 'block-0'), randomBytes(4096));
+    assert.deepEqual(await ui.invoke(IpcChannel.RemoveMount, [other.id]), { ok: true, value: undefined });
+    await assert.rejects(readdir(otherDir), /ENOENT/);
   });
 });
 

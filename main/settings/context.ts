@@ -24,6 +24,13 @@ export interface MountStatusSource {
   onStatus(listener: (id: string, status: MountStatus) => void): () => void;
 }
 
+/** The mounts' local disk caches: the supervisor in the app. */
+export interface CacheControl {
+  cacheDirectory(mountId: string): string;
+  /** Empties one (through its worker while mounted) and resolves with the bytes freed; a ClearCacheError says why it could not. */
+  clearCache(mountId: string): Promise<number>;
+}
+
 export interface FolderDialog {
   /** Resolves undefined when the user cancels. */
   chooseFolder(defaultPath: string | undefined): Promise<string | undefined>;
@@ -37,6 +44,7 @@ export interface SettingsHandlerDeps {
   settings: SettingsAccess;
   secrets: SecretStore;
   statuses: MountStatusSource;
+  caches: CacheControl;
   createS3Client: S3ClientFactory;
   dialog: FolderDialog;
   /** Delivers events to the window (webContents.send in the app). */
@@ -57,7 +65,7 @@ export interface SettingsHandlerDeps {
 }
 
 /** The injected parts with their defaults filled in, as each feature module of main/settings/ receives them. */
-export interface SettingsContext extends Pick<SettingsHandlerDeps, 'settings' | 'secrets' | 'statuses' | 'createS3Client' | 'dialog' | 'emit'> {
+export interface SettingsContext extends Pick<SettingsHandlerDeps, 'settings' | 'secrets' | 'statuses' | 'caches' | 'createS3Client' | 'dialog' | 'emit'> {
   home: string;
   awsFiles: AwsSharedFiles;
   connectionTimeoutMs: number;

@@ -7,8 +7,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { IpcChannel, type IpcHandlers, type MountDraft, type MountProblems } from '../ipc-contract.js';
 import { SettingsActionError } from '../ipc-validate.js';
-import type { MountConfig, MountStatus, Settings } from '../model.js';
-import { mountConfigProblems } from '../validation.js';
+import { DEFAULT_CACHE_SIZE_MIB, type MountConfig, type MountStatus, type Settings } from '../model.js';
+import { cacheSizeProblem, mountConfigProblems } from '../validation.js';
 import type { MountStatusSource, SettingsAccess, SettingsContext } from './context.js';
 import { expandHome } from './home-paths.js';
 import { errnoOf, plural, sentence } from './messages.js';
@@ -35,6 +35,9 @@ function normaliseDraft(draft: MountDraft, home: string): MountDraft {
     endpointUrl: draft.endpointUrl === undefined ? undefined : draft.endpointUrl.trim(),
     mountPoint: expandHome(draft.mountPoint.trim(), home),
     prefix: draft.prefix.trim(),
+    // With the cache off its size field is disabled and not checked; what
+    // it held (an emptied field arrives as NaN) must still be storable.
+    cacheSizeMiB: draft.cacheEnabled || cacheSizeProblem(draft.cacheSizeMiB) === undefined ? draft.cacheSizeMiB : DEFAULT_CACHE_SIZE_MIB,
   };
 }
 
@@ -119,6 +122,15 @@ export function mountHandlers(ctx: SettingsContext): MountHandlers {
       ctx.settings.update((s) => {
         s.mounts = s.mounts.filter((m) => m.id !== id);
       });
+      // Its cache is named by its id, which no mount will have again: left,
+      // it would take disk space nothing can reach. A folder another process
+      // still uses (a sosmount given it by hand) is left alone.
+      try {
+        await ctx.caches.clearCache(id);
+        await fsp.rm(ctx.caches.cacheDirectory(id), { recursive: true, force: true });
+      } catch {
+        // The mount is removed either way; the folder is only space.
+      }
     },
 
     async [IpcChannel.ChooseFolder](raw) {

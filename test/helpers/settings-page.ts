@@ -19,8 +19,9 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { BRIDGE_NAME, type IpcEvent, type IpcEventContract } from '../../main/ipc-contract.js';
 import { createIpcDispatcher } from '../../main/ipc-validate.js';
 import type { MountStatus, SecretStore } from '../../main/model.js';
-import { createSettingsHandlers, type MountStatusSource, type S3ClientFactory } from '../../main/settings-handlers.js';
+import { createSettingsHandlers, type CacheControl, type MountStatusSource, type S3ClientFactory } from '../../main/settings-handlers.js';
 import { SettingsStore } from '../../main/settings-store.js';
+import { Supervisor } from '../../main/supervisor.js';
 import { withCspHeader } from '../../main/settings-window.js';
 import { createS3Client } from '../../app/s3/sdk-client.js';
 
@@ -168,6 +169,37 @@ export class TestStatusSource implements MountStatusSource {
   }
 }
 
+/**
+ * The supervisor's cache side, real: each mount's cache folder is under
+ * `root`, and Clear Cache runs the supervisor's own clearCache, which for a
+ * mount without a worker (none runs here) empties the folder on disk.
+ */
+export class TestCaches implements CacheControl {
+  readonly root: string;
+  /** Mount ids Clear Cache was asked for, in order. */
+  readonly cleared: string[] = [];
+  private readonly supervisor: Supervisor;
+
+  constructor(root: string) {
+    this.root = root;
+    this.supervisor = new Supervisor({
+      launcher: { launch: () => { throw new Error('the settings window tests start no worker'); } },
+      credentialsFor: async () => { throw new Error('the settings window tests start no worker'); },
+      logDirectory: root,
+      cacheDirectoryFor: (id) => path.join(root, id),
+    });
+  }
+
+  cacheDirectory(mountId: string): string {
+    return this.supervisor.cacheDirectory(mountId);
+  }
+
+  clearCache(mountId: string): Promise<number> {
+    this.cleared.push(mountId);
+    return this.supervisor.clearCache(mountId);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The page with its main side
 
@@ -237,6 +269,7 @@ export interface SettingsPage {
   settings: SettingsStore;
   settingsFile: string;
   statuses: TestStatusSource;
+  caches: TestCaches;
   /** What the folder dialog answers next (undefined: the user cancels). */
   dialog: { next: string | undefined; calls: Array<string | undefined> };
   /** Every console message and page error, as text. */
@@ -259,6 +292,7 @@ export async function openSettingsPage(browser: Browser, server: StaticServer, o
   const directory = options.settingsDirectory ?? (await fsp.mkdtemp(path.join(os.tmpdir(), 'sosmount-settings-')));
   const settings = SettingsStore.open({ directory });
   const statuses = new TestStatusSource();
+  const caches = new TestCaches(await fsp.mkdtemp(path.join(os.tmpdir(), 'sosmount-caches-')));
   const dialog: SettingsPage['dialog'] = { next: undefined, calls: [] };
   const consoleLines: string[] = [];
   const events: SettingsPage['events'] = [];
@@ -279,6 +313,7 @@ export async function openSettingsPage(browser: Browser, server: StaticServer, o
     settings,
     secrets: options.secrets,
     statuses,
+    caches,
     createS3Client: options.createS3Client ?? createS3Client,
     dialog: {
       chooseFolder: async (defaultPath) => {
@@ -318,6 +353,7 @@ export async function openSettingsPage(browser: Browser, server: StaticServer, o
     settings,
     settingsFile: settings.path,
     statuses,
+    caches,
     dialog,
     console: consoleLines,
     events,
@@ -335,6 +371,7 @@ export async function openSettingsPage(browser: Browser, server: StaticServer, o
     close: async () => {
       dispose();
       await page.close();
+      await fsp.rm(caches.root, { recursive: true, force: true });
       if (ownsDirectory) await fsp.rm(directory, { recursive: true, force: true });
     },
   };
