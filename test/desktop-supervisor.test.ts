@@ -274,6 +274,24 @@ describe('supervisor with real workers', () => {
     assert.equal(await isMountPoint(cfg.mountPoint), false);
   });
 
+  test('Clear Cache while mounted: the worker empties its cache and says how much it freed; reads go on from the bucket', async () => {
+    const { sup } = supervisor();
+    const cfg = await config({ cacheEnabled: true, cacheSizeMiB: 64 });
+    const body = 'x'.repeat(300 * 1024);
+    await server.client().send(new PutObjectCommand({ Bucket: 'alpha', Key: 'cleared.txt', Body: body }));
+    sup.mount(cfg, { keepMounted: false });
+    await waitForStatus(sup, cfg.id, 'mounted', isMounted);
+    assert.equal(await readFile(path.join(cfg.mountPoint, 'cleared.txt'), 'utf8'), body);
+    const blocks = path.join(sup.cacheDirectory(cfg.id), 'v1');
+    // The block is written in the background after the read.
+    for (let i = 0; i < 100 && (await cacheFolderUsage(blocks)) < 300 * 1024; i++) await new Promise((r) => setTimeout(r, 50));
+    const freed = await sup.clearCache(cfg.id);
+    assert.ok(freed >= 300 * 1024, `freed ${freed}`);
+    assert.equal(sup.status(cfg.id).state, 'mounted');
+    assert.equal(await readFile(path.join(cfg.mountPoint, 'cleared.txt'), 'utf8'), body);
+    await sup.unmount(cfg.id);
+  });
+
   test('the worker as the app runs it (utility-process entry over a parent port) mounts, uploads, reports and unmounts', async () => {
     const { sup } = supervisor({ launcher: new FakeUtilityLauncher() });
     const cfg = await config();
