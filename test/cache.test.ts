@@ -145,7 +145,8 @@ describe('--cache through real mounts', { concurrency: 1 }, () => {
     await waitUntil('the blocks on disk', async () => (await blockFiles(cache)).length === 4, 10_000);
     process.kill(m.workerPid, 'SIGKILL');
     await waitUntil('the worker to die', () => gone(m.workerPid), 10_000);
-    await run('fusermount', ['-uz', m.mnt]);
+    // Its watchdog detaches the dead mount, then exits.
+    await waitUntil('the watchdog to exit', () => gone(m.watchdog.pid), 15_000);
     const again = await m.remount();
     await world.proxy.resetStats();
     assert.equal(await md5Through(again, 'k.bin'), md5(body));
