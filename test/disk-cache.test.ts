@@ -327,4 +327,36 @@ describe('reads through the cache', () => {
     assert.equal(client.requestCounts.get('GetObject'), 1);
     await cache.close();
   });
+
+  test('a sink that lends its memory gets whole blocks read into it in place; a damaged one is fetched into it instead', async () => {
+    const dir = await folder();
+    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 64 * KiB });
+    const client = new MemoryObjectClient();
+    const body = randomBytes(200 * KiB);
+    client.put('obj', body);
+    const v = { key: 'obj', etag: client.objects.get('obj')!.etag, sizeBytes: body.length };
+    await readThroughCache(cache, client, v, { start: 0, end: body.length }, collect(), {});
+    await cache.settled();
+    // Damage block 1.
+    const f = cache.blockFile(v, 1);
+    const b = await readFile(f);
+    b[100]! ^= 1;
+    await writeFile(f, b);
+    const slabs: Buffer[] = [];
+    let received = 0;
+    let lent = 0;
+    const chunks: Buffer[] = [];
+    const sink = {
+      write: (x: Buffer) => { chunks.push(Buffer.from(x)); received += x.length; },
+      slabsFor: (n: number) => { const slab = Buffer.alloc(n); slabs.push(slab); return [slab]; },
+      filled: (n: number) => { chunks.push(slabs.at(-1)!.subarray(0, n)); received += n; lent += n; },
+    };
+    await readThroughCache(cache, client, v, { start: 0, end: body.length }, sink, {});
+    assert.deepEqual(Buffer.concat(chunks), body);
+    assert.equal(received, body.length);
+    assert.equal(lent, body.length - 64 * KiB, 'blocks 0, 2 and 3 in place; block 1 fetched');
+    assert.equal(client.requestCounts.get('GetObject'), 2);
+    assert.equal(cache.stats.invalid, 1);
+    await cache.close();
+  });
 });

@@ -8,12 +8,23 @@
 import type { ByteRange, ObjectClient, RangeSink, RequestOptions } from '../s3/object-client.js';
 import type { DiskCache, ObjectVersion } from './disk-cache.js';
 
+/**
+ * A sink that can lend its own memory for the next bytes (the prefetcher's
+ * segments): a block read from disk lands there with no copy.
+ */
+export interface InPlaceSink extends RangeSink {
+  /** Buffers to hold the next `bytes` bytes, in order; undefined when the sink cannot lend them now. */
+  slabsFor?(bytes: number): Buffer[] | undefined;
+  /** The lent buffers now hold the next `bytes` bytes. */
+  filled?(bytes: number): void;
+}
+
 export async function readThroughCache(
   cache: DiskCache,
   client: Pick<ObjectClient, 'getRange'>,
   v: ObjectVersion,
   range: ByteRange,
-  sink: RangeSink,
+  sink: InPlaceSink,
   opts: RequestOptions & { ifMatch?: string },
 ): Promise<void> {
   const bs = cache.blockSizeBytes;
@@ -31,7 +42,18 @@ export async function readThroughCache(
     // A block another reader fetches is read from disk once stored.
     const fetching = cache.fetchingBlock(v, index);
     if (fetching) await fetching;
-    if (cache.stores(v, index) && await cache.readBlock(v, index, deliver)) continue;
+    if (cache.stores(v, index)) {
+      const length = cache.blockLength(v, index);
+      // The whole block, where the sink can lend its memory: read in place.
+      const slabs = pos === blockStart && blockStart + length <= end ? sink.slabsFor?.(length) : undefined;
+      if (slabs) {
+        if (await cache.readBlockInto(v, index, slabs)) {
+          sink.filled!(length);
+          pos += length;
+          continue;
+        }
+      } else if (await cache.readBlock(v, index, deliver)) continue;
+    }
     // Another reader may have taken the block up while this one waited.
     if (cache.holds(v, index)) continue;
     // The run of blocks nobody holds or fetches, from this one on, claimed

@@ -7,8 +7,9 @@
  * index. Each file starts with a header naming that version and block and
  * carrying a CRC-32 of the bytes; every read checks all of it, so a
  * truncated, corrupt or foreign block is a miss (fetched again and
- * logged), never wrong bytes. A block is written under a temporary name
- * and renamed into place, so a reader sees a whole block or none.
+ * logged), never wrong bytes. A block is indexed, and so read, only once
+ * its file is written and closed; one written through the mount waits
+ * under a temporary name until its upload gives it an ETag.
  *
  * The size stays under its limit at all times: least recently used blocks
  * are removed before a new one is written. The order survives a restart
@@ -233,7 +234,7 @@ export class DiskCache {
       await rm(cache.pendingDir, { recursive: true, force: true });
       await mkdir(cache.pendingDir, { recursive: true, mode: 0o700 });
       cache.fsBlockBytes = (await statfs(dir)).bsize || 4096;
-      await cache.index();
+      await cache.scan();
       await cache.refreshLimit(true);
     } catch (err) {
       await unlockFolder(dir);
@@ -263,7 +264,7 @@ export class DiskCache {
   }
 
   /** Reads what an earlier run stored, oldest use first (file mtimes). */
-  private async index(): Promise<void> {
+  private async scan(): Promise<void> {
     const found: { name: string; bytes: number; mtimeMs: number }[] = [];
     // The folders themselves count, as du counts them.
     this.usedBytes = (await stat(this.directory)).blocks * 512 + (await stat(this.blocksDir)).blocks * 512 + (await stat(this.pendingDir)).blocks * 512;
@@ -380,27 +381,69 @@ export class DiskCache {
       const bytes = buffer.subarray(0, got);
       const problem = this.check(bytes, identity, index, this.blockLength(v, index));
       if (problem !== undefined) {
-        this.stats.invalid++;
-        this.stats.misses++;
-        this.log?.warn('cache block invalid, fetched again', { key: v.key, block: index, problem });
-        this.forget(name);
-        await unlink(file).catch(() => undefined);
+        this.invalid(v, index, name, file, problem);
         return false;
       }
-      this.stats.hits++;
-      // Most recently used: last in the map's order.
-      this.entries.delete(name);
-      this.entries.set(name, entry);
-      const now = this.now();
-      if (now - entry.touchedMs > TOUCH_INTERVAL_MS) {
-        entry.touchedMs = now;
-        void utimes(file, now / 1000, now / 1000).catch(() => undefined);
-      }
+      this.hit(name, entry, file);
       use(bytes.subarray(HEADER_BYTES));
       return true;
     } finally {
       this.giveBuffer(buffer);
     }
+  }
+
+  /**
+   * Reads the block straight into `buffers` (the reader's own memory, no
+   * copy), checked as readBlock checks it; false for a miss, and then the
+   * buffers hold nothing of use.
+   */
+  async readBlockInto(v: ObjectVersion, index: number, buffers: readonly Buffer[]): Promise<boolean> {
+    const identity = this.identity(v);
+    const name = this.nameOf(identity, index);
+    const entry = this.entries.get(name);
+    const length = this.blockLength(v, index);
+    if (!entry || this.closed) {
+      this.stats.misses++;
+      return false;
+    }
+    const file = path.join(this.blocksDir, name);
+    const header = Buffer.allocUnsafe(HEADER_BYTES);
+    const views: Buffer[] = [header];
+    let room = length;
+    for (const b of buffers) {
+      if (room <= 0) break;
+      views.push(b.subarray(0, Math.min(b.length, room)));
+      room -= Math.min(b.length, room);
+    }
+    // One byte more than the block: a longer file is not a block either.
+    views.push(Buffer.allocUnsafe(1));
+    let got: number;
+    try {
+      const h = await open(file, 'r');
+      try {
+        got = (await h.readv(views, 0)).bytesRead;
+      } finally {
+        await h.close();
+      }
+    } catch (err) {
+      this.forget(name);
+      this.stats.misses++;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn('cache block unreadable', { key: v.key, block: index, error: (err as Error).message });
+      return false;
+    }
+    const data = views.slice(1, -1);
+    let problem = this.checkHeader(header, got, identity, index, length);
+    if (problem === undefined) {
+      let crc = 0;
+      for (const d of data) crc = crc32(d, crc);
+      if (crc !== header.readUInt32LE(AT.crc)) problem = 'checksum mismatch';
+    }
+    if (problem !== undefined) {
+      this.invalid(v, index, name, file, problem);
+      return false;
+    }
+    this.hit(name, entry, file);
+    return true;
   }
 
   /** The block's bytes (a copy), or undefined for a miss. */
@@ -425,12 +468,38 @@ export class DiskCache {
 
   /** Why a block file is not the block asked for, or undefined if it is. */
   private check(bytes: Buffer, identity: Buffer, index: number, length: number): string | undefined {
-    if (bytes.length < HEADER_BYTES || !bytes.subarray(0, MAGIC.length).equals(MAGIC) || bytes.readUInt32LE(AT.format) !== FORMAT) return 'not a block file';
-    if (!bytes.subarray(AT.identity, AT.identity + IDENTITY_BYTES).equals(identity) || bytes.readUInt32LE(AT.index) !== index) return 'a block of another object or version';
-    if (bytes.readUInt32LE(AT.blockSize) !== this.blockSizeBytes) return 'a block of another block size';
-    if (bytes.readUInt32LE(AT.length) !== length || bytes.length !== HEADER_BYTES + length) return `truncated (${bytes.length - HEADER_BYTES} of ${length} bytes)`;
-    if (crc32(bytes.subarray(HEADER_BYTES)) !== bytes.readUInt32LE(AT.crc)) return 'checksum mismatch';
+    const problem = this.checkHeader(bytes, bytes.length, identity, index, length);
+    if (problem !== undefined) return problem;
+    return crc32(bytes.subarray(HEADER_BYTES)) !== bytes.readUInt32LE(AT.crc) ? 'checksum mismatch' : undefined;
+  }
+
+  /** The header's part of check(): `fileBytes` read in all (header and data). */
+  private checkHeader(header: Buffer, fileBytes: number, identity: Buffer, index: number, length: number): string | undefined {
+    if (fileBytes < HEADER_BYTES || !header.subarray(0, MAGIC.length).equals(MAGIC) || header.readUInt32LE(AT.format) !== FORMAT) return 'not a block file';
+    if (!header.subarray(AT.identity, AT.identity + IDENTITY_BYTES).equals(identity) || header.readUInt32LE(AT.index) !== index) return 'a block of another object or version';
+    if (header.readUInt32LE(AT.blockSize) !== this.blockSizeBytes) return 'a block of another block size';
+    if (header.readUInt32LE(AT.length) !== length || fileBytes !== HEADER_BYTES + length) return `truncated (${fileBytes - HEADER_BYTES} of ${length} bytes)`;
     return undefined;
+  }
+
+  private invalid(v: ObjectVersion, index: number, name: string, file: string, problem: string): void {
+    this.stats.invalid++;
+    this.stats.misses++;
+    this.log?.warn('cache block invalid, fetched again', { key: v.key, block: index, problem });
+    this.forget(name);
+    void unlink(file).catch(() => undefined);
+  }
+
+  /** A block read and checked: the most recently used now (last in the map's order). */
+  private hit(name: string, entry: Entry, file: string): void {
+    this.stats.hits++;
+    this.entries.delete(name);
+    this.entries.set(name, entry);
+    const now = this.now();
+    if (now - entry.touchedMs > TOUCH_INTERVAL_MS) {
+      entry.touchedMs = now;
+      void utimes(file, now / 1000, now / 1000).catch(() => undefined);
+    }
   }
 
   private header(identity: Buffer | undefined, index: number, data: Buffer): Buffer {
@@ -533,20 +602,24 @@ export class DiskCache {
       this.stats.skipped++;
       return false;
     }
-    const temp = this.tempPath();
+    // Written in place: a block is read only once indexed, which is after
+    // its close, and the folder has one writer (the lock); a write cut by a
+    // crash is found truncated by its first read.
+    const file = path.join(this.blocksDir, name);
     try {
       await this.shardOf(name);
-      const h = await open(temp, 'w', 0o600);
+      const h = await open(file, 'w', 0o600);
       try {
         await h.writev([header, data]);
       } finally {
         await h.close();
       }
-      await this.place(temp, name, cost);
+      if (this.closed) throw new Error('cache closed');
+      this.addEntry(name, cost);
       return true;
     } catch (err) {
       this.usedBytes -= cost;
-      await unlink(temp).catch(() => undefined);
+      await unlink(file).catch(() => undefined);
       this.writeFailed(err);
       return false;
     }
@@ -556,6 +629,10 @@ export class DiskCache {
   private async place(temp: string, name: string, cost: number): Promise<void> {
     if (this.closed) throw new Error('cache closed');
     await rename(temp, path.join(this.blocksDir, name));
+    this.addEntry(name, cost);
+  }
+
+  private addEntry(name: string, cost: number): void {
     this.forget(name);
     this.entries.set(name, { bytes: cost, touchedMs: this.now() });
     this.stats.stored++;

@@ -114,6 +114,32 @@ class Segment implements RangeSink {
     else this.wake();
   }
 
+  /**
+   * Slabs to receive the next `n` bytes in place (a block read from the
+   * disk cache, no copy); undefined unless they start a whole slab.
+   */
+  slabsFor(n: number): Buffer[] | undefined {
+    if (this.done || this.freed || this.slabBytes !== SLAB_BYTES || this.received % SLAB_BYTES !== 0 || this.received + n > this.size) return undefined;
+    const out: Buffer[] = [];
+    for (let i = this.received / SLAB_BYTES; i * SLAB_BYTES < this.received + n; i++) {
+      let slab = this.slabs[i];
+      if (!slab) {
+        slab = this.pool.take();
+        this.slabs.push(slab);
+      }
+      out.push(slab);
+    }
+    return out;
+  }
+
+  /** The slabs lent by slabsFor() now hold the next `n` bytes. */
+  filled(n: number): void {
+    if (this.done || this.freed) return;
+    this.received += n;
+    if (this.received >= this.size) this.finish();
+    else this.wake();
+  }
+
   finish(error?: Error): void {
     this.done = true;
     this.error = error;
