@@ -54,7 +54,7 @@ function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
     env[key] = value;
   }
   env['PATH'] = `${path.dirname(process.execPath)}${path.delimiter}${env['PATH'] ?? ''}`;
-  // Nothing the package depends on may need Electron; were it pulled in, its download would fail here.
+  // As on CI. The package must not pull Electron in at all: checked after the install.
   env['ELECTRON_SKIP_BINARY_DOWNLOAD'] = '1';
   return { ...env, ...extra };
 }
