@@ -18,7 +18,7 @@ export type FuseBindingName = 'libfuse3' | 'libfuse2';
 /**
  * libfuse 3 on Linux, libfuse 2 (fuse-native) elsewhere or when asked for
  * with SOSMOUNT_FUSE_BINDING. The libfuse 3 binding is compiled at install
- * (an optional dependency: it needs libfuse3-dev); where it could not be,
+ * (native/fuse3/install.cjs: it needs libfuse3-dev); where it could not be,
  * Linux mounts with libfuse 2 and says so in the log.
  */
 export function chooseFuseBinding(log: Logger, env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform,

@@ -67,7 +67,7 @@ let loaded: NativeBinding | undefined;
 export function fuse3Binding(): NativeBinding {
   if (loaded) return loaded;
   try {
-    loaded = createRequire(import.meta.url)('sosmount-fuse3') as NativeBinding;
+    loaded = createRequire(import.meta.url)('#fuse3') as NativeBinding;
   } catch (err) {
     throw new Fuse3UnavailableError(
       `the libfuse 3 binding is not built (${(err as Error).message.split('\n')[0]}): install libfuse3-dev (3.10 or newer) and pkg-config, then run npm install`,

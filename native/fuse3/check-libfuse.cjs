@@ -1,7 +1,8 @@
-// Whether this machine's libfuse 3 can build the binding: run by binding.gyp
-// before the build, to stop it with a clear sentence where libfuse 3 is
-// missing or older than 3.10 (npm hides an optional dependency's compiler
-// output), and by index.cjs to say why the binding is not there.
+// Whether this machine's libfuse 3 can build the binding: run by install.cjs
+// and binding.gyp before the build, to skip or stop it with a clear sentence
+// where libfuse 3 is missing or older than 3.10 (npm hides an installed
+// package's compiler output), and by index.cjs to say why the binding is not
+// there.
 'use strict';
 const { execFileSync } = require('node:child_process');
 
