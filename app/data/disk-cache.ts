@@ -190,7 +190,8 @@ export class DiskCache {
   private readonly now: () => number;
   /** Every stored block by its name under blocksDir, least recently used first. */
   private readonly entries = new Map<string, Entry>();
-  private readonly shards = new Set<string>();
+  /** Shard folders made (or being made) by this run, or found by scan(). */
+  private readonly shards = new Map<string, Promise<void>>();
   private usedBytes = 0;
   /** The disk's block size: files take whole ones. */
   private fsBlockBytes = 4096;
@@ -278,7 +279,7 @@ export class DiskCache {
         await rm(shardDir, { recursive: true, force: true });
         continue;
       }
-      this.shards.add(shard);
+      this.shards.set(shard, Promise.resolve());
       this.usedBytes += (await stat(shardDir)).blocks * 512;
       for (const name of names) {
         const s = await stat(path.join(shardDir, name)).catch(() => undefined);
@@ -549,12 +550,17 @@ export class DiskCache {
   }
 
   /** The shard folder of a block name, created (and counted) the first time. */
-  private async shardOf(name: string): Promise<void> {
+  private shardOf(name: string): Promise<void> {
     const shard = name.slice(0, 2);
-    if (this.shards.has(shard)) return;
-    this.shards.add(shard);
-    this.usedBytes += this.fsBlockBytes;
-    await mkdir(path.join(this.blocksDir, shard), { recursive: true, mode: 0o700 });
+    let ready = this.shards.get(shard);
+    if (!ready) {
+      // Blocks of one shard written at once all wait for the one mkdir.
+      this.usedBytes += this.fsBlockBytes;
+      ready = mkdir(path.join(this.blocksDir, shard), { recursive: true, mode: 0o700 }).then(() => undefined);
+      ready.catch(() => this.shards.delete(shard));
+      this.shards.set(shard, ready);
+    }
+    return ready;
   }
 
   private tempPath(): string {
