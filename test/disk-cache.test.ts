@@ -359,4 +359,29 @@ describe('reads through the cache', () => {
     assert.equal(cache.stats.invalid, 1);
     await cache.close();
   });
+
+  test('a block fetched whole into a sink that can pin its bytes is stored from them and unpinned once on disk', async () => {
+    const dir = await folder();
+    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 64 * KiB });
+    const client = new MemoryObjectClient();
+    const body = randomBytes(200 * KiB);
+    client.put('obj', body);
+    const v = { key: 'obj', etag: client.objects.get('obj')!.etag, sizeBytes: body.length };
+    const held = Buffer.alloc(body.length);
+    let received = 0;
+    let pins = 0;
+    let unpins = 0;
+    const sink = {
+      write: (x: Buffer) => { x.copy(held, received); received += x.length; },
+      pin: (from: number, to: number) => { pins++; return [held.subarray(from, from + 1000), held.subarray(from + 1000, to)]; },
+      unpin: () => { unpins++; },
+    };
+    await readThroughCache(cache, client, v, { start: 0, end: body.length }, sink, {});
+    await cache.settled();
+    assert.deepEqual(held, body);
+    assert.equal(pins, 4);
+    assert.equal(unpins, 4);
+    for (let i = 0; i < 4; i++) assert.deepEqual(await cache.read(v, i), body.subarray(i * 64 * KiB, Math.min(body.length, (i + 1) * 64 * KiB)));
+    await cache.close();
+  });
 });

@@ -17,6 +17,12 @@ export interface InPlaceSink extends RangeSink {
   slabsFor?(bytes: number): Buffer[] | undefined;
   /** The lent buffers now hold the next `bytes` bytes. */
   filled?(bytes: number): void;
+  /**
+   * Views of bytes [from, to) (absolute offsets) the sink holds, kept
+   * valid until unpin(): a fetched block is stored from them, no copy.
+   */
+  pin?(from: number, to: number): Buffer[] | undefined;
+  unpin?(): void;
 }
 
 export async function readThroughCache(
@@ -73,7 +79,7 @@ async function fetchBlocks(
   last: number,
   from: number,
   end: number,
-  sink: RangeSink,
+  sink: InPlaceSink,
   opts: RequestOptions & { ifMatch?: string },
 ): Promise<number> {
   const bs = cache.blockSizeBytes;
@@ -82,20 +88,45 @@ async function fetchBlocks(
   const fetch = cache.beginFetch(v, first, last);
   let at = start;
   let delivered = from;
-  /** The block being received, in a buffer of the cache's pool (given back once stored). */
+  let index = first;
+  /**
+   * The block being received. A block that lands whole in the sink is
+   * stored from the sink's memory (pinned); one it gets only part of is
+   * assembled in a pooled buffer, or not stored when none is free.
+   */
+  let inSink = false;
   let block: Buffer | undefined;
   let buffer: Buffer | undefined;
-  let index = first;
+  const startBlock = (): void => {
+    const blockStart = index * bs;
+    inSink = sink.pin !== undefined && blockStart >= from && blockStart + cache.blockLength(v, index) <= end;
+    if (!inSink) {
+      buffer = cache.takeSpareBuffer();
+      block = buffer?.subarray(0, cache.blockLength(v, index));
+    }
+  };
+  const endBlock = (): void => {
+    if (inSink) {
+      const blockStart = index * bs;
+      const views = sink.pin!(blockStart, blockStart + cache.blockLength(v, index));
+      fetch.done(index, views, views ? () => sink.unpin!() : undefined);
+    } else {
+      const b = buffer;
+      fetch.done(index, block ? [block] : undefined, b ? () => cache.giveBuffer(b) : undefined);
+    }
+    block = undefined;
+    buffer = undefined;
+    index++;
+  };
+  startBlock();
   const blockSink: RangeSink = {
     write(bytes: Buffer): void {
       let pos = 0;
       while (pos < bytes.length && at < stop) {
         const length = cache.blockLength(v, index);
-        buffer ??= cache.takeBuffer();
-        block ??= buffer.subarray(0, length);
         const within = at - index * bs;
         const n = Math.min(bytes.length - pos, length - within);
-        bytes.copy(block, within, pos, pos + n);
+        if (block) bytes.copy(block, within, pos, pos + n);
         // The caller's part of these bytes, in order.
         const a = Math.max(at, delivered);
         const b = Math.min(at + n, end);
@@ -106,10 +137,8 @@ async function fetchBlocks(
         at += n;
         pos += n;
         if (within + n === length) {
-          fetch.done(index, block, buffer);
-          block = undefined;
-          buffer = undefined;
-          index++;
+          endBlock();
+          if (at < stop) startBlock();
         }
       }
     },
@@ -118,7 +147,8 @@ async function fetchBlocks(
     await client.getRange(v.key, { start, end: stop }, blockSink, opts);
   } finally {
     // Blocks the GET did not finish: their waiters fetch them themselves.
-    for (let i = index; i <= last; i++) fetch.done(i, undefined, i === index ? buffer : undefined);
+    const unfinished = buffer;
+    for (let i = index; i <= last; i++) fetch.done(i, undefined, i === index && unfinished ? () => cache.giveBuffer(unfinished) : undefined);
   }
   if (delivered < Math.min(end, stop)) throw new Error(`${v.key}: the answer ended at byte ${at} of ${stop}`);
   return delivered;

@@ -111,7 +111,7 @@ const DIRENT_BYTES = 64;
  * Bytes of blocks waiting for the disk: past this a fetched block is served
  * but not stored, so a slow disk costs hit rate, never memory.
  */
-const MAX_QUEUED_STORE_BYTES = 8 * 1024 * 1024;
+const MAX_QUEUED_STORE_BYTES = 16 * 1024 * 1024;
 /** Block buffers kept for reuse (takeBuffer). */
 const MAX_POOLED_BUFFERS = 8;
 /** Incomplete blocks one write through the mount may hold (parts arrive in any order). */
@@ -201,6 +201,7 @@ export class DiskCache {
   /** Blocks being fetched by a reader, so a second reader of the same block waits instead of fetching it again. */
   private readonly fetching = new Map<string, Promise<boolean>>();
   private readonly pool: Buffer[] = [];
+  private buffersMade = 0;
   private warnedWrite = false;
   private closed = false;
   private tempCounter = 0;
@@ -460,7 +461,21 @@ export class DiskCache {
    * collection than the read itself.
    */
   takeBuffer(): Buffer {
-    return this.pool.pop() ?? Buffer.allocUnsafeSlow(HEADER_BYTES + this.blockSizeBytes + 1);
+    return this.takeSpareBuffer() ?? Buffer.allocUnsafeSlow(HEADER_BYTES + this.blockSizeBytes + 1);
+  }
+
+  /**
+   * A pooled buffer, or undefined once MAX_POOLED_BUFFERS are in use: a
+   * fetch that finds none does not store its block (memory stays bounded;
+   * allocating and dropping a megabyte per block grew the worker's RSS by
+   * 40 MiB).
+   */
+  takeSpareBuffer(): Buffer | undefined {
+    const b = this.pool.pop();
+    if (b) return b;
+    if (this.buffersMade >= MAX_POOLED_BUFFERS) return undefined;
+    this.buffersMade++;
+    return Buffer.allocUnsafeSlow(HEADER_BYTES + this.blockSizeBytes + 1);
   }
 
   giveBuffer(buffer: Buffer): void {
@@ -503,15 +518,22 @@ export class DiskCache {
     }
   }
 
-  private header(identity: Buffer | undefined, index: number, data: Buffer): Buffer {
+  /** A block file's header for `parts`, the block's bytes in order. */
+  private header(identity: Buffer | undefined, index: number, parts: readonly Buffer[]): Buffer {
     const h = Buffer.alloc(HEADER_BYTES);
     MAGIC.copy(h, 0);
     h.writeUInt32LE(FORMAT, AT.format);
     h.writeUInt32LE(this.blockSizeBytes, AT.blockSize);
     identity?.copy(h, AT.identity);
     h.writeUInt32LE(index, AT.index);
-    h.writeUInt32LE(data.length, AT.length);
-    h.writeUInt32LE(crc32(data), AT.crc);
+    let length = 0;
+    let crc = 0;
+    for (const p of parts) {
+      length += p.length;
+      crc = crc32(p, crc);
+    }
+    h.writeUInt32LE(length, AT.length);
+    h.writeUInt32LE(crc, AT.crc);
     return h;
   }
 
@@ -572,25 +594,26 @@ export class DiskCache {
    * the disk refuses or too many blocks already wait for it.
    */
   store(v: ObjectVersion, index: number, data: Buffer): void {
-    void this.storeBlock(v, index, data);
+    void this.storeBlock(v, index, [data]);
   }
 
-  /** store(): true once the block is on disk, false if it is not stored. */
-  private storeBlock(v: ObjectVersion, index: number, data: Buffer): Promise<boolean> {
-    if (this.closed || data.length !== this.blockLength(v, index) || data.length === 0) return Promise.resolve(false);
+  /** store() of a block given in parts: true once it is on disk, false if it is not stored. */
+  private storeBlock(v: ObjectVersion, index: number, parts: readonly Buffer[]): Promise<boolean> {
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (this.closed || length !== this.blockLength(v, index) || length === 0) return Promise.resolve(false);
     const identity = this.identity(v);
     const name = this.nameOf(identity, index);
     if (this.entries.has(name)) return Promise.resolve(true);
-    if (this.queuedStoreBytes + data.length > MAX_QUEUED_STORE_BYTES) {
+    if (this.queuedStoreBytes + length > MAX_QUEUED_STORE_BYTES) {
       this.stats.skipped++;
       return Promise.resolve(false);
     }
-    this.queuedStoreBytes += data.length;
+    this.queuedStoreBytes += length;
     const write = (async () => {
       try {
-        return await this.writeBlock(name, this.header(identity, index, data), data);
+        return await this.writeBlock(name, this.header(identity, index, parts), parts, length);
       } finally {
-        this.queuedStoreBytes -= data.length;
+        this.queuedStoreBytes -= length;
       }
     })();
     this.track(write);
@@ -602,8 +625,8 @@ export class DiskCache {
     void p.finally(() => this.writes.delete(p));
   }
 
-  private async writeBlock(name: string, header: Buffer, data: Buffer): Promise<boolean> {
-    const cost = this.costOf(data.length);
+  private async writeBlock(name: string, header: Buffer, parts: readonly Buffer[], length: number): Promise<boolean> {
+    const cost = this.costOf(length);
     if (!(await this.reserve(cost))) {
       this.stats.skipped++;
       return false;
@@ -616,7 +639,7 @@ export class DiskCache {
       await this.shardOf(name);
       const h = await open(file, 'w', 0o600);
       try {
-        await h.writev([header, data]);
+        await h.writev([header, ...parts]);
       } finally {
         await h.close();
       }
@@ -654,37 +677,37 @@ export class DiskCache {
   /**
    * Marks blocks as being fetched by the caller: a reader that wants one of
    * them waits until it is stored (fetchingBlock). The caller settles each
-   * with `done`: its bytes (stored, then the buffer given back to the pool)
-   * or undefined if the fetch failed.
+   * with `done`: its bytes in parts (stored, then `release` lets their
+   * memory go) or undefined if the fetch failed.
    */
-  beginFetch(v: ObjectVersion, first: number, last: number): { done(index: number, data: Buffer | undefined, buffer?: Buffer): void } {
+  beginFetch(v: ObjectVersion, first: number, last: number): { done(index: number, parts: readonly Buffer[] | undefined, release?: () => void): void } {
     const identity = this.identity(v);
-    const settle = new Map<number, (data: Buffer | undefined, buffer?: Buffer) => void>();
+    const settle = new Map<number, (parts: readonly Buffer[] | undefined, release?: () => void) => void>();
     for (let i = first; i <= last; i++) {
       const name = this.nameOf(identity, i);
       if (this.fetching.has(name)) continue;
       let resolve!: (stored: boolean) => void;
       const p = new Promise<boolean>((r) => { resolve = r; });
       this.fetching.set(name, p);
-      settle.set(i, (data, buffer) => {
+      settle.set(i, (parts, release) => {
         const finish = (stored: boolean): void => {
           if (this.fetching.get(name) === p) this.fetching.delete(name);
-          if (buffer) this.giveBuffer(buffer);
+          release?.();
           resolve(stored);
         };
-        if (data) void this.storeBlock(v, i, data).then(finish, () => finish(false));
+        if (parts) void this.storeBlock(v, i, parts).then(finish, () => finish(false));
         else finish(false);
       });
     }
     return {
-      done: (index, data, buffer) => {
+      done: (index, parts, release) => {
         const finish = settle.get(index);
         if (!finish) {
-          if (buffer) this.giveBuffer(buffer);
+          release?.();
           return;
         }
         settle.delete(index);
-        finish(data, buffer);
+        finish(parts, release);
       },
     };
   }
@@ -703,7 +726,7 @@ export class DiskCache {
     try {
       const h = await open(temp, 'w', 0o600);
       try {
-        await h.writev([this.header(undefined, index, data), data]);
+        await h.writev([this.header(undefined, index, [data]), data]);
       } finally {
         await h.close();
       }

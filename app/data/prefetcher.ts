@@ -77,6 +77,8 @@ class Segment implements RangeSink {
   readers = 0;
   /** A GET is writing into the segment. */
   writing = false;
+  /** Views of its slabs lent out (pin()): the disk cache is writing them. */
+  private pins = 0;
   private freed = false;
   error: Error | undefined;
   readonly controller = new AbortController();
@@ -132,6 +134,26 @@ class Segment implements RangeSink {
     return out;
   }
 
+  /** Views of the received bytes [from, to) (absolute), valid until unpin(). */
+  pin(from: number, to: number): Buffer[] | undefined {
+    if (this.freed || from < this.start || to > this.start + this.received) return undefined;
+    const views: Buffer[] = [];
+    for (let at = from - this.start; at < to - this.start;) {
+      const index = Math.floor(at / this.slabBytes);
+      const offset = at - index * this.slabBytes;
+      const n = Math.min(this.slabBytes - offset, to - this.start - at);
+      views.push(this.slabs[index]!.subarray(offset, offset + n));
+      at += n;
+    }
+    this.pins++;
+    return views;
+  }
+
+  unpin(): void {
+    this.pins--;
+    this.release();
+  }
+
   /** The slabs lent by slabsFor() now hold the next `n` bytes. */
   filled(n: number): void {
     if (this.done || this.freed) return;
@@ -148,7 +170,7 @@ class Segment implements RangeSink {
 
   /** Gives the slabs back once nothing can read or write them any more. */
   release(): void {
-    if (this.freed || !this.discarded || this.readers > 0 || this.writing) return;
+    if (this.freed || !this.discarded || this.readers > 0 || this.writing || this.pins > 0) return;
     this.freed = true;
     if (this.slabBytes === SLAB_BYTES) for (const slab of this.slabs) this.pool.give(slab);
     this.slabs = [];
