@@ -38,6 +38,16 @@ async function md5Through(m: Mount, rel: string): Promise<string> {
   return r.stdout.split(' ')[0]!;
 }
 
+/**
+ * Drops the kernel's cached pages of a file (posix_fadvise DONTNEED, dd's
+ * nocache): with --cache an unchanged file keeps them across opens, and
+ * these tests are about the disk cache behind them.
+ */
+async function dropPages(m: Mount, rel: string): Promise<void> {
+  const r = await sh(`dd if=${q(path.join(m.mnt, rel))} iflag=nocache count=0 status=none`, { env: m.env, timeoutMs: 30_000 });
+  assert.equal(r.code, 0, r.stderr);
+}
+
 async function gets(): Promise<number> {
   return (await world.proxy.stats()).requests.GetObject ?? 0;
 }
@@ -74,7 +84,12 @@ describe('--cache through real mounts', { concurrency: 1 }, () => {
     await world.proxy.resetStats();
     assert.equal(await md5Through(m, 'data/big.bin'), md5(big));
     assert.equal(await md5Through(m, 'data/small.txt'), md5(small));
-    assert.equal(await gets(), 0, 'both came from the cache');
+    assert.equal(await gets(), 0, 'both came from the cache (or the kernel\'s pages of them)');
+    await dropPages(m, 'data/big.bin');
+    await dropPages(m, 'data/small.txt');
+    assert.equal(await md5Through(m, 'data/big.bin'), md5(big));
+    assert.equal(await md5Through(m, 'data/small.txt'), md5(small));
+    assert.equal(await gets(), 0, 'both came from the disk cache');
     await m.unmount();
     assert.match(await m.log(), /"msg":"cache".*"hits":[1-9]/);
   });
@@ -94,13 +109,33 @@ describe('--cache through real mounts', { concurrency: 1 }, () => {
       await writeFile(f, b);
     }
     await world.proxy.resetStats();
+    await dropPages(m, 'f.bin');
     assert.equal(await md5Through(m, 'f.bin'), md5(body));
     assert.ok(await gets() >= 1, 'fetched again');
     await world.proxy.resetStats();
+    await dropPages(m, 'f.bin');
     assert.equal(await md5Through(m, 'f.bin'), md5(body));
     assert.equal(await gets(), 0, 'stored again, whole');
     await m.unmount();
     assert.match(await m.log(), /cache block invalid, fetched again.*checksum mismatch/);
+  });
+
+  test('a file opened again unchanged keeps the kernel\'s pages: the second read never reaches the worker', async (t) => {
+    const cache = await cacheDir();
+    const m = await mountBucket(t, world, { flags: ['--cache', cache] });
+    const body = randomBytes(2 * MiB);
+    await putObject(world.s3, m.bucket, 'p.bin', body);
+    assert.equal(await md5Through(m, 'p.bin'), md5(body));
+    await m.unmount();
+    const first = Number(/"fuseOperations":\{[^}]*"read":(\d+)/.exec(await m.log())?.[1]);
+    assert.ok(first > 0, 'reads counted');
+    await waitUntil('the first mount\'s watchdog to exit', () => gone(m.watchdog.pid), 15_000);
+    const again = await m.remount();
+    assert.equal(await md5Through(again, 'p.bin'), md5(body));
+    assert.equal(await md5Through(again, 'p.bin'), md5(body));
+    await again.unmount();
+    const second = Number(/"fuseOperations":\{[^}]*"read":(\d+)/.exec(await again.log())?.[1]);
+    assert.equal(second, first, 'two reads of an unchanged file cost the worker one read\'s requests');
   });
 
   test('an object replaced through the S3 API reads new bytes once its metadata expires', async (t) => {
@@ -128,6 +163,7 @@ describe('--cache through real mounts', { concurrency: 1 }, () => {
       assert.ok(used <= limitMiB * MiB, `after file ${i}: du ${used} > ${limitMiB} MiB`);
     }
     // The most recent file is still whole in the cache.
+    await dropPages(m, 'big/3.bin');
     await world.proxy.resetStats();
     assert.equal(await md5Through(m, 'big/3.bin'), md5(files[3]!));
     assert.equal(await gets(), 0);
@@ -167,6 +203,7 @@ describe('--cache through real mounts', { concurrency: 1 }, () => {
       assert.equal(r.code, 0, r.stderr);
       // In editing mode close() returns before the upload: wait for the blocks.
       await waitUntil('the written blocks in the cache', async () => (await blockFiles(cache)).length === 4, 20_000);
+      await dropPages(m, 'w.bin');
       await world.proxy.resetStats();
       assert.equal(await md5Through(m, 'w.bin'), md5(body), flags.join(' '));
       assert.equal(await gets(), 0, `${flags.join(' ') || 'default mode'}: read from the cache`);

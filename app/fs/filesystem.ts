@@ -99,7 +99,12 @@ interface ReadHandle {
   kind: 'read';
   path: string;
   prefetcher: Prefetcher;
+  /** Opened with the kernel's cached pages kept (keepsPageCache). */
+  keepCache?: boolean;
 }
+
+/** Versions remembered for keepsPageCache(): one per path read, the oldest forgotten first. */
+const MAX_PAGE_CACHE_VERSIONS = 65_536;
 
 /**
  * Editing mode: a file staged on local disk (staging.ts), at `path` until
@@ -200,6 +205,8 @@ export class S3FileSystem {
   private readonly cache: MetadataCache;
   /** Open files' read-ahead and the first blocks lookups fetched: the data, which this model never holds. */
   private readonly reads: ObjectReads;
+  /** The object version each path was last opened for reading at (keepsPageCache). */
+  private readonly pageCacheVersions = new Map<string, string>();
   private readonly mountedAt: Date;
   private readonly localDirs = new Set<string>();
   /**
@@ -706,8 +713,35 @@ export class S3FileSystem {
       }
       if (node.kind === 'writing') throw refuse('concurrentWriter', path);
       if (node.kind === 'dir') return this.addHandle({ kind: 'read', path, prefetcher: this.reads.openEmpty(fileKey(this.config.prefix, path)) });
-      return this.addHandle({ kind: 'read', path, prefetcher: this.reads.open(node.info) });
+      return this.openStored(path, node.info);
     });
+  }
+
+  /** A read handle of a stored object. */
+  private openStored(path: string, info: ObjectInfo): number {
+    return this.addHandle({ kind: 'read', path, prefetcher: this.reads.open(info), keepCache: this.samePageCacheVersion(path, info) });
+  }
+
+  /**
+   * With a disk cache (--cache), a file opened again while its object is
+   * the version read last time keeps the kernel's cached pages: the second
+   * pass over a data set is served by the kernel. Mountpoint (and the
+   * default mount) drop them at every open.
+   */
+  private samePageCacheVersion(path: string, info: ObjectInfo): boolean {
+    if (!this.config.dataCache) return false;
+    const version = `${info.etag}/${info.sizeBytes}`;
+    const same = this.pageCacheVersions.get(path) === version;
+    this.pageCacheVersions.delete(path);
+    this.pageCacheVersions.set(path, version);
+    if (this.pageCacheVersions.size > MAX_PAGE_CACHE_VERSIONS) this.pageCacheVersions.delete(this.pageCacheVersions.keys().next().value as string);
+    return same;
+  }
+
+  /** Whether open() kept the kernel's cached pages for `fd` (the FUSE binding asks right after open). */
+  keepsPageCache(fd: number): boolean {
+    const h = this.handles.get(fd);
+    return h?.kind === 'read' && h.keepCache === true;
   }
 
   /**
@@ -717,6 +751,14 @@ export class S3FileSystem {
    * file up once more and reads the new version.
    */
   private async reopen(h: ReadHandle): Promise<boolean> {
+    if (h.keepCache) {
+      // The kernel may have served this handle pages of the version it
+      // kept: reading the new one now would mix them. The read fails; the
+      // next open looks the file up afresh and drops those pages.
+      this.cache.delete(h.path);
+      this.pageCacheVersions.delete(h.path);
+      return false;
+    }
     if (h.prefetcher.servedBytes > 0) return false;
     this.cache.delete(h.path);
     const entry = await this.lookupRemote(h.path);
@@ -995,7 +1037,7 @@ export class S3FileSystem {
       }
       return this.addStagedHandle(e, writable);
     }
-    if (!writable) return this.addHandle({ kind: 'read', path, prefetcher: this.reads.open(node.info) });
+    if (!writable) return this.openStored(path, node.info);
     const e = await this.stageObject(path, node.info, truncate);
     return this.addStagedHandle(e, true);
   }

@@ -188,6 +188,7 @@ function createLibfuse3(mountPoint: string, fs: S3FileSystem, options: FuseMount
     getattr: (path) => fs.getattr(path),
     listDir: (path) => fs.listDir(path),
     open: (path, flags) => fs.open(path, flags),
+    keepsPageCache: (fd) => fs.keepsPageCache(fd),
     create: async (path, flags) => {
       const fd = await fs.create(path, flags);
       try {

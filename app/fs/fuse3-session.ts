@@ -39,7 +39,7 @@ interface NativeTuning {
 }
 
 /** What an answer carries besides its result, per operation (see reply() in sosfuse3.c). */
-type Reply = Float64Array | number | [number, Float64Array] | [string[], Float64Array, number] | Buffer;
+type Reply = Float64Array | number | [number, Float64Array] | [number, boolean] | [string[], Float64Array, number] | Buffer;
 
 /** The binding as native/fuse3/index.cjs exports it (tests drive it directly too). */
 export interface NativeBinding {
@@ -93,6 +93,8 @@ export interface Fuse3Handlers {
   /** Starts listing a folder; the kernel takes its entries batch by batch. */
   listDir(path: string): DirStream;
   open(path: string, flags: number): Promise<number>;
+  /** Whether the kernel may keep the file's cached pages at this open (the object is unchanged since it last read it). */
+  keepsPageCache?(fd: number): boolean;
   /** The new file's handle and its attributes (the kernel needs both at once). */
   create(path: string, flags: number, mode: number): Promise<{ fd: number; stat: Stat }>;
   /** Fills `target` (the kernel's buffer) and resolves to the bytes read. */
@@ -332,7 +334,7 @@ export class Fuse3Session {
           answer(0);
           break;
         case 'open':
-          h.open(p, n0).then((fd) => answer(0, fd), fail);
+          h.open(p, n0).then((fd) => answer(0, h.keepsPageCache?.(fd) === true ? [fd, true] : fd), fail);
           break;
         case 'create':
           h.create(p, n0, n1).then(({ fd, stat }) => { const row = new Float64Array(10); putStat(row, 0, stat); answer(0, [fd, row]); }, fail);

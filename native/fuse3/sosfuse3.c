@@ -892,10 +892,21 @@ static napi_value reply(napi_env env, napi_callback_info info) {
         } else result = -EIO;
         break;
       case OP_OPEN: {
-        double fh;
-        if (napi_get_value_double(env, extra, &fh) == napi_ok && fh >= 0 && fh < (double) FH_READ_ONLY) {
+        /* A handle, or [handle, keepCache]: keep the kernel's cached pages of
+         * an object read before and unchanged since (the disk cache's mounts). */
+        double fh = -1;
+        bool keep = false, is_array = false;
+        napi_value v;
+        if (napi_is_array(env, extra, &is_array) == napi_ok && is_array) {
+          if (napi_get_element(env, extra, 0, &v) != napi_ok || napi_get_value_double(env, v, &fh) != napi_ok) fh = -1;
+          if (napi_get_element(env, extra, 1, &v) != napi_ok || napi_get_value_bool(env, v, &keep) != napi_ok) keep = false;
+        } else if (napi_get_value_double(env, extra, &fh) != napi_ok) {
+          fh = -1;
+        }
+        if (fh >= 0 && fh < (double) FH_READ_ONLY) {
           r->fi->fh = (uint64_t) fh;
           if ((r->fi->flags & O_ACCMODE) == O_RDONLY) r->fi->fh |= FH_READ_ONLY;
+          r->fi->keep_cache = keep ? 1 : 0;
         } else {
           result = -EIO;
         }
