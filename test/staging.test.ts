@@ -524,6 +524,38 @@ describe('uploading staged files', () => {
     return { area, stage, directory };
   }
 
+  test('a small new file written front to back uploads from its memory copy; one written out of order from its data file', async () => {
+    const { inner, bucket } = bucketWith();
+    const { area } = await openArea();
+    const inOrder = await area.createEmpty('in-order.bin', undefined);
+    const a = randomBytes(40_000);
+    await inOrder.write(0, a.subarray(0, 10_000));
+    await inOrder.write(10_000, a.subarray(10_000));
+    await inOrder.markClosed();
+    // The data file emptied behind the stage's back: only the copy has the bytes.
+    await writeFile(inOrder.dataPath, '');
+    assert.equal((await uploadStagedFile(inOrder, bucket, SMALL)).status, 'uploaded');
+    assert.deepEqual(inner.objects.get('in-order.bin')!.body, a);
+
+    const outOfOrder = await area.createEmpty('out-of-order.bin', undefined);
+    await outOfOrder.write(0, a.subarray(0, 10_000));
+    await outOfOrder.write(5_000, Buffer.alloc(10, 7));
+    await outOfOrder.write(10_000, a.subarray(10_000));
+    await outOfOrder.markClosed();
+    assert.equal((await uploadStagedFile(outOfOrder, bucket, SMALL)).status, 'uploaded');
+    const expected = Buffer.from(a);
+    expected.fill(7, 5_000, 5_010);
+    assert.deepEqual(inner.objects.get('out-of-order.bin')!.body, expected, 'read from the data file, with the rewrite');
+
+    const truncated = await area.createEmpty('truncated.bin', undefined);
+    await truncated.write(0, a);
+    await truncated.truncate(100);
+    await truncated.markClosed();
+    assert.equal((await uploadStagedFile(truncated, bucket, SMALL)).status, 'uploaded');
+    assert.deepEqual(inner.objects.get('truncated.bin')!.body, a.subarray(0, 100));
+    await area.close();
+  });
+
   test('a small new file is one PutObject with If-None-Match and the stage is removed', async () => {
     const { inner, bucket } = bucketWith();
     const { stage, directory } = await closedStage('new.txt', Buffer.from('hello'), undefined);

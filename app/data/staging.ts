@@ -120,6 +120,15 @@ interface Spare {
   data: FileHandle;
 }
 
+/**
+ * A new file written front to back keeps a copy of its bytes in memory up
+ * to this size, so its upload reads no file (a copy of many small files
+ * spent its time in the thread pool, re-reading what it had just written).
+ */
+const MEMORY_COPY_MAX_BYTES = 1024 * 1024;
+/** Memory the copies of all staged files may hold together. */
+const MEMORY_COPIES_MAX_BYTES = 32 * 1024 * 1024;
+
 /** markClosed()'s fsyncs wait this long for the upload that makes them needless (syncLater). */
 const DEFAULT_SYNC_DELAY_MS = 1000;
 /** 8 MiB, the default --read-part-size: one GET per part as the reader would send. */
@@ -448,6 +457,7 @@ export class StagingArea {
     if (baseEtag !== undefined) record.baseEtag = baseEtag;
     if (origin && origin.sizeBytes > 0) record.fillFrom = { ...origin, fillBytes: origin.sizeBytes };
     const stage = new StagedFile(this, record, source);
+    if (record.sizeBytes === 0) stage.startCopy();
     try {
       if (spare) {
         // Files made ahead of time: the create is one write of the record.
@@ -521,6 +531,21 @@ export class StagingArea {
         }
       }
     })().finally(() => { this.refilling = undefined; });
+  }
+
+  /** Bytes held by the staged files' memory copies (StagedFile.copy). */
+  private copiesBytes = 0;
+
+  /** @internal A staged file's memory copy may grow by `n` bytes. */
+  reserveCopy(n: number): boolean {
+    if (this.copiesBytes + n > MEMORY_COPIES_MAX_BYTES) return false;
+    this.copiesBytes += n;
+    return true;
+  }
+
+  /** @internal */
+  releaseCopy(n: number): void {
+    this.copiesBytes -= n;
   }
 
   /** Staged files of this run (and those recovered for upload). */
@@ -670,6 +695,8 @@ export class StagedFile {
    * byte read one consistent version.
    */
   private generationValue = 0;
+  /** The bytes of a new file written front to back, while small (MEMORY_COPY_MAX_BYTES): its upload reads them here. */
+  private copy: { data: Buffer; length: number } | undefined;
 
   /** @internal Use StagingArea.createEmpty / createFromObject. */
   constructor(area: StagingArea, record: StageRecord, source: StageFillSource | undefined) {
@@ -767,6 +794,36 @@ export class StagedFile {
   /** @internal */
   markRemoved(): void {
     this.removed = true;
+    this.dropCopy();
+  }
+
+  /** @internal An empty new file: its bytes are kept in memory too while they come in order. */
+  startCopy(): void {
+    this.copy = { data: Buffer.alloc(0), length: 0 };
+  }
+
+  private dropCopy(): void {
+    if (!this.copy) return;
+    this.area.releaseCopy(this.copy.data.length);
+    this.copy = undefined;
+  }
+
+  /** Appends to the memory copy, or drops it for a write out of order or past its size. */
+  private extendCopy(offset: number, data: Uint8Array): void {
+    const c = this.copy;
+    if (!c) return;
+    const end = offset + data.length;
+    if (offset !== c.length || end > MEMORY_COPY_MAX_BYTES) return this.dropCopy();
+    if (end > c.data.length) {
+      // Doubling keeps the copying linear; the whole grown buffer is what counts against the budget.
+      const size = Math.min(MEMORY_COPY_MAX_BYTES, Math.max(end, c.data.length * 2, 16 * 1024));
+      if (!this.area.reserveCopy(size - c.data.length)) return this.dropCopy();
+      const grown = Buffer.allocUnsafe(size);
+      c.data.copy(grown, 0, 0, c.length);
+      c.data = grown;
+    }
+    Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(c.data, c.length);
+    c.length = end;
   }
 
   private assertWritable(): void {
@@ -859,8 +916,10 @@ export class StagedFile {
     try {
       await writeAll(h, data, offset);
     } catch (err) {
+      this.dropCopy();
       throw this.failWrite(err);
     }
+    this.extendCopy(offset, data);
     this.record.sizeBytes = Math.max(this.record.sizeBytes, offset + data.length);
     this.record.mtimeMs = this.area.clock();
     return data.length;
@@ -880,6 +939,7 @@ export class StagedFile {
       if (sizeBytes === 0) this.cancelFill();
       else from.fillBytes = Math.min(from.fillBytes, sizeBytes);
     }
+    if (this.copy && sizeBytes !== this.copy.length) this.dropCopy();
     const h = await this.handle();
     this.generationValue++;
     try {
@@ -1064,6 +1124,8 @@ export class StagedFile {
 
   /** @internal Reads upload bytes; `buffer` is filled unless the file is shorter. */
   async readForUpload(buffer: Buffer, position: number): Promise<number> {
+    const c = this.copy;
+    if (c && c.length === this.record.sizeBytes) return c.data.copy(buffer, 0, position, Math.min(c.length, position + buffer.length));
     return readFully(await this.handle(), buffer, position);
   }
 
