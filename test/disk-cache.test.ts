@@ -45,6 +45,15 @@ async function blockFiles(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/** A cache of 64 KiB blocks, and an object of `size` random bytes in an in-memory bucket. */
+async function objectInCache(size: number): Promise<{ cache: DiskCache; client: MemoryObjectClient; body: Buffer; v: ObjectVersion }> {
+  const cache = await DiskCache.open({ directory: await folder(), blockSizeBytes: 64 * KiB });
+  const client = new MemoryObjectClient();
+  const body = randomBytes(size);
+  client.put('obj', body);
+  return { cache, client, body, v: { key: 'obj', etag: client.objects.get('obj')!.etag, sizeBytes: body.length } };
+}
+
 function collect(): RangeSink & { bytes(): Buffer } {
   const chunks: Buffer[] = [];
   return { write: (b: Buffer) => { chunks.push(Buffer.from(b)); }, bytes: () => Buffer.concat(chunks) };
@@ -280,13 +289,7 @@ describe('copies of written files', () => {
 
 describe('reads through the cache', () => {
   test('a second read of a range makes no GET; an unaligned range gets its bytes and stores whole blocks', async () => {
-    const dir = await folder();
-    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 64 * KiB });
-    const client = new MemoryObjectClient();
-    const body = randomBytes(1000 * KiB);
-    client.put('obj', body);
-    const info = client.objects.get('obj')!;
-    const v = { key: 'obj', etag: info.etag, sizeBytes: body.length };
+    const { cache, client, body, v } = await objectInCache(1000 * KiB);
     const first = collect();
     await readThroughCache(cache, client, v, { start: 100 * KiB + 7, end: 300 * KiB + 3 }, first, {});
     assert.deepEqual(first.bytes(), body.subarray(100 * KiB + 7, 300 * KiB + 3));
@@ -305,12 +308,7 @@ describe('reads through the cache', () => {
   });
 
   test('two readers of the same blocks at once fetch them once', async () => {
-    const dir = await folder();
-    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 64 * KiB });
-    const client = new MemoryObjectClient();
-    const body = randomBytes(256 * KiB);
-    client.put('obj', body);
-    const v = { key: 'obj', etag: client.objects.get('obj')!.etag, sizeBytes: body.length };
+    const { cache, client, body, v } = await objectInCache(256 * KiB);
     // A GET that answers a little later, so both readers are under way.
     const slow = { getRange: async (...args: Parameters<MemoryObjectClient['getRange']>) => {
       await new Promise((r) => setTimeout(r, 30));
@@ -329,12 +327,7 @@ describe('reads through the cache', () => {
   });
 
   test('a sink that lends its memory gets whole blocks read into it in place; a damaged one is fetched into it instead', async () => {
-    const dir = await folder();
-    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 64 * KiB });
-    const client = new MemoryObjectClient();
-    const body = randomBytes(200 * KiB);
-    client.put('obj', body);
-    const v = { key: 'obj', etag: client.objects.get('obj')!.etag, sizeBytes: body.length };
+    const { cache, client, body, v } = await objectInCache(200 * KiB);
     await readThroughCache(cache, client, v, { start: 0, end: body.length }, collect(), {});
     await cache.settled();
     // Damage block 1.
@@ -361,12 +354,7 @@ describe('reads through the cache', () => {
   });
 
   test('a block fetched whole into a sink that can pin its bytes is stored from them and unpinned once on disk', async () => {
-    const dir = await folder();
-    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 64 * KiB });
-    const client = new MemoryObjectClient();
-    const body = randomBytes(200 * KiB);
-    client.put('obj', body);
-    const v = { key: 'obj', etag: client.objects.get('obj')!.etag, sizeBytes: body.length };
+    const { cache, client, body, v } = await objectInCache(200 * KiB);
     const held = Buffer.alloc(body.length);
     let received = 0;
     let pins = 0;

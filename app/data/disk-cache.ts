@@ -355,39 +355,11 @@ export class DiskCache {
    * block that fails its checks is removed and logged.
    */
   async readBlock(v: ObjectVersion, index: number, use: (data: Buffer) => void): Promise<boolean> {
-    const identity = this.identity(v);
-    const name = this.nameOf(identity, index);
-    const entry = this.entries.get(name);
-    if (!entry || this.closed) {
-      this.stats.misses++;
-      return false;
-    }
-    const file = path.join(this.blocksDir, name);
     const buffer = this.takeBuffer();
     try {
-      let got: number;
-      try {
-        const h = await open(file, 'r');
-        try {
-          // One byte more than a block holds: a longer file is not a block either.
-          got = (await h.read(buffer, 0, buffer.length, 0)).bytesRead;
-        } finally {
-          await h.close();
-        }
-      } catch (err) {
-        this.forget(name);
-        this.stats.misses++;
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn('cache block unreadable', { key: v.key, block: index, error: (err as Error).message });
-        return false;
-      }
-      const bytes = buffer.subarray(0, got);
-      const problem = this.check(bytes, identity, index, this.blockLength(v, index));
-      if (problem !== undefined) {
-        this.invalid(v, index, name, file, problem);
-        return false;
-      }
-      this.hit(name, entry, file);
-      use(bytes.subarray(HEADER_BYTES));
+      const data = buffer.subarray(0, this.blockLength(v, index));
+      if (!(await this.readBlockInto(v, index, [data]))) return false;
+      use(data);
       return true;
     } finally {
       this.giveBuffer(buffer);
@@ -456,12 +428,12 @@ export class DiskCache {
   }
 
   /**
-   * A buffer of a header, a block and one byte more. Reads and fetches reuse
+   * A buffer of a block's size. Reads and fetches reuse
    * a few: a fresh megabyte per block cost more in allocation and garbage
    * collection than the read itself.
    */
   takeBuffer(): Buffer {
-    return this.takeSpareBuffer() ?? Buffer.allocUnsafeSlow(HEADER_BYTES + this.blockSizeBytes + 1);
+    return this.takeSpareBuffer() ?? Buffer.allocUnsafeSlow(this.blockSizeBytes);
   }
 
   /**
@@ -475,21 +447,14 @@ export class DiskCache {
     if (b) return b;
     if (this.buffersMade >= MAX_POOLED_BUFFERS) return undefined;
     this.buffersMade++;
-    return Buffer.allocUnsafeSlow(HEADER_BYTES + this.blockSizeBytes + 1);
+    return Buffer.allocUnsafeSlow(this.blockSizeBytes);
   }
 
   giveBuffer(buffer: Buffer): void {
-    if (this.pool.length < MAX_POOLED_BUFFERS && buffer.length === HEADER_BYTES + this.blockSizeBytes + 1) this.pool.push(buffer);
+    if (this.pool.length < MAX_POOLED_BUFFERS && buffer.length === this.blockSizeBytes) this.pool.push(buffer);
   }
 
-  /** Why a block file is not the block asked for, or undefined if it is. */
-  private check(bytes: Buffer, identity: Buffer, index: number, length: number): string | undefined {
-    const problem = this.checkHeader(bytes, bytes.length, identity, index, length);
-    if (problem !== undefined) return problem;
-    return crc32(bytes.subarray(HEADER_BYTES)) !== bytes.readUInt32LE(AT.crc) ? 'checksum mismatch' : undefined;
-  }
-
-  /** The header's part of check(): `fileBytes` read in all (header and data). */
+  /** Why a block file's header is not the block asked for (`fileBytes` read in all, header and data), or undefined. */
   private checkHeader(header: Buffer, fileBytes: number, identity: Buffer, index: number, length: number): string | undefined {
     if (fileBytes < HEADER_BYTES || !header.subarray(0, MAGIC.length).equals(MAGIC) || header.readUInt32LE(AT.format) !== FORMAT) return 'not a block file';
     if (!header.subarray(AT.identity, AT.identity + IDENTITY_BYTES).equals(identity) || header.readUInt32LE(AT.index) !== index) return 'a block of another object or version';
