@@ -147,7 +147,8 @@ export function target(workload: WorkloadName | 'rss', profile: string, ours: Su
     }
     case 'seqwrite': return { text: '≥ 0.9× SDK', met: r === undefined ? false : r >= 0.9 };
     case 'smallwrite': return { text: '≥ 0.8× SDK', met: r === undefined ? false : r >= 0.8 };
-    case 'cpr': return { text: '≥ 0.8× SDK', met: r === undefined ? false : r >= 0.8 };
+    // The target is on wan: on loopback cp, the kernel, the server and the mount share 2 cores.
+    case 'cpr': return rtt === 0 ? { text: 'none on lan (on wan: ≥ 0.8× SDK)', met: null } : { text: '≥ 0.8× SDK', met: r === undefined ? false : r >= 0.8 };
     case 'cprstream': return { text: 'none: close() waits for the upload (for comparison)', met: null };
     // About once: the request heads add well under 1 %; twice would be 2.00.
     case 'editsave': return { text: '≈ 1× file size (≤ 1.1×), not 2×', met: okv === undefined ? false : okv <= 1.1 };
