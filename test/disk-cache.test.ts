@@ -151,6 +151,21 @@ describe('disk cache blocks', () => {
     await cache.close();
   });
 
+  test('blocks stored faster than the disk takes them wait for room instead of being skipped', async () => {
+    const dir = await folder();
+    const cache = await DiskCache.open({ directory: dir, blockSizeBytes: 256 * KiB, maxSizeBytes: 1200 * KiB });
+    const v = version('fast', 8 * 256 * KiB);
+    const blocks = Array.from({ length: 8 }, () => randomBytes(256 * KiB));
+    // All at once: the room of the first ones is held by their writes when the last ones ask.
+    blocks.forEach((b, i) => cache.store(v, i, b));
+    await cache.settled();
+    assert.equal(cache.stats.skipped, 0);
+    assert.equal(cache.stats.stored, 8);
+    for (let i = 4; i < 8; i++) assert.deepEqual(await cache.read(v, i), blocks[i], `block ${i}`);
+    assert.ok(await cacheFolderUsage(dir) <= 1200 * KiB);
+    await cache.close();
+  });
+
   test('a reopened cache serves what was stored and keeps its LRU order from the files', async () => {
     const dir = await folder();
     let now = 1_000_000_000_000;

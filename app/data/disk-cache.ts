@@ -198,6 +198,8 @@ export class DiskCache {
   private limit = { bytes: 0, atMs: -Infinity };
   private queuedStoreBytes = 0;
   private readonly writes = new Set<Promise<unknown>>();
+  /** Block files being written after their room was reserved (reserve() waits for them when the cache is full). */
+  private readonly blockWrites = new Set<Promise<void>>();
   /** Blocks being fetched by a reader, so a second reader of the same block waits instead of fetching it again. */
   private readonly fetching = new Map<string, Promise<boolean>>();
   private readonly pool: Buffer[] = [];
@@ -512,28 +514,50 @@ export class DiskCache {
   /**
    * Makes room for `bytes` more: least recently used blocks go first, and
    * their files are gone before this returns, so the folder never holds
-   * more than the limit. false when even an empty cache has no room.
+   * more than the limit. Returns the function that ends the reservation's
+   * hold (`hold`: a block write others may wait for), or false when the
+   * room cannot be had.
    */
-  private async reserve(bytes: number): Promise<boolean> {
-    let limit: number;
-    try {
-      limit = await this.refreshLimit();
-    } catch {
-      return false;
+  private async reserve(bytes: number, hold = false): Promise<false | (() => void)> {
+    for (;;) {
+      let limit: number;
+      try {
+        limit = await this.refreshLimit();
+      } catch {
+        return false;
+      }
+      const victims: string[] = [];
+      while (this.usedBytes + bytes > limit && this.entries.size > 0) {
+        const oldest = this.entries.keys().next().value as string;
+        this.forget(oldest);
+        victims.push(oldest);
+      }
+      if (victims.length > 0) {
+        this.stats.evicted += victims.length;
+        await Promise.all(victims.map((n) => unlink(path.join(this.blocksDir, n)).catch(() => undefined)));
+      }
+      if (this.usedBytes + bytes <= limit) {
+        this.usedBytes += bytes;
+        // A block write's room is held from this moment (holdRoom), before any other reserve() runs.
+        return hold ? this.holdRoom() : () => {};
+      }
+      // The room is held by blocks being written, not evictable yet: a
+      // small cache read fast would otherwise skip blocks it could keep.
+      const writing = [...this.blockWrites];
+      if (writing.length === 0) return false;
+      await Promise.race(writing);
     }
-    const victims: string[] = [];
-    while (this.usedBytes + bytes > limit && this.entries.size > 0) {
-      const oldest = this.entries.keys().next().value as string;
-      this.forget(oldest);
-      victims.push(oldest);
-    }
-    if (victims.length > 0) {
-      this.stats.evicted += victims.length;
-      await Promise.all(victims.map((n) => unlink(path.join(this.blocksDir, n)).catch(() => undefined)));
-    }
-    if (this.usedBytes + bytes > limit) return false;
-    this.usedBytes += bytes;
-    return true;
+  }
+
+  /** A block write holding reserved room: reserve() waits for it when the cache is full. */
+  private holdRoom(): () => void {
+    let done!: () => void;
+    const p = new Promise<void>((resolve) => { done = resolve; });
+    this.blockWrites.add(p);
+    return () => {
+      this.blockWrites.delete(p);
+      done();
+    };
   }
 
   /** The shard folder of a block name, created (and counted) the first time. */
@@ -592,7 +616,8 @@ export class DiskCache {
 
   private async writeBlock(name: string, header: Buffer, parts: readonly Buffer[], length: number): Promise<boolean> {
     const cost = this.costOf(length);
-    if (!(await this.reserve(cost))) {
+    const release = await this.reserve(cost, true);
+    if (!release) {
       this.stats.skipped++;
       return false;
     }
@@ -616,6 +641,8 @@ export class DiskCache {
       await unlink(file).catch(() => undefined);
       this.writeFailed(err);
       return false;
+    } finally {
+      release();
     }
   }
 
