@@ -138,6 +138,27 @@ describe('--cache through real mounts', { concurrency: 1 }, () => {
     assert.equal(second, first, 'two reads of an unchanged file cost the worker one read\'s requests');
   });
 
+  test('an object replaced while the kernel keeps part of it: the read fails rather than mix versions, and the next open reads the new one', async (t) => {
+    const cache = await cacheDir();
+    const m = await mountBucket(t, world, { flags: ['--cache', cache] });
+    const v1 = randomBytes(16 * MiB);
+    const v2 = randomBytes(16 * MiB);
+    await putObject(world.s3, m.bucket, 'x.bin', v1);
+    // The kernel and the disk cache hold only the start of version 1.
+    const head = await sh(`head -c 1048576 ${q(path.join(m.mnt, 'x.bin'))} | md5sum`, { env: m.env, timeoutMs: 60_000 });
+    assert.equal(head.stdout.split(' ')[0], md5(v1.subarray(0, MiB)));
+    await putObject(world.s3, m.bucket, 'x.bin', v2);
+    // Within the metadata TTL: the same version as far as the mount knows, so its pages are kept.
+    const whole = await sh(`cat ${q(path.join(m.mnt, 'x.bin'))} | md5sum; echo "status \${PIPESTATUS[0]}"`, { env: m.env, timeoutMs: 60_000 });
+    const sum = whole.stdout.split(' ')[0];
+    const failed = /status [1-9]/.test(whole.stdout);
+    t.diagnostic(`cat: ${whole.stdout.trim()} ${whole.stderr.trim()}`);
+    assert.ok(failed || sum === md5(v1), `either an error or version 1 whole, never a mix: ${whole.stdout} ${whole.stderr}`);
+    if (failed) assert.match(whole.stderr, /Input\/output error/);
+    assert.equal(await md5Through(m, 'x.bin'), md5(v2), 'the next open reads version 2');
+    await m.unmount();
+  });
+
   test('an object replaced through the S3 API reads new bytes once its metadata expires', async (t) => {
     const cache = await cacheDir();
     const m = await mountBucket(t, world, { flags: ['--cache', cache, '--metadata-ttl', '1'] });
