@@ -460,10 +460,16 @@ export class StagingArea {
     if (record.sizeBytes === 0) stage.startCopy();
     try {
       if (spare) {
-        // Files made ahead of time: the create is one write of the record.
+        // Files made ahead of time: the create is one write of the record,
+        // not waited for. A file is accepted at its close, whose record
+        // write follows this one (persist() chains them); one killed before
+        // this write landed looks like an unused spare to the next mount,
+        // and was never closed.
         stage.adoptHandle(spare.data);
         stage.adoptRecord(spare.record);
-        await stage.persist({ durable: false });
+        stage.persist({ durable: false }).catch((err: unknown) => {
+          this.log?.warn('could not record a new staged file; its close records it', { key, error: (err as Error).message });
+        });
       } else {
         // Both at once: a crash between them leaves a record "open"
         // (reported) or a nameless data file (deleted by open()), neither
