@@ -631,6 +631,16 @@ async function writeNew(fs: S3FileSystem, p: string, text: string): Promise<void
   await fs.release(p, fd);
 }
 
+/** An existing file opened for writing, `text` written, the bucket changed by `meanwhile`, then closed and every upload done. */
+async function editWhileChanged(fs: S3FileSystem, p: string, text: string, meanwhile: () => unknown): Promise<void> {
+  const fd = await fs.open(p, O_RDWR);
+  await fs.write(p, fd, Buffer.from(text), 0);
+  await meanwhile();
+  await fs.flush(p, fd);
+  await fs.release(p, fd);
+  await fs.drain();
+}
+
 async function readWhole(fs: S3FileSystem, p: string): Promise<string> {
   const size = (await fs.getattr(p)).size;
   const fd = await fs.open(p, 0);
@@ -910,12 +920,7 @@ describe('fs model in editing mode', () => {
     const conflicts: Array<[string, string]> = [];
     const { fs, client } = await editingFs({ now: () => now, events: { onConflict: (p, c) => conflicts.push([p, c]) } });
     client.put('report.pdf', 'v1');
-    const fd = await fs.open('/report.pdf', O_RDWR);
-    await fs.write('/report.pdf', fd, Buffer.from('ours'), 0);
-    client.put('report.pdf', 'theirs');
-    await fs.flush('/report.pdf', fd);
-    await fs.release('/report.pdf', fd);
-    await fs.drain();
+    await editWhileChanged(fs, '/report.pdf', 'ours', () => client.put('report.pdf', 'theirs'));
     const conflictKey = 'report (conflict 2026-12-06 221530).pdf';
     assert.equal(body(client, 'report.pdf'), 'theirs');
     assert.equal(body(client, conflictKey), 'ours');
@@ -928,13 +933,8 @@ describe('fs model in editing mode', () => {
     const conflicts: Array<[string, string]> = [];
     const { fs, client, stagingDirectory } = await editingFs({ events: { onConflict: (p, c) => conflicts.push([p, c]) } });
     client.put('notes.txt', 'v1');
-    const fd = await fs.open('/notes.txt', O_RDWR);
-    await fs.write('/notes.txt', fd, Buffer.from('v2'), 0);
     // Our bytes reach the key before our conditional upload runs, as when its answer was lost.
-    client.put('notes.txt', 'v2');
-    await fs.flush('/notes.txt', fd);
-    await fs.release('/notes.txt', fd);
-    await fs.drain();
+    await editWhileChanged(fs, '/notes.txt', 'v2', () => client.put('notes.txt', 'v2'));
     assert.deepEqual(conflicts, []);
     assert.deepEqual([...client.objects.keys()], ['notes.txt']);
     assert.equal(body(client, 'notes.txt'), 'v2');
@@ -946,12 +946,7 @@ describe('fs model in editing mode', () => {
     const conflicts: Array<[string, string]> = [];
     const { fs, client } = await editingFs({ now: () => now, events: { onConflict: (p, c) => conflicts.push([p, c]) } });
     client.put('notes', 'v1');
-    const fd = await fs.open('/notes', O_RDWR);
-    await fs.write('/notes', fd, Buffer.from('v2'), 0);
-    await client.deleteObject('notes');
-    await fs.flush('/notes', fd);
-    await fs.release('/notes', fd);
-    await fs.drain();
+    await editWhileChanged(fs, '/notes', 'v2', () => client.deleteObject('notes'));
     assert.equal(client.objects.has('notes'), false);
     assert.equal(body(client, 'notes (conflict 2026-01-02 030405)'), 'v2');
     assert.equal(conflicts.length, 1);

@@ -95,7 +95,7 @@ const MAGIC = Buffer.from('SOSCACHE', 'latin1');
 const FORMAT = 1;
 const AT = { format: 8, blockSize: 12, identity: 16, index: 48, length: 52, crc: 56 } as const;
 const IDENTITY_BYTES = 32;
-/** Where blocks are written before they are renamed into place, and where writes through the mount wait for their ETag. */
+/** Where blocks written through the mount wait for their upload's ETag (CacheFill). */
 const PENDING_FOLDER = 'pending';
 /** A read moves a block to the front of the LRU order at once, and on disk (its mtime) at most this often. */
 const TOUCH_INTERVAL_MS = 60_000;
@@ -114,6 +114,8 @@ const DIRENT_BYTES = 64;
 const MAX_QUEUED_STORE_BYTES = 16 * 1024 * 1024;
 /** Block buffers kept for reuse (takeBuffer). */
 const MAX_POOLED_BUFFERS = 8;
+/** Versions whose hash identity() keeps. */
+const MAX_REMEMBERED_IDENTITIES = 256;
 /** Incomplete blocks one write through the mount may hold (parts arrive in any order). */
 const MAX_FILL_PARTIAL_BLOCKS = 8;
 
@@ -177,6 +179,16 @@ async function makeFolder(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
 }
 
+/** A block file: its header, then its bytes, in one write. */
+async function writeBlockFile(file: string, header: Buffer, parts: readonly Buffer[]): Promise<void> {
+  const h = await open(file, 'w', 0o600);
+  try {
+    await h.writev([header, ...parts]);
+  } finally {
+    await h.close();
+  }
+}
+
 const MiB = 1024 * 1024;
 const mib = (bytes: number): string => `${Math.floor(bytes / MiB)} MiB`;
 
@@ -204,6 +216,7 @@ export class DiskCache {
   private readonly fetching = new Map<string, Promise<boolean>>();
   private readonly pool: Buffer[] = [];
   private buffersMade = 0;
+  private readonly identities = new Map<string, Buffer>();
   private warnedWrite = false;
   private closed = false;
   private tempCounter = 0;
@@ -316,8 +329,20 @@ export class DiskCache {
     return Math.ceil((HEADER_BYTES + length) / this.fsBlockBytes) * this.fsBlockBytes + DIRENT_BYTES;
   }
 
+  /**
+   * The version's hash, remembered for the versions read lately: a read
+   * asks for it several times per block (fetching? stored? read), and with
+   * small blocks that was a hash per few kilobytes.
+   */
   private identity(v: ObjectVersion): Buffer {
-    return createHash('sha256').update(`${v.key}\n${v.etag}\n${v.sizeBytes}`).digest();
+    const text = `${v.key}\n${v.etag}\n${v.sizeBytes}`;
+    let id = this.identities.get(text);
+    if (!id) {
+      id = createHash('sha256').update(text).digest();
+      if (this.identities.size >= MAX_REMEMBERED_IDENTITIES) this.identities.delete(this.identities.keys().next().value as string);
+      this.identities.set(text, id);
+    }
+    return id;
   }
 
   private nameOf(identity: Buffer, index: number): string {
@@ -627,12 +652,7 @@ export class DiskCache {
     const file = path.join(this.blocksDir, name);
     try {
       await this.shardOf(name);
-      const h = await open(file, 'w', 0o600);
-      try {
-        await h.writev([header, ...parts]);
-      } finally {
-        await h.close();
-      }
+      await writeBlockFile(file, header, parts);
       if (this.closed) throw new Error('cache closed');
       this.addEntry(name, cost);
       return true;
@@ -716,12 +736,7 @@ export class DiskCache {
     if (!(await this.reserve(cost))) return undefined;
     const temp = this.tempPath();
     try {
-      const h = await open(temp, 'w', 0o600);
-      try {
-        await h.writev([this.header(undefined, index, [data]), data]);
-      } finally {
-        await h.close();
-      }
+      await writeBlockFile(temp, this.header(undefined, index, [data]), [data]);
       return { temp, cost };
     } catch (err) {
       this.usedBytes -= cost;

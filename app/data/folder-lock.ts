@@ -18,6 +18,7 @@ export class FolderLockedError extends Error {
   }
 }
 
+/** Whether a process lives (EPERM: it does, under another user; a zombie does not). */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -41,10 +42,16 @@ async function writeFileExclusive(file: string, text: string): Promise<void> {
   }
 }
 
+/** The pid in the folder's lock file, whatever its state; undefined for none or an unreadable one. */
+async function lockPid(directory: string): Promise<number | undefined> {
+  const pid = Number((await readFile(path.join(directory, LOCK_FILE), 'utf8').catch(() => '')).trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
 /** The live process holding the folder's lock, if any (a lock of a dead one does not count). */
 export async function lockHolder(directory: string): Promise<number | undefined> {
-  const pid = Number((await readFile(path.join(directory, LOCK_FILE), 'utf8').catch(() => '')).trim());
-  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
+  const pid = await lockPid(directory);
+  return pid !== undefined && processAlive(pid) ? pid : undefined;
 }
 
 /**
@@ -61,9 +68,9 @@ export async function lockFolder(directory: string): Promise<void> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+    const pid = await lockPid(directory);
     if (pid === process.pid) return;
-    if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) throw new FolderLockedError(directory, pid);
+    if (pid !== undefined && processAlive(pid)) throw new FolderLockedError(directory, pid);
     await unlink(file).catch(() => undefined);
   }
   throw new FolderLockedError(directory, undefined);
@@ -73,6 +80,3 @@ export async function lockFolder(directory: string): Promise<void> {
 export async function unlockFolder(directory: string): Promise<void> {
   await unlink(path.join(directory, LOCK_FILE)).catch(() => undefined);
 }
-
-/** The lock's file name, which the folder's owner must not take for its own data. */
-export const LOCK_FILE_NAME = LOCK_FILE;

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { ObjectClient } from '../s3/object-client.js';
 import { S3RequestError } from '../s3/errors.js';
 import type { Logger } from '../log.js';
+import { processAlive } from '../data/folder-lock.js';
 
 export interface JournalEntry {
   endpoint: string;
@@ -62,16 +63,6 @@ export class UploadJournal {
   }
 }
 
-/** Whether a process exists (EPERM: it does, under another user). */
-export function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Aborts the uploads that dead workers left on this endpoint and bucket; returns how many. */
 export async function abortAbandonedUploads(directory: string, endpoint: string, client: ObjectClient, log: Logger): Promise<number> {
   let names: string[];
@@ -83,7 +74,7 @@ export async function abortAbandonedUploads(directory: string, endpoint: string,
   let aborted = 0;
   for (const name of names) {
     const m = /^(\d+)\.json$/.exec(name);
-    if (!m || Number(m[1]) === process.pid || isRunning(Number(m[1]))) continue;
+    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
     const file = path.join(directory, name);
     let entries: JournalEntry[];
     try {

@@ -7,7 +7,7 @@
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { isRunning as alive } from '../../app/worker/upload-journal.js';
+import { processAlive as alive } from '../../app/data/folder-lock.js';
 
 export { alive };
 

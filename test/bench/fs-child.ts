@@ -21,7 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { BLOCK, KiB, blockView, content, fill, matches, smallName } from './data.js';
-import { errorText, pool, printResult, type SdkEndpoint, type Task, type TaskResult } from './workload.js';
+import { errorText, pool, printResult, sdkClientBase, type SdkEndpoint, type Task, type TaskResult } from './workload.js';
 
 /**
  * Between two looks at the bucket. Each look is one listing (or HEAD) on
@@ -147,12 +147,7 @@ async function directClient(ep: SdkEndpoint): Promise<{ s3: S3Client; sdk: typeo
   const sdk = await import('@aws-sdk/client-s3');
   const { NodeHttpHandler } = await import('@smithy/node-http-handler');
   const s3 = new sdk.S3Client({
-    endpoint: ep.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: ep.accessKeyId, secretAccessKey: ep.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
+    ...sdkClientBase(ep),
     requestHandler: new NodeHttpHandler({ httpAgent: new http.Agent({ keepAlive: true, maxSockets: 2 }), requestTimeout: 30_000 }),
   });
   // Load the SDK's code and open the connection before the timed part.

@@ -52,7 +52,7 @@ import { runProxyCheck, type ProxyCheckReport } from './proxy-check.js';
 import {
   FIGURES, failureNotes, markdownTable, requestTable, summarize, type Measurement, type ProfileReport, type Summary,
 } from './report.js';
-import { WORKLOADS, pool, type Task, type TaskResult, type WorkloadName } from './workload.js';
+import { WORKLOADS, pool, sdkClientBase, type Task, type TaskResult, type WorkloadName } from './workload.js';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] = 'true';
 
@@ -221,12 +221,7 @@ const bigSeed = (size: number): number => size / MiB;
 
 function directClient(endpoint: string): S3Client {
   return new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: CREDS,
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
+    ...sdkClientBase({ endpoint, ...CREDS }),
     requestHandler: new NodeHttpHandler({ httpAgent: new http.Agent({ keepAlive: true, maxSockets: 32 }), requestTimeout: 120_000 }),
   });
 }

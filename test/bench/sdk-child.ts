@@ -23,18 +23,13 @@ import {
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { KiB, content, fill, matches, smallName } from './data.js';
-import { errorText, pool, printResult, type SdkEndpoint, type Task, type TaskResult } from './workload.js';
+import { errorText, pool, printResult, sdkClientBase, type SdkEndpoint, type Task, type TaskResult } from './workload.js';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] = 'true';
 
 function client(ep: SdkEndpoint, maxSockets = 64): S3Client {
   return new S3Client({
-    endpoint: ep.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: ep.accessKeyId, secretAccessKey: ep.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
+    ...sdkClientBase(ep),
     maxAttempts: 3,
     requestHandler: new NodeHttpHandler({
       httpAgent: new http.Agent({ keepAlive: true, maxSockets }),

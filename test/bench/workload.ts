@@ -51,6 +51,26 @@ export interface SdkEndpoint {
   secretAccessKey: string;
 }
 
+/**
+ * What every SDK client of the bench is set up with (the baseline's, and
+ * those that watch the bucket): the test server, path style, and no
+ * checksummed uploads, which the server does not take.
+ */
+export function sdkClientBase(ep: Omit<SdkEndpoint, 'bucket'>): {
+  endpoint: string; region: string; forcePathStyle: boolean;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  requestChecksumCalculation: 'WHEN_REQUIRED'; responseChecksumValidation: 'WHEN_REQUIRED';
+} {
+  return {
+    endpoint: ep.endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: ep.accessKeyId, secretAccessKey: ep.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  };
+}
+
 /** Runs `fn` over items with at most `parallel` in flight. */
 export async function pool<T>(items: readonly T[], parallel: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
   let next = 0;

@@ -19,7 +19,7 @@ import { startS3Server, type TestS3Server } from './s3-server.js';
 import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { cleanEnv, execQuiet, run, sosmount, tempDir, type RunResult } from './processes.js';
 import { md5 } from './faults-io.js';
-import { isRunning as alive } from '../../app/worker/upload-journal.js';
+import { processAlive as alive } from '../../app/data/folder-lock.js';
 
 export interface World {
   server: TestS3Server;
