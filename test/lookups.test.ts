@@ -101,4 +101,32 @@ describe('lookups', () => {
     assert.match(seen.stdout, /new$/);
     await m.unmount();
   });
+
+  test('a name not found: asked again every time by default (Mountpoint), trusted for the TTL in editing mode, where cp -r asks four times', async (t) => {
+    const askAgain = async (flags: string[], dir: string): Promise<Partial<Record<S3Operation, number>>> => {
+      const m = await mountBucket(t, world, { flags });
+      const target = shellQuote(path.join(m.mnt, dir));
+      // What cp -r does before its first file: two lookups of the target, then mkdir (a lookup, then the check).
+      const reqs = await counted(world, async () => {
+        const r = await sh(`test -e ${target} || stat ${target} 2>/dev/null || mkdir ${target}`, { env: m.env, timeoutMs: 60_000 });
+        assert.equal(r.code, 0, r.stderr);
+      });
+      // Another client's object under a name looked up as missing shows once the TTL has passed.
+      const other = shellQuote(path.join(m.mnt, `${dir}-other.txt`));
+      assert.notEqual((await sh(`cat ${other}`, { env: m.env, timeoutMs: 60_000 })).code, 0);
+      await putObject(world.s3, m.bucket, `${dir}-other.txt`, 'theirs');
+      await new Promise((r) => setTimeout(r, 1_200));
+      const seen = await sh(`cat ${other}`, { env: m.env, timeoutMs: 60_000 });
+      assert.equal(seen.stdout, 'theirs', seen.stderr);
+      await m.unmount();
+      return reqs;
+    };
+    const byDefault = await askAgain([], 'plain');
+    const editing = await askAgain(['--allow-edit'], 'edited');
+    t.diagnostic(`default: ${JSON.stringify(byDefault)}; editing mode: ${JSON.stringify(editing)}`);
+    // A lookup by name is a GET (the first block) and a listing of name/.
+    assert.equal(byDefault.ListObjectsV2, 4, `each of the four asks S3: ${JSON.stringify(byDefault)}`);
+    assert.equal(editing.ListObjectsV2, 1, `one lookup, then the cached miss: ${JSON.stringify(editing)}`);
+    assert.equal(editing.PutObject, 1, 'mkdir stores the folder object');
+  });
 });

@@ -168,6 +168,52 @@ describe('staging area: files made ahead, and one worker per folder', () => {
     assert.deepEqual(await made(), [stage.id], 'close removed the unused spares; the closed stage stays for its upload');
   });
 
+  test('an uploaded stage\'s files become a spare, emptied in place; a multipart upload\'s are deleted', async () => {
+    const directory = path.join(root, `recycle-${++folderCount}`);
+    const area = new StagingArea({ directory, spares: 1 });
+    areas.push(area);
+    await area.open();
+    const sizes = async (): Promise<Map<string, number>> => {
+      const out = new Map<string, number>();
+      for (const n of await stageFiles(directory)) out.set(n, (await stat(path.join(directory, n))).size);
+      return out;
+    };
+    const { inner, bucket } = bucketWith();
+    const small = await area.createEmpty('small', undefined);
+    await small.write(0, Buffer.from('hello'));
+    await small.markClosed();
+    const done = await uploadStagedFile(small, bucket, SMALL);
+    assert.ok(done.status === 'uploaded' && done.stageRemoved);
+    assert.equal(inner.objects.get('small')?.body.toString(), 'hello');
+    let files = await sizes();
+    assert.equal(files.get(`${small.id}.json`), 0, 'the record is emptied: a spare to the next open()');
+    assert.equal(files.get(`${small.id}.data`), 0, 'the data file is emptied');
+    // The pool holds the spare made ahead and the emptied pair, the latest first: the next create makes no file.
+    const names = [...files.keys()].sort();
+    const next = await area.createEmpty('next', undefined);
+    assert.equal(next.id, small.id, 'the create took the emptied pair');
+    await next.write(0, Buffer.from('one'));
+    await next.markClosed();
+    files = await sizes();
+    assert.deepEqual([...files.keys()].sort(), names, 'no file was made or removed');
+    assert.equal(files.get(`${next.id}.data`), 3);
+    // Above one part: a power cut that undid the emptying would leave a conflict copy, so the files go.
+    const { bucket: bucket2 } = bucketWith();
+    const big = await area.createEmpty('big', undefined);
+    await big.write(0, randomBytes(S3_MIN_PART_BYTES + 1));
+    await big.markClosed();
+    const bigDone = await uploadStagedFile(big, bucket2, SMALL);
+    assert.ok(bigDone.status === 'uploaded' && bigDone.stageRemoved);
+    files = await sizes();
+    assert.ok(!files.has(`${big.id}.json`) && !files.has(`${big.id}.data`), 'a multipart upload\'s files are deleted');
+
+    // A crash now: the closed stage is found, nothing of "small" is uploaded again, the spare is not reported.
+    const crashed = await openArea(directory);
+    assert.deepEqual(crashed.recovered.map((r) => r.action === 'upload' && r.stage.key), ['next']);
+    await crashed.area.close();
+    await area.close();
+  });
+
   test('a folder locked by another live process is refused; a dead one\'s lock is taken over', async () => {
     const directory = path.join(root, `lock-${++folderCount}`);
     await mkdir(directory, { recursive: true });

@@ -101,7 +101,7 @@ export async function uploadStagedFile(stage: StagedFile, target: StagedUploadTa
       await stage.endUploadUnpublished('retry');
       throw err;
     }
-    const stageRemoved = await stage.finishUpload(snap, etag, config.keepStage?.() ?? false);
+    const stageRemoved = await stage.finishUpload(snap, etag, { keep: config.keepStage?.() ?? false, singlePart: snap.sizeBytes <= partSizeFor(1, config.partSizeBytes) });
     return { status: 'uploaded', key: snap.key, etag, sizeBytes: snap.sizeBytes, stageRemoved, generation: snap.generation };
   }
 }

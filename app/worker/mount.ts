@@ -85,10 +85,16 @@ export function bucketCheckError(err: S3RequestError, options: MountOptions): Mo
  * Mountpoint's promise: an object created by another client is visible at
  * once. So with the default (minimal) TTL nothing is cached as missing; a
  * TTL the user chose applies to misses too unless set apart.
+ *
+ * Editing mode trusts a miss as long as a hit (1 s with minimal): programs
+ * ask about a new name several times before creating it (`cp -r` looks up
+ * its target folder three times, mkdir once more), each a round trip to
+ * S3 otherwise. What another client creates meanwhile is not lost: our
+ * upload of the same name is conditional and becomes a conflict copy.
  */
-export function negativeTtlMs(options: Pick<MountOptions, 'metadataTtl' | 'negativeMetadataTtl'>): number {
+export function negativeTtlMs(options: Pick<MountOptions, 'metadataTtl' | 'negativeMetadataTtl' | 'allowEdit'>): number {
   if (options.negativeMetadataTtl) return metadataTtlMs(options.negativeMetadataTtl);
-  return options.metadataTtl.kind === 'minimal' ? 0 : metadataTtlMs(options.metadataTtl);
+  return options.metadataTtl.kind === 'minimal' && !options.allowEdit ? 0 : metadataTtlMs(options.metadataTtl);
 }
 
 export interface MountHooks {

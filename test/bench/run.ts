@@ -9,7 +9,7 @@
  * Usage: node dist/test/bench/run.js [--quick] [--profile lan|wan|lanproxy|lan,wan]
  *   [--only seqread,ttfb,...,cpr,cprstream,editsave] [--contenders sdk,ours,s3fs,rclone,ours-copy] [--runs N]
  *   [--data-dir DIR] [--no-doc] [--json FILE] [--cpu-prof DIR] [--no-proxy-check]
- *   [--settle SECONDS] [--merge] [--report-only] [--staging-in DIR]
+ *   [--settle SECONDS] [--merge] [--report-only] [--staging-in DIR] [--server-writes-on-disk]
  * --merge keeps the results found in the JSON file that this invocation does
  * not measure (other profiles; with --only, a profile's other workloads), so
  * lan and wan, or one workload after a change, can be measured separately;
@@ -18,7 +18,8 @@
  * file without measuring; --staging-in puts the staging folders of our
  * mount's editing mode under DIR instead of the bench's temporary folder
  * (to compare file systems: staging costs a few local file operations and
- * fsyncs per file).
+ * fsyncs per file). The server keeps the objects the write workloads store
+ * on a tmpfs (write-area.ts) unless --server-writes-on-disk.
  *
  * cpr, cprstream and editsave measure writes until the objects are in S3:
  * `cp -r` of a local folder into our mount in editing mode (cpr; s3fs and
@@ -49,6 +50,7 @@ import {
 import { EDIT_SEED, GiB, KiB, LIST_SEED, MiB, SMALL_SEED_BASE, WRITE_SEED_BASE, content, fill, listName, md5Of, randomOffsets, smallName } from './data.js';
 import type { ProxyConfig, ProxyMessage, ProxyStats } from './delay-proxy.js';
 import { runProxyCheck, type ProxyCheckReport } from './proxy-check.js';
+import { prepareWriteArea } from './write-area.js';
 import {
   FIGURES, failureNotes, markdownTable, requestTable, summarize, type Measurement, type ProfileReport, type Summary,
 } from './report.js';
@@ -63,6 +65,10 @@ const SDK_CHILD = path.join(HERE, 'sdk-child.js');
 const PROXY = path.join(HERE, 'delay-proxy.js');
 
 const BUCKET = 'bench';
+/** Where the write workloads store, under the bucket (write-area.ts). */
+const WRITE_FOLDER = 'w';
+/** Where the server kept them in this invocation, for the report. */
+let serverWrites = 'disk';
 const CREDS = { accessKeyId: 'BENCHKEY', secretAccessKey: 'BENCHSECRET0123456789' };
 const SMALL_SIZE = 64 * KiB;
 const LIST_COUNT = 10_000;
@@ -94,6 +100,8 @@ interface Options {
   reportOnly: boolean;
   /** Where editing mode's staging folders go; undefined: the bench's temporary folder. */
   stagingIn: string | undefined;
+  /** The server's `w/` on a tmpfs (write-area.ts). */
+  serverWritesInMemory: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -112,6 +120,7 @@ function parseArgs(argv: string[]): Options {
     merge: false,
     reportOnly: false,
     stagingIn: undefined,
+    serverWritesInMemory: true,
   };
   let runsSet = false;
   for (let i = 0; i < argv.length; i++) {
@@ -134,6 +143,7 @@ function parseArgs(argv: string[]): Options {
       case '--merge': o.merge = true; break;
       case '--report-only': o.reportOnly = true; break;
       case '--staging-in': o.stagingIn = path.resolve(val()); break;
+      case '--server-writes-on-disk': o.serverWritesInMemory = false; break;
       case '--settle': o.settleMs = Number(val()) * 1000; break;
       case '--no-proxy-check': o.proxyCheck = false; break;
       case '--proxy-check': o.proxyCheck = true; break;
@@ -276,7 +286,7 @@ async function ensureData(s3: S3Client, profiles: Profile[], only: readonly Work
   }
   const smallCount = Math.max(...profiles.map((p) => p.smallRead));
   if (!needs('smallread', 'ls', 'smallread2')) {
-    await deletePrefix(s3, 'w/');
+    await deletePrefix(s3, `${WRITE_FOLDER}/`);
     return;
   }
   const have = new Set((await listKeys(s3, 'small/')).filter((k) => k.size === SMALL_SIZE).map((k) => k.key));
@@ -297,7 +307,7 @@ async function ensureData(s3: S3Client, profiles: Profile[], only: readonly Work
       await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: `list10k/${listName(i)}`, Body: body }));
     });
   }
-  await deletePrefix(s3, 'w/');
+  await deletePrefix(s3, `${WRITE_FOLDER}/`);
   // Warm the server's listing summaries (what the first listing after a restart would pay).
   await listKeys(s3, 'list10k/');
   await listKeys(s3, 'small/');
@@ -532,7 +542,7 @@ async function measure(env: Env, p: Profile, proxy: ProxyHandle | undefined, wl:
   const endpoint = proxy ? proxy.endpoint : env.server.endpoint;
   const target: Target = { endpoint, bucket: BUCKET, ...CREDS };
   const writes = WRITE_WORKLOADS.includes(wl);
-  const writePrefix = `w/${p.name}-${c}-${wl}-${run}/`;
+  const writePrefix = `${WRITE_FOLDER}/${p.name}-${c}-${wl}-${run}/`;
   let mount: MountHandle | undefined;
   const dir = path.join(env.workDir, `mnt-${c}`);
   const stagingDir = (c === 'ours' || c === 'ours-copy') && EDITING_WORKLOADS.includes(wl) ? path.join(env.opts.stagingIn ?? env.workDir, `sosmount-bench-staging-${c}`) : undefined;
@@ -679,7 +689,11 @@ async function main(): Promise<void> {
   await fsp.mkdir(logDir, { recursive: true });
   if (opts.cpuProfDir) await fsp.mkdir(opts.cpuProfDir, { recursive: true });
 
-  log(`S3 server on 127.0.0.1, data in ${opts.dataDir}`);
+  // Before the server starts: it indexes the bucket's keys once, at start.
+  const writeArea = prepareWriteArea(path.join(opts.dataDir, BUCKET, WRITE_FOLDER), opts.serverWritesInMemory);
+  cleanup.hooks.push(() => writeArea.release());
+  serverWrites = writeArea.where;
+  log(`S3 server on 127.0.0.1, data in ${opts.dataDir}; what the write workloads store: ${writeArea.where}`);
   const server = await startS3Server({ buckets: [BUCKET], credentials: [CREDS], directory: opts.dataDir });
   cleanup.hooks.push(() => server.kill());
   const direct = directClient(server.endpoint);
@@ -795,7 +809,7 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     started: started.toISOString(),
     finished: final ? new Date().toISOString() : undefined,
     complete: final,
-    options: { quick: opts.quick, profiles: opts.profiles, only: opts.only, contenders: opts.contenders, runs: opts.runs, ...(opts.stagingIn ? { stagingIn: opts.stagingIn } : {}) },
+    options: { quick: opts.quick, profiles: opts.profiles, only: opts.only, contenders: opts.contenders, runs: opts.runs, ...(opts.stagingIn ? { stagingIn: opts.stagingIn } : {}), serverWrites },
     machine: m,
     settings: {
       sdk: { readPartBytes: PART, readInFlight: SDK_INFLIGHT, writePartBytes: PART, writeInFlight: SDK_INFLIGHT, smallParallel: PARALLEL },
@@ -822,7 +836,7 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     md.push(`Other work on the machine: before each run the CPUs were ${(sorted[Math.floor(sorted.length / 2)]! * 100).toFixed(0)}% busy (median; ${(sorted[0]! * 100).toFixed(0)}–${(sorted[sorted.length - 1]! * 100).toFixed(0)}%) with processes that are not the bench's (the bench waits up to ${opts.settleMs / 1000} s for them to settle).`);
   }
   md.push('');
-  md.push(`Machine: ${m['cpu']}, ${m['cores']} cores, ${m['memory']}, ${m['kernel']}, Node ${m['node']}; ${m['s3fs']}; ${m['rclone']}; load average at the end ${m['loadavg']}.`);
+  md.push(`Machine: ${m['cpu']}, ${m['cores']} cores, ${m['memory']}, ${m['kernel']}, Node ${m['node']}; ${m['s3fs']}; ${m['rclone']}; load average at the end ${m['loadavg']}. The S3 server kept the objects the write workloads stored on ${serverWrites === 'tmpfs' ? 'a tmpfs' : `the ${serverWrites}`}.`);
   md.push('');
   md.push(`Command: \`npm run bench --${[opts.quick ? ' --quick' : '', ` --profile ${opts.merge ? reports.map((r) => r.profile).join(',') : opts.profiles.join(',')}`, opts.only.length !== WORKLOADS.length ? ` --only ${opts.only.join(',')}` : '', opts.contenders.length !== ALL_CONTENDERS.length ? ` --contenders ${opts.contenders.join(',')}` : '', opts.stagingIn ? ` --staging-in ${opts.stagingIn}` : ''].join('')}\`; raw figures in [bench-results/latest.json](bench-results/latest.json).`);
   for (const r of reports) {
