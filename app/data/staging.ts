@@ -119,6 +119,12 @@ const DEFAULT_SPARES = 16;
  * uploaded, so that a long copy reuses the same few dozen pairs.
  */
 const SPARES_KEPT_FACTOR = 4;
+/**
+ * Closed stages that keep their two descriptors until their upload ends
+ * (an upload that empties them for a spare needs no opens); past this,
+ * a closed stage closes them (thousands may wait offline).
+ */
+const CLOSED_STAGES_KEEPING_FILES_OPEN = 64;
 
 interface Spare {
   id: string;
@@ -279,6 +285,8 @@ export class StagingArea {
   private sparesTaken = 0;
   /** Uploaded stages whose files became spares (recycle). */
   private sparesRecycled = 0;
+  /** Closed stages holding their descriptors (CLOSED_STAGES_KEEPING_FILES_OPEN). */
+  private closedKeepingFiles = 0;
   private folderSyncQueued: Promise<void> | undefined;
 
   constructor(config: StagingConfig) {
@@ -562,15 +570,18 @@ export class StagingArea {
    * copy. Returns false when the pool is full or a step failed (the caller
    * deletes).
    */
-  private async recycle(id: string): Promise<boolean> {
+  private async recycle(id: string, kept: { record: FileHandle; data: FileHandle } | undefined): Promise<boolean> {
     const room = (): boolean => !this.closing && this.spares.length < SPARES_KEPT_FACTOR * this.spareCount;
-    if (!room()) return false;
-    let record: FileHandle | undefined;
-    let data: FileHandle | undefined;
+    let record = kept?.record;
+    let data = kept?.data;
+    if (!room()) {
+      await Promise.all([record?.close(), data?.close()]).catch(() => undefined);
+      return false;
+    }
     try {
-      record = await open(this.recordPath(id), 'r+');
+      record ??= await open(this.recordPath(id), 'r+');
       await record.truncate(0);
-      data = await open(this.dataPath(id), 'r+');
+      data ??= await open(this.dataPath(id), 'r+');
       await data.truncate(0);
     } catch (err) {
       this.log?.warn('could not reuse an uploaded staged file', { id, error: (err as Error).message });
@@ -588,6 +599,18 @@ export class StagingArea {
 
   /** Bytes held by the staged files' memory copies (StagedFile.copy). */
   private copiesBytes = 0;
+
+  /** @internal Whether a stage just closed may keep its descriptors open; see handlesReleased(). */
+  keepFilesOpen(): boolean {
+    if (this.closedKeepingFiles >= CLOSED_STAGES_KEEPING_FILES_OPEN) return false;
+    this.closedKeepingFiles++;
+    return true;
+  }
+
+  /** @internal A stage that kept its descriptors at close no longer holds them. */
+  handlesReleased(): void {
+    this.closedKeepingFiles--;
+  }
 
   /** @internal A staged file's memory copy may grow by `n` bytes. */
   reserveCopy(n: number): boolean {
@@ -625,8 +648,9 @@ export class StagingArea {
       // A record write already under way would otherwise rename its temp file
       // over the deleted record and bring the stage back at the next open().
       await stage.recordWritten();
+      const kept = recycle ? await stage.takeHandles() : undefined;
       await stage.closeHandle();
-      if (!recycle || !(await this.recycle(stage.id))) await this.deleteFiles(stage.id);
+      if (!recycle || !(await this.recycle(stage.id, kept))) await this.deleteFiles(stage.id);
     })();
     this.removals.add(run);
     void run.catch(() => undefined).finally(() => this.removals.delete(run));
@@ -743,6 +767,8 @@ export class StagedFile {
   private recordBytes: number | undefined;
   /** The record file, open from its creation until the stage is closed: an update is one write. */
   private recordHandle: FileHandle | undefined;
+  /** Closed, and holding both descriptors by the area's leave (keepFilesOpen). */
+  private keepingFilesOpen = false;
   private failureError: FsError | undefined;
   private removed = false;
   private uploadRunning = false;
@@ -838,6 +864,7 @@ export class StagedFile {
 
   /** @internal Closes the data file's and the record's descriptors (they reopen when needed). */
   async closeHandle(): Promise<void> {
+    this.stopKeepingFilesOpen();
     const p = this.handlePromise;
     this.handlePromise = undefined;
     const r = this.recordHandle;
@@ -846,6 +873,33 @@ export class StagedFile {
       p?.then((h) => h.close()).catch(() => { /* opening had failed: nothing to close */ }),
       r?.close().catch(() => undefined),
     ]);
+  }
+
+  private stopKeepingFilesOpen(): void {
+    if (!this.keepingFilesOpen) return;
+    this.keepingFilesOpen = false;
+    this.area.handlesReleased();
+  }
+
+  /**
+   * @internal Hands over both descriptors, when the stage still holds them
+   * (a removed stage, for a spare): the stage no longer uses them.
+   */
+  async takeHandles(): Promise<{ record: FileHandle; data: FileHandle } | undefined> {
+    const p = this.handlePromise;
+    const record = this.recordHandle;
+    if (!p || !record) return undefined;
+    let data: FileHandle;
+    try {
+      data = await p;
+    } catch {
+      return undefined;
+    }
+    if (this.handlePromise !== p || this.recordHandle !== record) return undefined;
+    this.stopKeepingFilesOpen();
+    this.handlePromise = undefined;
+    this.recordHandle = undefined;
+    return { record, data };
   }
 
   /** @internal */
@@ -1068,10 +1122,11 @@ export class StagedFile {
     } catch (err) {
       throw this.failWrite(err);
     }
-    // Thousands of files may wait for their uploads (offline): each must
-    // not hold descriptors meanwhile. The upload opens the data again.
+    // Thousands of files may wait for their uploads (offline): past a few
+    // dozen, each closes its descriptors (the upload opens the data again).
     // Not awaited: a FileHandle closes once its pending operations end.
-    void this.closeHandle();
+    if (!this.keepingFilesOpen && !this.area.keepFilesOpen()) void this.closeHandle();
+    else this.keepingFilesOpen = true;
     this.synced = this.area.syncLater(this);
   }
 

@@ -338,10 +338,18 @@ export class HttpTransport {
     let text = `${ex.method} ${spec.path} HTTP/1.1\r\n`;
     for (const [name, value] of Object.entries(headers)) text += `${name}: ${value}\r\n`;
     conn.socket.setTimeout(this.options.socketTimeoutMs);
+    if (body instanceof Uint8Array && body.byteLength > 0) {
+      // Head and body in one system call (a small upload is one segment less, one write less).
+      conn.socket.cork();
+      conn.socket.write(`${text}\r\n`, 'latin1');
+      conn.socket.write(body);
+      conn.socket.uncork();
+      ex.sending = false;
+      return;
+    }
     conn.socket.write(`${text}\r\n`, 'latin1');
     if (body === undefined) return;
     if (body instanceof Uint8Array) {
-      if (body.byteLength > 0) conn.socket.write(body);
       ex.sending = false;
       return;
     }

@@ -174,22 +174,30 @@ function runProgram(cmd: string, args: string[], stdinFile?: string): Promise<vo
 
 async function cpr(t: Extract<Task, { op: 'cpr' }>): Promise<TaskResult> {
   const { s3, sdk } = await directClient(t.poll);
+  // `cp -r SOURCE DEST` makes DEST a copy of SOURCE: one key per file, in S3's (byte) order.
+  const expected = fs.readdirSync(t.source).map((n) => t.prefix + n).sort();
+  if (expected.length !== t.count) throw new Error(`${t.source} holds ${expected.length} files, not ${t.count}`);
   const t0 = performance.now();
   await runProgram('cp', ['-r', t.source, t.dest]);
   const cpSeconds = (performance.now() - t0) / 1000;
-  const name = /\/f\d{4}$/;
-  let stored = 0;
+  // Each listing starts after the keys already all seen: the uploads end
+  // nearly in order, so the listings shrink to the last few keys instead
+  // of the server listing 500 every 50 ms while the mount's last uploads
+  // go to it (and the bench's own parsing of them on the same 2 cores).
+  const seen = new Set<string>();
+  let done = 0;
   let looks = 0;
   for (;;) {
-    stored = 0;
     let token: string | undefined;
+    const startAfter = done > 0 ? expected[done - 1] : undefined;
     do {
-      const page = await s3.send(new sdk.ListObjectsV2Command({ Bucket: t.poll.bucket, Prefix: t.prefix, ContinuationToken: token }));
-      for (const o of page.Contents ?? []) if (o.Key && name.test(o.Key) && o.Size === t.size) stored++;
+      const page = await s3.send(new sdk.ListObjectsV2Command({ Bucket: t.poll.bucket, Prefix: t.prefix, ...(token ? { ContinuationToken: token } : startAfter ? { StartAfter: startAfter } : {}) }));
+      for (const o of page.Contents ?? []) if (o.Key && o.Size === t.size) seen.add(o.Key);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
+    while (done < expected.length && seen.has(expected[done]!)) done++;
     looks++;
-    if (stored >= t.count) break;
+    if (done === expected.length) break;
     await sleep(POLL_MS);
   }
   const seconds = (performance.now() - t0) / 1000;
