@@ -315,6 +315,35 @@ describe('upload queue (write-back)', () => {
   });
 });
 
+describe('upload queue (write-back): hurry', () => {
+  test('hurry() ends a quiet period at once; a retry\'s backoff, a running job and an unknown item are left alone', async (t) => {
+    const { wb, jobs, advance } = queue(t, { delayMs: 100 });
+    const a = { name: 'a' };
+    const b = { name: 'b' };
+    wb.schedule(a);
+    wb.schedule(b, 100);
+    wb.hurry(a);
+    wb.hurry(b);
+    wb.hurry({ name: 'never scheduled' });
+    await advance(0);
+    assert.deepEqual(jobs.runs, ['a'], 'a ran at once; b waits out its backoff');
+    assert.equal(wb.has({ name: 'never scheduled' }), false);
+    await advance(100);
+    assert.deepEqual(jobs.runs, ['a', 'b']);
+    const release = jobs.hold('a');
+    wb.schedule(a);
+    wb.hurry(a);
+    await advance(0);
+    wb.schedule(a);
+    wb.hurry(a);
+    await advance(0);
+    assert.equal(jobs.count('a'), 2, 'never two runs of one item at once');
+    release();
+    await advance(100);
+    assert.equal(jobs.count('a'), 3, 'the follow-up of the schedule() during the run');
+  });
+});
+
 describe('upload queue (write-back): runNow after a running job', () => {
   test('the run runNow starts once the running job ended is tracked: has(), pending, settle() and drain() wait for it', async (t) => {
     const { wb, jobs, advance } = queue(t, { delayMs: 0 });
@@ -697,6 +726,24 @@ describe('fs model in editing mode', () => {
     assert.equal((await fs.getattr('/new.txt')).size, 5);
     assert.equal(await readWhole(fs, '/new.txt'), 'hello');
     assert.deepEqual(await stageFiles(stagingDirectory), []);
+  });
+
+  test('a file created in the same folder ends the quiet period of the files closed there before it, not of others', async () => {
+    const { fs, client } = await editingFs();
+    await fs.mkdir('/other');
+    await writeNew(fs, '/other/elsewhere.txt', 'e');
+    await writeNew(fs, '/a.txt', 'first');
+    // The same name created again: the program is still at that file.
+    await writeNew(fs, '/a.txt', 'second');
+    await sleep(20);
+    assert.equal(requests(client, 'PutObject'), 1, 'only the folder object: the files wait out their hour');
+    // A new name in the folder: a program that moved on (cp -r, a file manager's copy) renames nothing it closed.
+    await writeNew(fs, '/b.txt', 'b');
+    await waitFor(() => body(client, 'a.txt') === 'second', 'the upload of a.txt');
+    await sleep(20);
+    assert.equal(body(client, 'b.txt'), undefined, 'b.txt waits for its own quiet period');
+    assert.equal(body(client, 'other/elsewhere.txt'), undefined, 'another folder\'s file waits too');
+    assert.equal(requests(client, 'PutObject'), 2, 'a.txt was uploaded once, with its second content');
   });
 
   test('open O_RDWR of a stored file and a write at an offset store the old bytes with the patch', async () => {

@@ -21,6 +21,8 @@ export interface WriteBackConfig {
 
 interface ItemState {
   timer: NodeJS.Timeout | undefined;
+  /** The timer is the quiet period (not a retry's backoff): hurry() may end it. */
+  quiet: boolean;
   running: Promise<void> | undefined;
   /** Scheduled again while running: run once more when it ends. */
   again: boolean;
@@ -56,19 +58,32 @@ export class WriteBack<T extends object> {
     return this.items.has(item);
   }
 
-  /** (Re)starts the item's quiet period; a running job is followed by another one. */
-  schedule(item: T, delayMs: number = this.config.delayMs): void {
+  /**
+   * (Re)starts the item's quiet period, or waits `delayMs` (a retry's
+   * backoff); a running job is followed by another one.
+   */
+  schedule(item: T, delayMs?: number): void {
     const state = this.stateOf(item);
     if (state.running) {
       state.again = true;
       return;
     }
     if (state.timer) clearTimeout(state.timer);
+    state.quiet = delayMs === undefined;
     state.timer = setTimeout(() => {
       state.timer = undefined;
       void this.start(item, state).catch((err: unknown) => this.config.onError?.(item, err));
-    }, delayMs);
+    }, delayMs ?? this.config.delayMs);
     this.changed();
+  }
+
+  /** Ends the item's quiet period now, if it is in one (a retry's backoff is kept). */
+  hurry(item: T): void {
+    const state = this.items.get(item);
+    if (!state?.timer || !state.quiet || state.running) return;
+    clearTimeout(state.timer);
+    state.timer = undefined;
+    void this.start(item, state).catch((err: unknown) => this.config.onError?.(item, err));
   }
 
   /**
@@ -132,7 +147,7 @@ export class WriteBack<T extends object> {
   private stateOf(item: T): ItemState {
     let state = this.items.get(item);
     if (!state) {
-      state = { timer: undefined, running: undefined, again: false };
+      state = { timer: undefined, quiet: false, running: undefined, again: false };
       this.items.set(item, state);
     }
     return state;

@@ -155,6 +155,8 @@ const DEFAULT_UPLOADS_IN_FLIGHT = 16;
  * size: 128 MiB at 8 MiB): 16 large files uploading share them.
  */
 const STAGED_PARTS_IN_FLIGHT = 16;
+/** Folders quietInFolder remembers before it forgets those whose files are all past their quiet period. */
+const QUIET_FOLDERS_MAX = 256;
 /** Backoff of a staged file whose upload failed: 1 s doubling to this. */
 const MAX_UPLOAD_RETRY_MS = 60_000;
 const O_DSYNC = fsConstants.O_DSYNC ?? 0;
@@ -234,6 +236,13 @@ export class S3FileSystem {
   private readonly events: FsEvents;
   /** Editing mode: staged files by path. */
   private readonly staged = new Map<string, StagedEntry>();
+  /**
+   * Files closed in each folder whose quiet period is not over: a program
+   * that creates another file in the folder has moved on and will not
+   * rename them, so their uploads start at once (hurryQuiet). `cp -r`'s
+   * first uploads would otherwise wait while it copies the next 30 files.
+   */
+  private readonly quietInFolder = new Map<string, Array<{ entry: StagedEntry; until: number }>>();
   /** Editing mode: a stored file being staged, so two opens at once share one stage. */
   private readonly staging = new Map<string, Promise<StagedEntry>>();
   private readonly writeBack: WriteBack<StagedEntry>;
@@ -1044,6 +1053,7 @@ export class S3FileSystem {
 
   private async createEditing(path: string, flags: number, node: Node | undefined): Promise<number> {
     if (isSyncOpen(flags)) throw refuse('openSyncFlags', path);
+    this.hurryQuiet(path);
     if (node) {
       if ((flags & O_EXCL) !== 0) throw refuse('createExists', path);
       return this.openEditing(path, flags, node);
@@ -1134,7 +1144,32 @@ export class S3FileSystem {
     if (!this.isDirty(e)) return;
     await e.stage.markClosed();
     this.writeBack.schedule(e);
+    this.noteQuiet(e);
     this.uploadsChanged();
+  }
+
+  private noteQuiet(e: StagedEntry): void {
+    const folder = parentPath(e.path);
+    const now = this.clock.now();
+    if (this.quietInFolder.size > QUIET_FOLDERS_MAX) {
+      for (const [f, list] of this.quietInFolder) if (list.every((q) => q.until <= now)) this.quietInFolder.delete(f);
+    }
+    const list = (this.quietInFolder.get(folder) ?? []).filter((q) => q.until > now && q.entry !== e);
+    list.push({ entry: e, until: now + (this.config.uploadDelayMs ?? DEFAULT_UPLOAD_DELAY_MS) });
+    this.quietInFolder.set(folder, list);
+  }
+
+  /** A file is created at `path`: the others closed in its folder upload now. */
+  private hurryQuiet(path: string): void {
+    const folder = parentPath(path);
+    const list = this.quietInFolder.get(folder);
+    if (!list) return;
+    const now = this.clock.now();
+    // Its own name created again: the program is still at that file.
+    const kept = list.filter((q) => q.until > now && q.entry.path === path);
+    if (kept.length > 0) this.quietInFolder.set(folder, kept);
+    else this.quietInFolder.delete(folder);
+    for (const q of list) if (q.until > now && q.entry.path !== path && parentPath(q.entry.path) === folder) this.writeBack.hurry(q.entry);
   }
 
   /** fsync uploads now and returns once the object is stored. */
