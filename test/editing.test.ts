@@ -255,12 +255,14 @@ describe('editing mode: what desktop programs and tools do to a folder', () => {
 
 describe('editing mode: faults', () => {
   test('SIGKILL after a save: the next mount uploads it and says so', async (t) => {
-    // A long quiet period: the kill comes before any upload.
+    // A long quiet period: the kill comes before any upload. The copy goes
+    // to a folder of its own: a file created beside it (the save's
+    // temporary file) would end its quiet period.
     const m = await mountBucket(t, world, { flags: ['--allow-edit', '--upload-delay', '600'] });
     await put(m.bucket, 'report.txt', 'old\n');
     const body = randomBytes(200_000);
     await writeFile(path.join(src, 'kill-body.bin'), body);
-    await shellOk(m, `cp ${q(path.join(src, 'kill-body.bin'))} ${q(path.join(m.mnt, 'new.bin'))}`);
+    await shellOk(m, `mkdir ${q(path.join(m.mnt, 'copies'))} && cp ${q(path.join(src, 'kill-body.bin'))} ${q(path.join(m.mnt, 'copies', 'new.bin'))}`);
     // An editor's save without fsync (gio save fsyncs, which uploads at once): a temporary file renamed over the original.
     await python(`
 import os, sys
@@ -269,13 +271,14 @@ with open(tmp, 'w') as f:
     f.write('saved before the kill\\n')
 os.rename(tmp, sys.argv[1])
 `, path.join(m.mnt, 'report.txt'));
-    assert.equal(await getBytes(m.bucket, 'new.bin'), undefined, 'not uploaded yet');
+    // assert.ok, not equal: a failing equal would print a diff of 200 KB.
+    assert.ok(await getBytes(m.bucket, 'copies/new.bin') === undefined, 'not uploaded yet');
     process.kill(m.workerPid, 'SIGKILL');
     await waitUntil('the worker to be gone', () => gone(m.workerPid), 10_000);
     await waitUntil('the watchdog to exit', () => gone(m.watchdog.pid), 15_000);
     const again = await m.remount();
     try {
-      await waitUntil('the next mount to upload what was saved', async () => md5((await getBytes(m.bucket, 'new.bin')) ?? '') === md5(body)
+      await waitUntil('the next mount to upload what was saved', async () => md5((await getBytes(m.bucket, 'copies/new.bin')) ?? '') === md5(body)
         && (await getText(m.bucket, 'report.txt')) === 'saved before the kill\n', 30_000, 200);
     } catch (err) {
       for (const line of (await again.log()).split('\n').filter((l) => /stag|recover|upload|rename/.test(l))) t.diagnostic(line.slice(0, 500));
