@@ -836,7 +836,7 @@ function writeOutputs(opts: Options, started: Date, unsorted: ProfileReport[], a
     md.push(`Other work on the machine: before each run the CPUs were ${(sorted[Math.floor(sorted.length / 2)]! * 100).toFixed(0)}% busy (median; ${(sorted[0]! * 100).toFixed(0)}–${(sorted[sorted.length - 1]! * 100).toFixed(0)}%) with processes that are not the bench's (the bench waits up to ${opts.settleMs / 1000} s for them to settle).`);
   }
   md.push('');
-  md.push(`Machine: ${m['cpu']}, ${m['cores']} cores, ${m['memory']}, ${m['kernel']}, Node ${m['node']}; ${m['s3fs']}; ${m['rclone']}; load average at the end ${m['loadavg']}. The S3 server kept the objects the write workloads stored on ${serverWrites === 'tmpfs' ? 'a tmpfs' : `the ${serverWrites}`}.`);
+  md.push(`Machine: ${m['cpu']}, ${m['cores']} cores, ${m['memory']}, ${m['kernel']}, Node ${m['node']}; ${m['s3fs']}; ${m['rclone']}; load average at the end ${m['loadavg']}. In this invocation the S3 server kept what the write workloads stored on ${serverWrites === 'tmpfs' ? 'a tmpfs' : `the ${serverWrites}`} (see Method).`);
   md.push('');
   md.push(`Command: \`npm run bench --${[opts.quick ? ' --quick' : '', ` --profile ${opts.merge ? reports.map((r) => r.profile).join(',') : opts.profiles.join(',')}`, opts.only.length !== WORKLOADS.length ? ` --only ${opts.only.join(',')}` : '', opts.contenders.length !== ALL_CONTENDERS.length ? ` --contenders ${opts.contenders.join(',')}` : '', opts.stagingIn ? ` --staging-in ${opts.stagingIn}` : ''].join('')}\`; raw figures in [bench-results/latest.json](bench-results/latest.json).`);
   for (const r of reports) {
