@@ -180,6 +180,8 @@ describe('staging area: files made ahead, and one worker per folder', () => {
     };
     const { inner, bucket } = bucketWith();
     const small = await area.createEmpty('small', undefined);
+    // The spare made to replace the one taken, before the upload's pair joins the pool.
+    for (let i = 0; i < 100 && (await stageFiles(directory)).filter((n) => n.endsWith('.data')).length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     await small.write(0, Buffer.from('hello'));
     await small.markClosed();
     const done = await uploadStagedFile(small, bucket, SMALL);
