@@ -11,7 +11,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { listKeys, objectBytes } from './helpers/bucket-view.js';
@@ -345,6 +345,12 @@ os.rename(tmp, sys.argv[1])
     const big = await shell(m, `dd if=/dev/zero of=${q(path.join(m.mnt, 'big.bin'))} bs=64k count=32`);
     assert.notEqual(big.code, 0);
     assert.match(big.out, /No space left on device/);
+    // dd has exited, but the kernel sends the release of its file after
+    // close() returns: the failed stage's bytes go when the worker gets it.
+    await waitUntil('the failed file\'s staged bytes to be removed', async () => {
+      const s = await statfs(tiny);
+      return s.bavail * s.bsize >= 256 * 1024;
+    }, 10_000, 20);
     await shellOk(m, `printf 'small\\n' > ${q(path.join(m.mnt, 'small.txt'))}`);
     await m.unmount();
     assert.equal(await getBytes(m.bucket, 'big.bin'), undefined, 'no partial object');
