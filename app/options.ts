@@ -195,7 +195,7 @@ const MIN_CACHE_BLOCK_KIB = 16;
 /** A block is read and checked whole: larger ones would cost memory per read. */
 const MAX_CACHE_BLOCK_KIB = 64 * 1024;
 /** A cache smaller than this many blocks would evict what a single read just stored. */
-const MIN_CACHE_BLOCKS = 4;
+export const MIN_CACHE_BLOCKS = 4;
 /** 1 PiB in MiB: beyond any disk, and exact in a double once in bytes. */
 const MAX_CACHE_SIZE_MIB = 1024 * 1024 * 1024;
 /** mount-s3's metadata TTL when --cache is set. */

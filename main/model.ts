@@ -44,8 +44,6 @@ export interface MountConfig {
 
 /** What a mount's cache may hold unless the user says otherwise: room for many files, small beside a disk. */
 export const DEFAULT_CACHE_SIZE_MIB = 2048;
-/** The engine's least: 4 blocks of its default 1 MiB (app/options.ts); a smaller cache would evict what one read just stored. */
-export const MIN_CACHE_SIZE_MIB = 4;
 /** 1 TiB. The engine takes more; beyond this a size is far more likely a typo (extra zeros) than a wish. */
 export const MAX_CACHE_SIZE_MIB = 1024 * 1024;
 

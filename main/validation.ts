@@ -8,9 +8,9 @@
  * at load, so a sandboxed renderer reaches these checks through main.
  */
 import path from 'node:path';
-import { bucketNameProblem } from '../app/options.js';
+import { DEFAULT_CACHE_BLOCK_KIB, MIN_CACHE_BLOCKS, bucketNameProblem } from '../app/options.js';
 import { EXOSCALE_ZONES, isExoscaleZone } from '../app/s3/zones.js';
-import { MAX_CACHE_SIZE_MIB, MIN_CACHE_SIZE_MIB, type MountConfig, type ProfileConfig } from './model.js';
+import { MAX_CACHE_SIZE_MIB, type MountConfig, type ProfileConfig } from './model.js';
 
 export interface FieldProblem<F extends string> {
   field: F;
@@ -41,6 +41,9 @@ function within(inner: string, outer: string): boolean {
   const rel = path.relative(outer, inner);
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
+
+/** The engine's least (app/options.ts) for the tray's caches, which have its default block size. */
+const MIN_CACHE_SIZE_MIB = MIN_CACHE_BLOCKS * DEFAULT_CACHE_BLOCK_KIB / 1024;
 
 /**
  * What is wrong with a cache size in MiB, in the settings window's words.

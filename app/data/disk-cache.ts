@@ -22,6 +22,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.js';
+import { MIN_CACHE_BLOCKS } from '../options.js';
 import { FolderLockedError, lockFolder, lockHolder, unlockFolder } from './folder-lock.js';
 
 /** The folder of a cache's blocks; versioned, so a new layout never reads an old one's files. */
@@ -103,8 +104,6 @@ const TOUCH_INTERVAL_MS = 60_000;
 const STATFS_INTERVAL_MS = 1000;
 /** mount-s3's default limit: the cache leaves this share of its disk free. */
 const KEEP_FREE_SHARE = 0.05;
-/** The cache must hold at least this many blocks (options.ts refuses a smaller --max-cache-size). */
-const MIN_BLOCKS = 4;
 /** A folder entry's share of its folder's size, so the total follows what `du` counts. */
 const DIRENT_BYTES = 64;
 /**
@@ -257,7 +256,7 @@ export class DiskCache {
       await unlockFolder(dir);
       throw err instanceof CacheUnusableError ? err : unusable(dir, err);
     }
-    const minimum = MIN_BLOCKS * cache.costOf(cache.blockSizeBytes);
+    const minimum = MIN_CACHE_BLOCKS * cache.costOf(cache.blockSizeBytes);
     const s = await statfs(dir);
     const free = s.bavail * s.bsize;
     // Room for a few blocks, counting what eviction can free.
