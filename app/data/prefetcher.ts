@@ -110,10 +110,8 @@ class Segment implements RangeSink {
       const offset = at - index * this.slabBytes;
       copied += bytes.copy(slab, offset, copied, copied + Math.min(n - copied, this.slabBytes - offset));
     }
-    this.received += n;
     // Serve readers at once; the rest of the body only keeps the connection.
-    if (this.received >= this.size) this.finish();
-    else this.wake();
+    this.filled(n);
   }
 
   /**
@@ -154,7 +152,7 @@ class Segment implements RangeSink {
     this.release();
   }
 
-  /** The slabs lent by slabsFor() now hold the next `n` bytes. */
+  /** The slabs (written by write(), or lent by slabsFor()) now hold the next `n` bytes. */
   filled(n: number): void {
     if (this.done || this.freed) return;
     this.received += n;
