@@ -574,27 +574,23 @@ export class StagingArea {
     const room = (): boolean => !this.closing && this.spares.length < SPARES_KEPT_FACTOR * this.spareCount;
     let record = kept?.record;
     let data = kept?.data;
-    if (!room()) {
-      await Promise.all([record?.close(), data?.close()]).catch(() => undefined);
-      return false;
-    }
     try {
-      record ??= await open(this.recordPath(id), 'r+');
-      await record.truncate(0);
-      data ??= await open(this.dataPath(id), 'r+');
-      await data.truncate(0);
+      if (room()) {
+        record ??= await open(this.recordPath(id), 'r+');
+        await record.truncate(0);
+        data ??= await open(this.dataPath(id), 'r+');
+        await data.truncate(0);
+        if (room()) {
+          this.spares.push({ id, record, data });
+          this.sparesRecycled++;
+          return true;
+        }
+      }
     } catch (err) {
       this.log?.warn('could not reuse an uploaded staged file', { id, error: (err as Error).message });
-      await Promise.all([record?.close(), data?.close()]).catch(() => undefined);
-      return false;
     }
-    if (!room()) {
-      await Promise.all([record.close(), data.close()]).catch(() => undefined);
-      return false;
-    }
-    this.spares.push({ id, record, data });
-    this.sparesRecycled++;
-    return true;
+    await Promise.all([record?.close(), data?.close()]).catch(() => undefined);
+    return false;
   }
 
   /** Bytes held by the staged files' memory copies (StagedFile.copy). */
@@ -1125,8 +1121,8 @@ export class StagedFile {
     // Thousands of files may wait for their uploads (offline): past a few
     // dozen, each closes its descriptors (the upload opens the data again).
     // Not awaited: a FileHandle closes once its pending operations end.
-    if (!this.keepingFilesOpen && !this.area.keepFilesOpen()) void this.closeHandle();
-    else this.keepingFilesOpen = true;
+    this.keepingFilesOpen ||= this.area.keepFilesOpen();
+    if (!this.keepingFilesOpen) void this.closeHandle();
     this.synced = this.area.syncLater(this);
   }
 
