@@ -77,10 +77,16 @@ export class WriteBack<T extends object> {
     this.changed();
   }
 
+  /** Whether the item waits out its quiet period now (not a retry's backoff, not running). */
+  inQuietPeriod(item: T): boolean {
+    const state = this.items.get(item);
+    return state?.timer !== undefined && state.quiet && !state.running;
+  }
+
   /** Ends the item's quiet period now, if it is in one (a retry's backoff is kept). */
   hurry(item: T): void {
     const state = this.items.get(item);
-    if (!state?.timer || !state.quiet || state.running) return;
+    if (!state?.timer || !this.inQuietPeriod(item)) return;
     clearTimeout(state.timer);
     state.timer = undefined;
     void this.start(item, state).catch((err: unknown) => this.config.onError?.(item, err));

@@ -155,7 +155,7 @@ const DEFAULT_UPLOADS_IN_FLIGHT = 16;
  * size: 128 MiB at 8 MiB): 16 large files uploading share them.
  */
 const STAGED_PARTS_IN_FLIGHT = 16;
-/** Folders quietInFolder remembers before it forgets those whose files are all past their quiet period. */
+/** Folders quietInFolder remembers before it forgets those with no file in its quiet period. */
 const QUIET_FOLDERS_MAX = 256;
 /** Backoff of a staged file whose upload failed: 1 s doubling to this. */
 const MAX_UPLOAD_RETRY_MS = 60_000;
@@ -242,7 +242,7 @@ export class S3FileSystem {
    * rename them, so their uploads start at once (hurryQuiet). `cp -r`'s
    * first uploads would otherwise wait while it copies the next 30 files.
    */
-  private readonly quietInFolder = new Map<string, Array<{ entry: StagedEntry; until: number }>>();
+  private readonly quietInFolder = new Map<string, Set<StagedEntry>>();
   /** Editing mode: a stored file being staged, so two opens at once share one stage. */
   private readonly staging = new Map<string, Promise<StagedEntry>>();
   private readonly writeBack: WriteBack<StagedEntry>;
@@ -1149,27 +1149,29 @@ export class S3FileSystem {
   }
 
   private noteQuiet(e: StagedEntry): void {
-    const folder = parentPath(e.path);
-    const now = this.clock.now();
+    const quiet = (q: StagedEntry): boolean => this.writeBack.inQuietPeriod(q);
     if (this.quietInFolder.size > QUIET_FOLDERS_MAX) {
-      for (const [f, list] of this.quietInFolder) if (list.every((q) => q.until <= now)) this.quietInFolder.delete(f);
+      for (const [f, set] of this.quietInFolder) if (![...set].some(quiet)) this.quietInFolder.delete(f);
     }
-    const list = (this.quietInFolder.get(folder) ?? []).filter((q) => q.until > now && q.entry !== e);
-    list.push({ entry: e, until: now + (this.config.uploadDelayMs ?? DEFAULT_UPLOAD_DELAY_MS) });
-    this.quietInFolder.set(folder, list);
+    const folder = parentPath(e.path);
+    const set = this.quietInFolder.get(folder) ?? new Set<StagedEntry>();
+    for (const q of set) if (!quiet(q)) set.delete(q);
+    set.add(e);
+    this.quietInFolder.set(folder, set);
   }
 
   /** A file is created at `path`: the others closed in its folder upload now. */
   private hurryQuiet(path: string): void {
     const folder = parentPath(path);
-    const list = this.quietInFolder.get(folder);
-    if (!list) return;
-    const now = this.clock.now();
-    // Its own name created again: the program is still at that file.
-    const kept = list.filter((q) => q.until > now && q.entry.path === path);
-    if (kept.length > 0) this.quietInFolder.set(folder, kept);
-    else this.quietInFolder.delete(folder);
-    for (const q of list) if (q.until > now && q.entry.path !== path && parentPath(q.entry.path) === folder) this.writeBack.hurry(q.entry);
+    const set = this.quietInFolder.get(folder);
+    if (!set) return;
+    for (const q of set) {
+      // Its own name created again: the program is still at that file.
+      if (q.path === path) continue;
+      set.delete(q);
+      if (parentPath(q.path) === folder) this.writeBack.hurry(q);
+    }
+    if (set.size === 0) this.quietInFolder.delete(folder);
   }
 
   /** fsync uploads now and returns once the object is stored. */
