@@ -27,6 +27,7 @@ import {
   StageConflictError, uploadStagedFile, type StagedUploadConfig, type StagedUploadTarget,
 } from '../app/data/staged-upload.js';
 import { S3_MIN_PART_BYTES } from '../app/data/uploader.js';
+import { assertSameBytes } from './helpers/same-bytes.js';
 
 /** The staging folder's files but its lock (one worker per folder). */
 async function stageFiles(directory: string): Promise<string[]> {
@@ -267,7 +268,7 @@ describe('staging area', () => {
     await Promise.all(chunks.map((c, i) => stage.write(i * c.length, c)));
     const whole = Buffer.concat(chunks);
     assert.equal(stage.sizeBytes, whole.length);
-    assert.deepEqual(await stage.read(0, whole.length), whole);
+    assertSameBytes(await stage.read(0, whole.length), whole);
     assert.deepEqual(await readFile(stage.dataPath), whole);
     assert.equal((await stat(stage.dataPath)).mode & 0o777, 0o600);
     assert.equal((await recordOnDisk(directory, stage)).state, 'open');
@@ -442,7 +443,7 @@ describe('staging recovery after a crash', () => {
     assert.equal(up.stage.state, 'closed');
     assert.equal(up.stage.baseEtag, '"base"');
     assert.equal(up.stage.sizeBytes, bytes.length);
-    assert.deepEqual(await up.stage.read(0, bytes.length), bytes);
+    assertSameBytes(await up.stage.read(0, bytes.length), bytes);
     const kept = second.recovered.find((r) => r.action === 'keep');
     assert.ok(kept && kept.action === 'keep');
     assert.equal(kept.reason, 'never-closed');
@@ -493,7 +494,7 @@ describe('staging recovery after a crash', () => {
     const outcome = byKey(recovered);
     const closed = outcome.get('closed.bin');
     assert.ok(closed && closed.action === 'upload');
-    assert.deepEqual(await closed.stage.read(0, 4 * 1024 * 1024), Buffer.alloc(3 * 1024 * 1024, 5));
+    assertSameBytes(await closed.stage.read(0, 4 * 1024 * 1024), Buffer.alloc(3 * 1024 * 1024, 5));
     const open = outcome.get('open.bin');
     assert.ok(open && open.action === 'keep' && open.reason === 'never-closed');
   });
@@ -583,7 +584,7 @@ describe('uploading staged files', () => {
     // The data file emptied behind the stage's back: only the copy has the bytes.
     await writeFile(inOrder.dataPath, '');
     assert.equal((await uploadStagedFile(inOrder, bucket, SMALL)).status, 'uploaded');
-    assert.deepEqual(inner.objects.get('in-order.bin')!.body, a);
+    assertSameBytes(inner.objects.get('in-order.bin')!.body, a);
 
     const outOfOrder = await area.createEmpty('out-of-order.bin', undefined);
     await outOfOrder.write(0, a.subarray(0, 10_000));
@@ -593,14 +594,14 @@ describe('uploading staged files', () => {
     assert.equal((await uploadStagedFile(outOfOrder, bucket, SMALL)).status, 'uploaded');
     const expected = Buffer.from(a);
     expected.fill(7, 5_000, 5_010);
-    assert.deepEqual(inner.objects.get('out-of-order.bin')!.body, expected, 'read from the data file, with the rewrite');
+    assertSameBytes(inner.objects.get('out-of-order.bin')!.body, expected, 'read from the data file, with the rewrite');
 
     const truncated = await area.createEmpty('truncated.bin', undefined);
     await truncated.write(0, a);
     await truncated.truncate(100);
     await truncated.markClosed();
     assert.equal((await uploadStagedFile(truncated, bucket, SMALL)).status, 'uploaded');
-    assert.deepEqual(inner.objects.get('truncated.bin')!.body, a.subarray(0, 100));
+    assertSameBytes(inner.objects.get('truncated.bin')!.body, a.subarray(0, 100));
     await area.close();
   });
 
