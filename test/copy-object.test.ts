@@ -209,11 +209,17 @@ describe('copyObject against the local S3 server', () => {
   test('a multipart copy takes every part from one version: a source changed half way fails with PreconditionFailed and is aborted', async () => {
     const { ETag } = await s3.send(new PutObjectCommand({ Bucket: 'direct', Key: 'changing.bin', Body: big }));
     const client = objectClient(proxy.endpoint, {}, { ...SMALL_COPY_LIMITS, partsInFlight: 1 });
-    await proxy.setRules([{ id: 'hold-part-2', match: { op: 'UploadPart', query: 'partNumber=2' }, action: { kind: 'stall', ms: 800 }, times: 1 }]);
+    await proxy.setRules([{ id: 'hold-part-2', match: { op: 'UploadPart', query: 'partNumber=2' }, action: { kind: 'hold' }, times: 1 }]);
+    await proxy.resetStats();
     const copy = client.copyObject('changing.bin', 'copies/changing.bin', { sizeBytes: big.length });
     const outcome = copy.then(() => undefined, (err: unknown) => err);
-    await new Promise((r) => setTimeout(r, 300));
+    // Part 1 is copied from the first version; part 2 waits at the proxy while the source is replaced.
+    for (let i = 0; (await proxy.stats()).fired['hold-part-2'] !== 1; i++) {
+      assert.ok(i < 1500, 'part 2 never reached the proxy');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await s3.send(new PutObjectCommand({ Bucket: 'direct', Key: 'changing.bin', Body: randomBytes(big.length) }));
+    await proxy.release();
     const err = await outcome;
     assert.ok(err instanceof S3RequestError && err.kind === 'PreconditionFailed', String(err));
     assert.deepEqual(await pendingUploads(), []);

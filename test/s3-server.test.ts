@@ -4,7 +4,10 @@
  * If these pass, a red test elsewhere is a bug in our code, not in the server.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import {
   AbortMultipartUploadCommand,
@@ -606,6 +609,107 @@ describe('conditional writes and copies', () => {
 
 // ---------------------------------------------------------------------------
 // Credentials and lifecycle.
+
+describe('whole versions while a write streams in', () => {
+  let server: TestS3Server;
+  let s3: S3Client;
+
+  before(async () => {
+    server = await startS3Server({ buckets: ['bucket'] });
+    s3 = server.client();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  const bytesOf = async (Key: string, range?: string): Promise<Buffer> =>
+    Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'bucket', Key, Range: range }))).Body!.transformToByteArray());
+
+  /** A PutObject whose body is sent in two halves: the first now, the second when `finish` is called. */
+  async function halfSentPut(Key: string, body: Buffer): Promise<{ finish(): Promise<string> }> {
+    const stream = new PassThrough();
+    const put = s3.send(new PutObjectCommand({ Bucket: 'bucket', Key, Body: stream, ContentLength: body.length }));
+    put.catch(() => undefined);
+    const started = Date.now() - 1000;
+    stream.write(body.subarray(0, body.length / 2));
+    // The first half is on the server's disk: a file written since holds it
+    // (s3rver's own store wrote the object's file in place; ours, a file beside it).
+    const dir = path.dirname(path.join(server.directory, 'bucket', Key));
+    for (let i = 0; ; i++) {
+      const names = (await fsp.readdir(dir).catch(() => [] as string[])).filter((n) => !n.endsWith('.json') && !n.endsWith('.md5'));
+      const stats = await Promise.all(names.map((n) => fsp.stat(path.join(dir, n)).catch(() => undefined)));
+      if (stats.some((st) => st && st.size >= body.length / 2 && st.mtimeMs >= started)) break;
+      assert.ok(i < 500, `the server did not receive the first half: ${names.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return {
+      finish: async () => {
+        stream.end(body.subarray(body.length / 2));
+        return (await put).ETag!;
+      },
+    };
+  }
+
+  test('GET, HEAD, a range and a listing during a PutObject of the same key see the old version whole; the new one once acknowledged', async () => {
+    const old = randomBytes(3 * 1024 * 1024);
+    const next = randomBytes(5 * 1024 * 1024);
+    const { ETag: oldEtag } = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'v/obj', Body: old }));
+    const put = await halfSentPut('v/obj', next);
+    assert.ok((await bytesOf('v/obj')).equals(old), 'GET: the old version, whole');
+    assert.ok((await bytesOf('v/obj', 'bytes=1048576-1048591')).equals(old.subarray(1048576, 1048592)), 'a range of the old version');
+    const head = await s3.send(new HeadObjectCommand({ Bucket: 'bucket', Key: 'v/obj' }));
+    assert.deepEqual([head.ContentLength, head.ETag], [old.length, oldEtag]);
+    const listed = (await s3.send(new ListObjectsV2Command({ Bucket: 'bucket', Prefix: 'v/' }))).Contents ?? [];
+    assert.deepEqual(listed.map((o) => [o.Key, o.Size, o.ETag]), [['v/obj', old.length, oldEtag]]);
+    const newEtag = await put.finish();
+    assert.ok((await bytesOf('v/obj')).equals(next), 'GET: the new version, whole');
+    const after = await s3.send(new HeadObjectCommand({ Bucket: 'bucket', Key: 'v/obj' }));
+    assert.deepEqual([after.ContentLength, after.ETag], [next.length, newEtag]);
+  });
+
+  test('a new key being written does not exist until its PutObject is acknowledged', async () => {
+    const put = await halfSentPut('v/new', randomBytes(2 * 1024 * 1024));
+    assert.deepEqual(await s3Failure(s3.send(new HeadObjectCommand({ Bucket: 'bucket', Key: 'v/new' }))), { name: 'NotFound', status: 404 });
+    assert.deepEqual((await s3.send(new ListObjectsV2Command({ Bucket: 'bucket', Prefix: 'v/new' }))).KeyCount, 0);
+    await put.finish();
+    assert.equal((await s3.send(new HeadObjectCommand({ Bucket: 'bucket', Key: 'v/new' }))).ContentLength, 2 * 1024 * 1024);
+  });
+
+  test('CopyObject and UploadPartCopy during a PutObject of their source copy the old version, and its ETag is the one their conditions see', async () => {
+    const old = randomBytes(2 * 1024 * 1024);
+    const { ETag: oldEtag } = await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'v/src', Body: old }));
+    const put = await halfSentPut('v/src', randomBytes(3 * 1024 * 1024));
+    await s3.send(new CopyObjectCommand({ Bucket: 'bucket', Key: 'v/copy', CopySource: 'bucket/v/src', CopySourceIfMatch: oldEtag }));
+    assert.ok((await bytesOf('v/copy')).equals(old));
+    const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'bucket', Key: 'v/parts' }));
+    const part = await s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'v/parts', UploadId, PartNumber: 1, CopySource: 'bucket/v/src', CopySourceRange: `bytes=0-${old.length - 1}`, CopySourceIfMatch: oldEtag }));
+    await put.finish();
+    // Once the new version is in, the old ETag is stale for both, and the new size is the range's limit.
+    assert.deepEqual(await s3Failure(s3.send(new CopyObjectCommand({ Bucket: 'bucket', Key: 'v/copy2', CopySource: 'bucket/v/src', CopySourceIfMatch: oldEtag }))), { name: 'PreconditionFailed', status: 412 });
+    assert.deepEqual(await s3Failure(s3.send(new UploadPartCopyCommand({ Bucket: 'bucket', Key: 'v/parts', UploadId, PartNumber: 2, CopySource: 'bucket/v/src', CopySourceIfMatch: oldEtag }))), { name: 'PreconditionFailed', status: 412 });
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: 'bucket', Key: 'v/parts', UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.CopyPartResult?.ETag }] } }));
+    assert.ok((await bytesOf('v/parts')).equals(old));
+  });
+
+  test('a PutObject cut off half way leaves the old version and no temporary file', async () => {
+    const old = randomBytes(1024 * 1024);
+    await s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'v/cut', Body: old }));
+    const stream = new PassThrough();
+    const ac = new AbortController();
+    const put = s3.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'v/cut', Body: stream, ContentLength: 4 * 1024 * 1024 }), { abortSignal: ac.signal });
+    stream.write(randomBytes(1024 * 1024));
+    await new Promise((r) => setTimeout(r, 200));
+    ac.abort();
+    await assert.rejects(put);
+    stream.destroy();
+    const dir = path.join(server.directory, 'bucket', 'v');
+    for (let i = 0; (await fsp.readdir(dir)).some((n) => n.endsWith('.writing')); i++) {
+      assert.ok(i < 500, `a temporary file stays: ${(await fsp.readdir(dir)).join(', ')}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok((await bytesOf('v/cut')).equals(old));
+  });
+});
 
 describe('credentials', () => {
   let server: TestS3Server;

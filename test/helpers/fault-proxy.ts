@@ -6,7 +6,7 @@
  * ServiceUnavailable or SlowDown, 403 AccessDenied, ... with an
  * x-amz-request-id), reset the connection before or in the middle of the
  * request or the response body, stall (accept and never answer, or stop in
- * the middle of the body), add keys to a listing, or go away altogether
+ * the middle of the body), hold a request until the test releases it, add keys to a listing, or go away altogether
  * (stop listening and reset every connection, for a while).
  *
  * The proxy runs in a CHILD process, controlled over IPC: the tests make
@@ -55,6 +55,8 @@ export type FaultAction =
   | { kind: 'reset-response'; afterBytes: number }
   /** Accept the request and answer nothing for `ms` (then forward it); without ms, until the client gives up. */
   | { kind: 'stall'; ms?: number }
+  /** Accept the request and answer nothing until the test calls release(), then forward it (an order a test needs, not a time). */
+  | { kind: 'hold' }
   /** Forward, then stop sending after `afterBytes` of the body for `ms` (without ms: until the client gives up). */
   | { kind: 'stall-response'; afterBytes: number; ms?: number }
   /** Stop listening and reset every open connection (this request's too) for `ms`: the server is gone. */
@@ -114,7 +116,8 @@ type Command =
   | { id: number; type: 'go-away'; ms?: number }
   | { id: number; type: 'come-back' }
   | { id: number; type: 'stats' }
-  | { id: number; type: 'reset-stats' };
+  | { id: number; type: 'reset-stats' }
+  | { id: number; type: 'release' };
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
 
@@ -139,6 +142,8 @@ export interface FaultProxy {
   comeBack(): Promise<void>;
   stats(): Promise<FaultProxyStats>;
   resetStats(): Promise<void>;
+  /** Forwards the requests a `hold` rule holds. */
+  release(): Promise<void>;
   /** Ends the proxy process. */
   stop(): Promise<void>;
 }
@@ -238,6 +243,7 @@ export async function startFaultProxy(options: { targetPort: number; targetHost?
     comeBack: async () => { await call({ type: 'come-back' }); },
     stats: async () => (await call({ type: 'stats' }))!,
     resetStats: async () => { await call({ type: 'reset-stats' }); },
+    release: async () => { await call({ type: 'release' }); },
     stop: async () => {
       if (stopped) return;
       stopped = true;
@@ -345,6 +351,8 @@ function runChild(config: ChildConfig): void {
   let server: http.Server | undefined;
   let boundPort = config.port;
   let comeBackTimer: NodeJS.Timeout | undefined;
+  /** Requests held by a `hold` rule: forwarding each, on release(). */
+  const held = new Set<() => void>();
   let errorCounter = 0;
 
   const reset = (socket: Socket | null | undefined): void => {
@@ -505,6 +513,15 @@ function runChild(config: ChildConfig): void {
           req.socket.once('close', () => clearTimeout(timer));
         }
         return;
+      case 'hold': {
+        const go = (): void => {
+          held.delete(go);
+          if (!req.socket.destroyed) forward(req, res);
+        };
+        held.add(go);
+        req.socket.once('close', () => held.delete(go));
+        return;
+      }
       case 'stall-response':
         forwardShaped(req, res, (up) => {
           let sent = 0;
@@ -649,6 +666,10 @@ function runChild(config: ChildConfig): void {
         return;
       case 'stats':
         reply({ stats });
+        return;
+      case 'release':
+        for (const go of [...held]) go();
+        reply();
         return;
       case 'reset-stats':
         stats = {

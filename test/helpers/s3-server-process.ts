@@ -35,6 +35,10 @@
  *   the whole source) as the part, with x-amz-copy-source-if-match.
  * - CopyObject x-amz-copy-source-if-match / -if-none-match: s3rver ignores
  *   them; a source that does not match gets 412 PreconditionFailed.
+ * - Writes in place (s3-server-versions.ts): s3rver streams a PUT into the
+ *   object's own file, so a GET, HEAD, copy or UploadPartCopy of the key
+ *   meanwhile saw part of the new bytes, or a size neither version has.
+ *   Ours writes beside it and renames; readers take one version whole.
  * - PutObject and CompleteMultipartUpload If-Match / If-None-Match (S3's
  *   conditional writes): s3rver ignores them. Ours: 412 PreconditionFailed
  *   when the condition fails, 404 NoSuchKey for If-Match on a missing key.
@@ -48,6 +52,7 @@ import type { IncomingHttpHeaders, IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { copySourceRefusal, etagListMatches, installWholeVersions, servedVersionCheck, type VersionedStore } from './s3-server-versions.js';
 
 export interface ServerProcessConfig {
   /** 0 picks a free port. */
@@ -67,20 +72,13 @@ export type ServerProcessMessage =
 // ---------------------------------------------------------------------------
 // The parts of s3rver (CommonJS, untyped) this file relies on.
 
-interface StoredObjectRef { bucket: string; key: string }
-
-interface FilesystemStore {
+interface FilesystemStore extends VersionedStore {
   rootDirectory: string;
   putPart(bucket: string, uploadId: string, partNumber: string, content: NodeJS.ReadableStream): Promise<{ size: number; md5: string }>;
-  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
-  getMetadata(bucket: string, key: string): Promise<Record<string, string | number | undefined>>;
   getBucket(bucket: string): Promise<object | null>;
   putBucket(bucket: string): Promise<object | null>;
   deleteBucket(bucket: string): Promise<void>;
   existsObject(bucket: string, key: string): Promise<boolean>;
-  putObject(object: StoredObjectRef): Promise<{ size: number; md5: string }>;
-  copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, replacementMetadata: object | null): Promise<Record<string, string | number | undefined>>;
-  deleteObject(bucket: string, key: string): Promise<void>;
   reset(): void;
 }
 
@@ -417,6 +415,13 @@ function decodeKeyPath(keyPath: string): string {
 }
 
 const indexes = new WeakMap<FilesystemStore, ListingIndex>();
+const versions = new WeakMap<FilesystemStore, ReturnType<typeof installWholeVersions>>();
+
+function versionsOf(store: FilesystemStore): ReturnType<typeof installWholeVersions> {
+  const v = versions.get(store);
+  if (!v) throw new Error('whole versions not installed on this store');
+  return v;
+}
 
 function indexOf(store: FilesystemStore): ListingIndex {
   const index = indexes.get(store);
@@ -484,7 +489,12 @@ function wholeSeconds(date: Date): string {
  * whole seconds like s3rver's HeadObject/GetObject (an HTTP date), so a
  * listing and a HEAD of the same object agree.
  */
-async function readSummary(store: FilesystemStore, bucket: string, key: string): Promise<ObjectSummary | undefined> {
+function readSummary(store: FilesystemStore, bucket: string, key: string): Promise<ObjectSummary | undefined> {
+  // Under the key's gate: the size and the ETag of one version.
+  return versionsOf(store).gate.read(`${bucket}\0${key}`, () => readSummaryNow(store, bucket, key));
+}
+
+async function readSummaryNow(store: FilesystemStore, bucket: string, key: string): Promise<ObjectSummary | undefined> {
   const objectPath = store.getResourcePath(bucket, key, 'object');
   try {
     const [stat, md5] = await Promise.all([
@@ -844,12 +854,6 @@ async function storedEtag(store: FilesystemStore, bucket: string, key: string): 
   }
 }
 
-/** Whether an If-Match style list ("a", W/"b", *) names this ETag. */
-function etagListMatches(header: string, etag: string): boolean {
-  const wanted = header.split(',').map((t) => t.trim().replace(/^W\//, '').replace(/"/g, ''));
-  return wanted.includes('*') || wanted.includes(etag);
-}
-
 function preconditionFailed(condition: string): Error {
   return new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: condition });
 }
@@ -891,23 +895,9 @@ function parseCopySource(header: string): { bucket: string; key: string } {
   return { bucket: source.slice(0, slash), key: source.slice(slash + 1) };
 }
 
-/** x-amz-copy-source-if-match / -if-none-match of CopyObject and UploadPartCopy, against the source. */
-async function checkCopySourceConditions(ctx: Ctx, source: { bucket: string; key: string }, headers: IncomingHttpHeaders): Promise<string> {
-  const etag = await storedEtag(ctx.store, source.bucket, source.key);
-  if (etag === undefined) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: source.key });
-  const ifMatch = headerValue(headers, 'x-amz-copy-source-if-match');
-  const ifNoneMatch = headerValue(headers, 'x-amz-copy-source-if-none-match');
-  if (ifMatch && !etagListMatches(ifMatch, etag)) throw preconditionFailed('x-amz-copy-source-If-Match');
-  if (ifNoneMatch && etagListMatches(ifNoneMatch, etag)) throw preconditionFailed('x-amz-copy-source-If-None-Match');
-  return etag;
-}
-
+/** x-amz-copy-source-if-match / -if-none-match of CopyObject, checked against the source version the store copies. */
 function withCopySourceConditions(putObjectCopy: Controller): Controller {
-  return async (ctx) => {
-    const header = ctx.req.headers['x-amz-copy-source'];
-    if (typeof header === 'string') await checkCopySourceConditions(ctx, parseCopySource(header), ctx.req.headers);
-    await putObjectCopy(ctx);
-  };
+  return (ctx) => servedVersionCheck.run(copySourceRefusal(ctx.req.headers, preconditionFailed), () => putObjectCopy(ctx));
 }
 
 /** Where preRouter leaves an UploadPartCopy's headers, so s3rver routes it to uploadPart. */
@@ -936,23 +926,30 @@ function withUploadPartCopy(uploadPart: Controller): Controller {
       throw invalidArgument('Part number must be an integer between 1 and 10000, inclusive', 'partNumber', partNumber);
     }
     const source = parseCopySource(String(headers['x-amz-copy-source']));
-    await checkCopySourceConditions(ctx, source, headers);
-    const size = Number((await ctx.store.getMetadata(source.bucket, source.key))['content-length']);
-    const range = headerValue(headers, 'x-amz-copy-source-range');
-    let start = 0;
-    let end = size - 1;
-    if (range) {
-      const m = /^bytes=(\d+)-(\d+)$/.exec(range);
-      if (!m || Number(m[1]) > Number(m[2]) || Number(m[2]) >= size) {
-        throw invalidArgument(`Range specified is not valid for source object of size: ${size}`, 'x-amz-copy-source-range', range);
+    // One version for the conditions, the range check and the bytes, as S3 copies.
+    const version = await versionsOf(ctx.store).version(source.bucket, source.key);
+    if (!version) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: source.key });
+    try {
+      const refusal = copySourceRefusal(headers, preconditionFailed)(version.etag);
+      if (refusal) throw refusal;
+      const size = version.size;
+      const range = headerValue(headers, 'x-amz-copy-source-range');
+      let start = 0;
+      let end = size - 1;
+      if (range) {
+        const m = /^bytes=(\d+)-(\d+)$/.exec(range);
+        if (!m || Number(m[1]) > Number(m[2]) || Number(m[2]) >= size) {
+          throw invalidArgument(`Range specified is not valid for source object of size: ${size}`, 'x-amz-copy-source-range', range);
+        }
+        start = Number(m[1]);
+        end = Number(m[2]);
       }
-      start = Number(m[1]);
-      end = Number(m[2]);
+      const content = version.handle.createReadStream(size === 0 ? { start: 0, autoClose: false } : { start, end, autoClose: false });
+      const { md5 } = await ctx.store.putPart(bucket, uploadId, partNumber, content);
+      ctx.body = { CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) } };
+    } finally {
+      await version.handle.close();
     }
-    const objectPath = ctx.store.getResourcePath(source.bucket, source.key, 'object');
-    const content = size === 0 ? fs.createReadStream(objectPath) : fs.createReadStream(objectPath, { start, end });
-    const { md5 } = await ctx.store.putPart(bucket, uploadId, partNumber, content);
-    ctx.body = { CopyPartResult: { LastModified: new Date().toISOString(), ETag: JSON.stringify(md5) } };
   };
 }
 
@@ -969,12 +966,10 @@ function withIfMatch(getObject: Controller): Controller {
       } catch (err) {
         if (!isNotFound(err)) throw err;
       }
-      const wanted = ifMatch.split(',').map((t) => t.trim().replace(/^W\//, '').replace(/"/g, ''));
-      if (etag !== undefined && !wanted.includes('*') && !wanted.includes(etag)) {
-        throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', {
-          Condition: 'If-Match',
-        });
-      }
+      if (etag !== undefined && !etagListMatches(ifMatch, etag)) throw preconditionFailed('If-Match');
+      // And against the version served, which a write may have replaced meanwhile.
+      await servedVersionCheck.run((served) => etagListMatches(ifMatch, served) ? undefined : preconditionFailed('If-Match'), () => getObject(ctx));
+      return;
     }
     await getObject(ctx);
   };
@@ -1105,6 +1100,8 @@ async function main(): Promise<void> {
     silent: config.silent,
     configureBuckets: config.buckets.map((name) => ({ name, configs: [] })),
   });
+  // Whole versions first: the index wraps the writes they replace.
+  versions.set(server.store, installWholeVersions(server.store));
   installIndex(server.store);
   // The router is the last middleware; authentication lives inside it.
   server.middleware.splice(server.middleware.length - 1, 0, preRouter);
