@@ -92,6 +92,18 @@ async function listKeysV2(s3: S3Client, input: ListObjectsV2CommandInput): Promi
   return (await listAllV2(s3, input)).flatMap(pageEntries);
 }
 
+/** A server with one bucket, 'bucket', for the tests of the describe() that calls this. */
+function serverForSuite(use: (server: TestS3Server) => void): void {
+  let started: TestS3Server | undefined;
+  before(async () => {
+    started = await startS3Server({ buckets: ['bucket'] });
+    use(started);
+  });
+  after(async () => {
+    await started?.stop();
+  });
+}
+
 async function s3Failure(promise: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
   try {
     await promise;
@@ -358,13 +370,9 @@ describe('listing (ListObjectsV2 and ListObjects)', () => {
 describe('writes and listings', () => {
   let server: TestS3Server;
   let s3: S3Client;
-
-  before(async () => {
-    server = await startS3Server({ buckets: ['bucket'] });
-    s3 = server.client();
-  });
-  after(async () => {
-    await server?.stop();
+  serverForSuite((started) => {
+    server = started;
+    s3 = started.client();
   });
 
   const keys = async (prefix = ''): Promise<string[]> => listKeysV2(s3, { Bucket: 'bucket', Prefix: prefix });
@@ -496,13 +504,9 @@ describe('writes and listings', () => {
 describe('conditional writes and copies', () => {
   let server: TestS3Server;
   let s3: S3Client;
-
-  before(async () => {
-    server = await startS3Server({ buckets: ['bucket'] });
-    s3 = server.client();
-  });
-  after(async () => {
-    await server?.stop();
+  serverForSuite((started) => {
+    server = started;
+    s3 = started.client();
   });
 
   const body = async (Key: string): Promise<string> =>
@@ -608,18 +612,14 @@ describe('conditional writes and copies', () => {
 });
 
 // ---------------------------------------------------------------------------
-// Credentials and lifecycle.
+// A write replaces an object whole.
 
 describe('whole versions while a write streams in', () => {
   let server: TestS3Server;
   let s3: S3Client;
-
-  before(async () => {
-    server = await startS3Server({ buckets: ['bucket'] });
-    s3 = server.client();
-  });
-  after(async () => {
-    await server?.stop();
+  serverForSuite((started) => {
+    server = started;
+    s3 = started.client();
   });
 
   const bytesOf = async (Key: string, range?: string): Promise<Buffer> =>
@@ -710,6 +710,9 @@ describe('whole versions while a write streams in', () => {
     assert.ok((await bytesOf('v/cut')).equals(old));
   });
 });
+
+// ---------------------------------------------------------------------------
+// Credentials and lifecycle.
 
 describe('credentials', () => {
   let server: TestS3Server;
