@@ -854,6 +854,10 @@ async function storedEtag(store: FilesystemStore, bucket: string, key: string): 
   }
 }
 
+function noSuchKey(key: string): Error {
+  return new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+}
+
 function preconditionFailed(condition: string): Error {
   return new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: condition });
 }
@@ -874,7 +878,7 @@ async function checkWriteConditions(ctx: Ctx, bucket: string, key: string): Prom
   const etag = await storedEtag(ctx.store, bucket, key);
   if (ifNoneMatch && etag !== undefined) throw preconditionFailed('If-None-Match');
   if (ifMatch) {
-    if (etag === undefined) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+    if (etag === undefined) throw noSuchKey(key);
     if (!etagListMatches(ifMatch, etag)) throw preconditionFailed('If-Match');
   }
 }
@@ -928,7 +932,7 @@ function withUploadPartCopy(uploadPart: Controller): Controller {
     const source = parseCopySource(String(headers['x-amz-copy-source']));
     // One version for the conditions, the range check and the bytes, as S3 copies.
     const version = await versionsOf(ctx.store).version(source.bucket, source.key);
-    if (!version) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: source.key });
+    if (!version) throw noSuchKey(source.key);
     try {
       const refusal = copySourceRefusal(headers, preconditionFailed)(version.etag);
       if (refusal) throw refusal;
@@ -1101,7 +1105,7 @@ async function main(): Promise<void> {
     configureBuckets: config.buckets.map((name) => ({ name, configs: [] })),
   });
   // Whole versions first: the index wraps the writes they replace.
-  versions.set(server.store, installWholeVersions(server.store));
+  versions.set(server.store, installWholeVersions(server.store, noSuchKey));
   installIndex(server.store);
   // The router is the last middleware; authentication lives inside it.
   server.middleware.splice(server.middleware.length - 1, 0, preRouter);

@@ -121,7 +121,7 @@ function temporaryBeside(objectPath: string): string {
  * Replaces the store's write and read paths with whole-version ones and
  * returns what the controllers use to read one version.
  */
-export function installWholeVersions(store: VersionedStore): { version(bucket: string, key: string): Promise<Version | undefined>; gate: KeyGate } {
+export function installWholeVersions(store: VersionedStore, noSuchKey: (key: string) => Error): { version(bucket: string, key: string): Promise<Version | undefined>; gate: KeyGate } {
   const gate = new KeyGate();
   const idOf = (bucket: string, key: string): string => `${bucket}\0${key}`;
   const getMetadata = store.getMetadata.bind(store);
@@ -210,7 +210,8 @@ export function installWholeVersions(store: VersionedStore): { version(bucket: s
 
   store.copyObject = async (srcBucket, srcKey, destBucket, destKey, replacementMetadata) => {
     const source = await version(srcBucket, srcKey);
-    if (!source) throw Object.assign(new Error(`no object ${srcKey}`), { code: 'ENOENT' });
+    // s3rver checked it exists; it may have been deleted since.
+    if (!source) throw noSuchKey(srcKey);
     try {
       const refusal = servedVersionCheck.getStore()?.(source.etag);
       if (refusal) throw refusal;
