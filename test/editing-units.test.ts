@@ -1057,6 +1057,36 @@ describe('fs model in editing mode', () => {
     await assert.rejects(fs.getattr('/up'), isErrno('ENOENT'));
   });
 
+  test('a file its last program closes while its upload is finishing leaves nothing staged', async () => {
+    // The upload keeps the stage of a file still open (it is clean, and the
+    // program may read it); a close landing after that check, while the
+    // upload writes its record, found the upload still running.
+    class CloseAfterPut extends MemoryObjectClient {
+      onStored: (() => void) | undefined;
+      override async putObject(key: string, data: Uint8Array, opts: WriteConditions = {}): Promise<{ etag: string }> {
+        const result = await super.putObject(key, data, opts);
+        const then = this.onStored;
+        this.onStored = undefined;
+        if (then) setImmediate(then);
+        return result;
+      }
+    }
+    const client = new CloseAfterPut();
+    const { fs, stagingDirectory } = await editingFs({ uploadDelayMs: 0, client });
+    const fd = await fs.create('/open', O_WRONLY);
+    await fs.write('/open', fd, Buffer.from('data'), 0);
+    const reader = await fs.open('/open', 0);
+    let closed: Promise<void> | undefined;
+    client.onStored = () => { closed = fs.release('/open', reader); };
+    await fs.flush('/open', fd);
+    await fs.release('/open', fd);
+    await waitFor(() => closed !== undefined && fs.uploadsInProgress === 0, 'the upload and the reader\'s close');
+    await closed;
+    assert.equal(body(client, 'open'), 'data');
+    assert.deepEqual(await stageFiles(stagingDirectory), [], 'no stage is left for the next mount');
+    assert.equal(await readWhole(fs, '/open'), 'data');
+  });
+
   test('touch of a new name stores an empty object', async () => {
     const { fs, client } = await editingFs();
     const fd = await fs.create('/empty', O_WRONLY);

@@ -1277,6 +1277,12 @@ export class S3FileSystem {
     else {
       e.cleanGeneration = result.generation;
       if (e.stage.state === 'closed' && this.isDirty(e)) this.writeBack.schedule(e);
+      else if (e.handles === 0 && !e.detached && e.stage.state === 'closed') {
+        // Kept because a program had it open, which closed it while the
+        // upload ended: that release found it uploading and left it to us.
+        this.dropEntry(e);
+        await this.stagingArea.remove(e.stage);
+      }
     }
     this.uploadsChanged();
     this.log.info('upload complete', { op: 'upload', key: result.key, sizeBytes: result.sizeBytes, durationMs: this.clock.now() - started, staged: true });
