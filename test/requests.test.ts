@@ -148,6 +148,21 @@ describe('GETs and small PUTs signed by us, on the transport', () => {
     client.destroy();
   });
 
+  test('a GET whose server answered 500 and then stopped answering fails with that answer, not "could not be reached"', async () => {
+    const client = openObjectClient(connection(proxy.endpoint, { requestTimeoutMs: 10_000, readDeadlineMs: 1_500 }));
+    await proxy.setRules([
+      { id: 'refused', match: { op: 'GetObject', key: 'big.bin' }, action: { kind: 'error', status: 500, code: 'InternalError', requestId: 'REQ-500' }, times: 1 },
+      { id: 'silent', match: { op: 'GetObject', key: 'big.bin' }, action: { kind: 'stall' } },
+    ]);
+    await assert.rejects(client.getRange('big.bin', { start: 0, end: MiB }, new Collect()), (err: unknown) =>
+      err instanceof S3RequestError && err.kind === 'ServerError' && err.requestId === 'REQ-500');
+    const stats = await proxy.stats();
+    assert.deepEqual([stats.fired['refused'], stats.fired['silent']], [1, 1], 'the retry was sent and cut by the deadline');
+    assert.equal(client.transport.requestsInFlight, 0);
+    await proxy.clearRules();
+    client.destroy();
+  });
+
   test('an aborted GET rejects at once', async () => {
     const client = openObjectClient(connection(proxy.endpoint));
     await proxy.setRules([{ id: 'slow', match: { op: 'GetObject', key: 'big.bin' }, action: { kind: 'stall-response', afterBytes: 128 * 1024 } }]);

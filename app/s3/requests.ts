@@ -232,6 +232,8 @@ export class SignedRequests {
     let answer: GetAnswer | undefined;
     let ifMatch = opts.ifMatch;
     let retry = 0;
+    /** The error the server answered the last attempt with, if it answered. */
+    let answered: S3RequestError | undefined;
     try {
       for (;;) {
         if (opts.signal?.aborted) throw toS3Error(abortError(), details);
@@ -290,7 +292,12 @@ export class SignedRequests {
         } catch (err) {
           if (delivered >= want && answer) return answer;
           if (opts.signal?.aborted) throw toS3Error(abortError(), details);
+          if (delivered > before) answered = undefined;
+          if (err instanceof AttemptFailed) answered = err.error;
           if (deadline.expired) {
+            // The server's last answer since the last byte (a 500, a body cut
+            // short) says more than "no data" does: it was reached.
+            if (answered) throw answered;
             throw toS3Error(Object.assign(new Error(`no data for ${Math.round(this.readDeadlineMs / 1000)} s`), { code: 'ETIMEDOUT' }), details);
           }
           const e = err instanceof AttemptFailed ? err.error : toS3Error(transportCause(err), details);
