@@ -232,7 +232,7 @@ export class SignedRequests {
     let answer: GetAnswer | undefined;
     let ifMatch = opts.ifMatch;
     let retry = 0;
-    /** The error the server answered the last attempt with, if it answered. */
+    /** The last error the server answered with since the last byte arrived. */
     let answered: S3RequestError | undefined;
     try {
       for (;;) {
