@@ -70,10 +70,7 @@ export class WriteBack<T extends object> {
     }
     if (state.timer) clearTimeout(state.timer);
     state.quiet = delayMs === undefined;
-    state.timer = setTimeout(() => {
-      state.timer = undefined;
-      void this.start(item, state).catch((err: unknown) => this.config.onError?.(item, err));
-    }, delayMs ?? this.config.delayMs);
+    state.timer = setTimeout(() => this.fire(item, state), delayMs ?? this.config.delayMs);
     this.changed();
   }
 
@@ -88,6 +85,11 @@ export class WriteBack<T extends object> {
     const state = this.items.get(item);
     if (!state?.timer || !this.inQuietPeriod(item)) return;
     clearTimeout(state.timer);
+    this.fire(item, state);
+  }
+
+  /** The item's timer is up (or cut short): its job starts. */
+  private fire(item: T, state: ItemState): void {
     state.timer = undefined;
     void this.start(item, state).catch((err: unknown) => this.config.onError?.(item, err));
   }
