@@ -292,7 +292,10 @@ export class SignedRequests {
         } catch (err) {
           if (delivered >= want && answer) return answer;
           if (opts.signal?.aborted) throw toS3Error(abortError(), details);
-          if (delivered > before) answered = undefined;
+          if (delivered > before) {
+            retry = 0;
+            answered = undefined;
+          }
           if (err instanceof AttemptFailed) answered = err.error;
           if (deadline.expired) {
             // The server's last answer since the last byte (a 500, a body cut
@@ -301,7 +304,6 @@ export class SignedRequests {
             throw toS3Error(Object.assign(new Error(`no data for ${Math.round(this.readDeadlineMs / 1000)} s`), { code: 'ETIMEDOUT' }), details);
           }
           const e = err instanceof AttemptFailed ? err.error : toS3Error(transportCause(err), details);
-          if (delivered > before) retry = 0;
           retry++;
           if (e.kind === 'ClockSkew' && retry === 1) continue;
           if (!isRetryable(e)) throw e;
