@@ -1213,15 +1213,19 @@ export class S3FileSystem {
     }
     if (e.stage.failure) {
       // The program was told (ENOSPC, EIO); the file is what the bucket holds.
-      this.dropEntry(e);
-      await this.stagingArea.remove(e.stage);
+      await this.dropStage(e);
       this.events.onUploadFailed?.(e.path, e.stage.failure);
       return;
     }
     if (!this.isDirty(e) && e.stage.state !== 'uploading' && !this.writeBack.has(e)) {
-      this.dropEntry(e);
-      await this.stagingArea.remove(e.stage);
+      await this.dropStage(e);
     }
+  }
+
+  /** The entry is forgotten and its stage removed: the bucket holds what it had, or the user was told. */
+  private async dropStage(e: StagedEntry): Promise<void> {
+    this.dropEntry(e);
+    await this.stagingArea.remove(e.stage);
   }
 
   private dropEntry(e: StagedEntry): void {
@@ -1256,8 +1260,7 @@ export class S3FileSystem {
         // cut off before its stage was removed. Not a conflict.
         this.log.info('upload found already stored', { op: 'upload', key: ours.key, sizeBytes: ours.sizeBytes });
         this.noteStored(e.path, ours);
-        this.dropEntry(e);
-        await this.stagingArea.remove(e.stage);
+        await this.dropStage(e);
         return;
       }
       this.log.warn('object changed in the bucket while edited', { op: 'upload', key: err.key, baseEtag: err.baseEtag });
@@ -1280,8 +1283,7 @@ export class S3FileSystem {
       else if (e.handles === 0 && !e.detached && e.stage.state === 'closed') {
         // Kept because a program had it open, which closed it while the
         // upload ended: that release found it uploading and left it to us.
-        this.dropEntry(e);
-        await this.stagingArea.remove(e.stage);
+        await this.dropStage(e);
       }
     }
     this.uploadsChanged();
@@ -1375,8 +1377,7 @@ export class S3FileSystem {
     // truncate(1) with no file open: nothing else will close it.
     if (e.writers === 0) await this.closeStage(e);
     if (e.handles === 0 && !this.isDirty(e)) {
-      this.dropEntry(e);
-      await this.stagingArea.remove(e.stage);
+      await this.dropStage(e);
     }
   }
 
