@@ -491,7 +491,7 @@ function wholeSeconds(date: Date): string {
  */
 function readSummary(store: FilesystemStore, bucket: string, key: string): Promise<ObjectSummary | undefined> {
   // Under the key's gate: the size and the ETag of one version.
-  return versionsOf(store).gate.read(`${bucket}\0${key}`, () => readSummaryNow(store, bucket, key));
+  return versionsOf(store).read(bucket, key, () => readSummaryNow(store, bucket, key));
 }
 
 async function readSummaryNow(store: FilesystemStore, bucket: string, key: string): Promise<ObjectSummary | undefined> {

@@ -54,7 +54,7 @@ export type Refusal = (etag: string) => Error | undefined;
  * only queued, so a read inside a read (s3rver's getObject calls
  * getMetadata) cannot deadlock.
  */
-export class KeyGate {
+class KeyGate {
   private readonly readers = new Map<string, number>();
   private readonly drained = new Map<string, Array<() => void>>();
   private readonly active = new Map<string, Promise<void>>();
@@ -121,7 +121,11 @@ function temporaryBeside(objectPath: string): string {
  * Replaces the store's write and read paths with whole-version ones and
  * returns what the controllers use to read one version.
  */
-export function installWholeVersions(store: VersionedStore, noSuchKey: (key: string) => Error): { version(bucket: string, key: string): Promise<Version | undefined>; gate: KeyGate } {
+export function installWholeVersions(store: VersionedStore, noSuchKey: (key: string) => Error): {
+  version(bucket: string, key: string): Promise<Version | undefined>;
+  /** Runs `fn` as a reader of the key: no write is committed to it meanwhile. */
+  read<T>(bucket: string, key: string, fn: () => Promise<T>): Promise<T>;
+} {
   const gate = new KeyGate();
   const idOf = (bucket: string, key: string): string => `${bucket}\0${key}`;
   const getMetadata = store.getMetadata.bind(store);
@@ -238,7 +242,7 @@ export function installWholeVersions(store: VersionedStore, noSuchKey: (key: str
 
   store.deleteObject = (bucket, key) => gate.commit(idOf(bucket, key), () => deleteObject(bucket, key));
 
-  return { version, gate };
+  return { version, read: (bucket, key, fn) => gate.read(idOf(bucket, key), fn) };
 }
 
 /** The copy-source conditions of CopyObject and UploadPartCopy, as S3 applies them to the source version copied. */
